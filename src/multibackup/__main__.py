@@ -1,0 +1,3 @@
+from multibackup.cli.main import main
+
+raise SystemExit(main())

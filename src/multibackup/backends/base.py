@@ -1,0 +1,55 @@
+"""The object-store interface every backend and store implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a listing or stat says about one object."""
+
+    key: str
+    size: int
+    etag: str | None = None
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """A flat namespace of immutable-ish objects addressed by ``/``-separated keys.
+
+    Keys never start with ``/``. Implementations raise :class:`~multibackup.errors.ObjectNotFound`
+    for a missing key, :class:`~multibackup.errors.ObjectExists` when a create-only put finds
+    the key taken, and :class:`~multibackup.errors.StoreError` for everything else.
+    """
+
+    #: Human-readable location, safe to print (no credentials).
+    description: str
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing any previous object."""
+        ...
+
+    def put_new(self, key: str, data: bytes) -> None:
+        """Store ``data`` only if ``key`` does not exist yet (create-only)."""
+        ...
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Read a whole object, or ``length`` bytes from ``offset``."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (recursive)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        ...

@@ -1,0 +1,136 @@
+"""ObjectStore over Apache OpenDAL: local filesystem, S3-compatible, memory.
+
+OpenDAL does the I/O in Rust and releases the GIL, so many threads can upload at once.
+Its errors are multi-line and carry request context; they are reduced here to one line
+that names the problem (credentials, bucket, network, disk full) and nothing secret.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import opendal
+from opendal import exceptions as oe
+from opendal.layers import RetryLayer
+
+from multibackup.backends.base import ObjectInfo
+from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError
+
+_S3_ERROR = re.compile(r'code: "(?P<code>[^"]*)", message: "(?P<message>[^"]*)"')
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    match = _S3_ERROR.search(text)
+    if match:
+        return f"{match['code']}: {match['message']}"
+    first = re.sub(r"\s*\((persistent|permanent|temporary)\)", "", first)
+    first = re.sub(r"^\w+ at \w+ => ", "", first)
+    source = re.search(r"Source:\s*\n\s*(.+)", text)
+    if source and source.group(1).strip() not in first:
+        first = f"{first}: {source.group(1).strip()}"
+    return first
+
+
+class OpenDALStore:
+    """One OpenDAL operator with retries, behind the ObjectStore interface."""
+
+    def __init__(self, scheme: str, description: str, retries: int = 4, **options: str) -> None:
+        self.description = description
+        self.scheme = scheme
+        try:
+            op = opendal.Operator(scheme, **options)
+        except Exception as exc:  # configuration errors from OpenDAL
+            raise StoreError(f"{description}: invalid configuration: {_one_line(exc)}") from None
+        if retries:
+            op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
+                                     min_delay=0.2, max_delay=5.0))
+        self._op = op
+
+    def _error(self, exc: Exception, action: str, key: str) -> StoreError:
+        message = _one_line(exc)
+        where = f"{self.description}: {action} {key}"
+        if isinstance(exc, oe.NotFound):
+            return ObjectNotFound(f"{where}: object not found")
+        if isinstance(exc, oe.ConditionNotMatch | oe.AlreadyExists):
+            return ObjectExists(f"{where}: object already exists")
+        if "No space left" in message or "os error 28" in message or "StorageFull" in str(exc):
+            return StorageFull(f"{where}: no space left on the destination")
+        if isinstance(exc, oe.PermissionDenied):
+            return StoreError(f"{where}: access denied, check the credentials ({message})")
+        if "NoSuchBucket" in message:
+            return StoreError(f"{where}: the bucket does not exist ({message})")
+        if "Connection refused" in str(exc) or "error sending request" in str(exc):
+            return StoreError(f"{where}: cannot reach the server ({message})")
+        return StoreError(f"{where}: {message}")
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self._op.write(key, data)
+        except Exception as exc:
+            raise self._error(exc, "writing", key) from None
+
+    def put_new(self, key: str, data: bytes) -> None:
+        try:
+            self._op.write(key, data, if_not_exists=True)
+        except Exception as exc:
+            raise self._error(exc, "writing", key) from None
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            if offset == 0 and length is None:
+                return self._op.read(key)
+            if length is None:
+                size = self.stat(key).size
+                length = size - offset
+            if length == 0:
+                return b""
+            data = self._op.read(key, offset=offset, size=length)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "reading", key) from None
+        if len(data) != length:
+            # Some servers ignore ranges; never hand back the wrong bytes silently.
+            raise StoreError(f"{self.description}: reading {key}: short or wrong-sized ranged read")
+        return data
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            meta = self._op.stat(key)
+        except Exception as exc:
+            raise self._error(exc, "reading metadata of", key) from None
+        return ObjectInfo(key, meta.content_length, meta.etag)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        try:
+            for entry in self._op.list(prefix, recursive=True):
+                path = entry.path
+                if path.endswith("/"):
+                    continue
+                meta = entry.metadata
+                yield ObjectInfo(path, meta.content_length if meta else 0,
+                                 meta.etag if meta else None)
+        except oe.NotFound:
+            return
+        except Exception as exc:
+            raise self._error(exc, "listing", prefix or "/") from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._op.delete(key)
+        except oe.NotFound:
+            return
+        except Exception as exc:
+            raise self._error(exc, "deleting", key) from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._op.stat(key)
+        except oe.NotFound:
+            return False
+        except Exception as exc:
+            raise self._error(exc, "reading metadata of", key) from None
+        return True

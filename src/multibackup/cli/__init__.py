@@ -1,0 +1,1 @@
+"""The command-line front-end: parses arguments, calls the engine, prints results."""

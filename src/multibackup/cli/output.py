@@ -1,0 +1,87 @@
+"""Printing: human text or JSON on stdout, progress bars on a terminal's stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from multibackup.engine.progress import Progress
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+class Printer:
+    def __init__(self, json_mode: bool = False, quiet: bool = False) -> None:
+        self.json = json_mode
+        self.quiet = quiet
+
+    def line(self, text: str = "") -> None:
+        if not self.json and not self.quiet:
+            print(text, flush=True)
+
+    def result(self, text: str) -> None:
+        """Output the user asked for (listings): printed even with --quiet."""
+        if not self.json:
+            print(text, flush=True)
+
+    def emit(self, doc: Any) -> None:
+        if self.json:
+            print(json.dumps(doc, default=str), flush=True)
+
+    def warn(self, text: str) -> None:
+        if not self.quiet or self.json:
+            print(text, file=sys.stderr, flush=True)
+
+    @property
+    def interactive(self) -> bool:
+        return not self.quiet and not self.json and sys.stderr.isatty()
+
+    @contextmanager
+    def progress(self, progress: Progress, description: str, unit_bytes: bool = True) -> Iterator[None]:
+        """Draw a rich progress bar from ``progress`` while the block runs (terminals only)."""
+        if not self.interactive:
+            yield
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        columns: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn()]
+        columns += ([DownloadColumn(), TransferSpeedColumn()] if unit_bytes else [MofNCompleteColumn()])
+        columns += [TextColumn("{task.fields[items]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+        stop = threading.Event()
+        with Bar(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(description, total=None, items="")
+
+            def refresh() -> None:
+                while not stop.wait(0.2):
+                    total = progress.total_bytes if unit_bytes else progress.total_items
+                    done = progress.done_bytes if unit_bytes else progress.done_items
+                    bar.update(task, total=total or None, completed=done,
+                               items=f"{progress.done_items} files" if unit_bytes else "")
+
+            t = threading.Thread(target=refresh, daemon=True)
+            t.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                t.join()

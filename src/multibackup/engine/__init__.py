@@ -1,0 +1,1 @@
+"""Engine: the operations users run (backup, restore, check, forget, prune, diff, stats)."""

@@ -1,0 +1,311 @@
+"""Backup: walk the sources, store new content once, write trees and a snapshot.
+
+The main thread walks directories and decides, from the parent snapshot, which files are
+unchanged (same size, mtime, ctime and inode: not read at all). Changed files go to a
+bounded pool of worker threads that read, chunk, hash, compress and encrypt them; all of
+that runs in C or Rust with the GIL released. Directories become tree blobs in post-order
+as soon as their children are done, so the walk never waits for a whole level.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from multibackup import __version__
+from multibackup.engine.progress import Progress
+from multibackup.errors import MultibackupError
+from multibackup.repository.blob import BlobType
+from multibackup.repository.chunker import Chunker
+from multibackup.repository.repository import Repository
+from multibackup.repository.snapshot import Snapshot
+from multibackup.repository.tree import DIR, FILE, SYMLINK, Node
+from multibackup.sources.fs import Excludes, kind_of, list_dir, node_from_stat, unchanged
+
+_TARGET = object()
+
+
+@dataclass
+class BackupSummary:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    dirs: int = 0
+    total_files: int = 0
+    total_bytes: int = 0
+    bytes_read: int = 0
+    data_added: int = 0  # bytes stored in the repository by this run
+    data_added_raw: int = 0
+    data_blobs: int = 0
+    tree_blobs: int = 0
+    duration: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _done(value: Node | None) -> Future[Node | None]:
+    f: Future[Node | None] = Future()
+    f.set_result(value)
+    return f
+
+
+class Archiver:
+    def __init__(self, repo: Repository, excludes: Excludes | None = None, workers: int | None = None,
+                 progress: Progress | None = None) -> None:
+        self.repo = repo
+        self.excludes = excludes or Excludes()
+        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.progress = progress or Progress()
+        self.summary = BackupSummary()
+        self._local = threading.local()
+        self._slots = threading.Semaphore(self.workers * 8)
+        self._queue: deque[tuple[Future[Node | None], Node, list[Future[Node | None]]]] = deque()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _error(self, path: str, exc: BaseException | str) -> None:
+        reason = exc if isinstance(exc, str) else (
+            exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+        with self._lock:
+            self.summary.errors.append(f"{path}: {reason}")
+
+    def _chunker(self) -> Chunker:
+        ch = getattr(self._local, "chunker", None)
+        if ch is None:
+            ch = self._local.chunker = Chunker(self.repo.config.chunker)
+        return ch
+
+    def _parent_nodes(self, node: Node | None) -> dict[str, Node] | None:
+        if node is None or node.type != DIR or node.subtree is None:
+            return None
+        try:
+            return {n.name: n for n in self.repo.load_tree(node.subtree)}
+        except MultibackupError:
+            return None
+
+    # ---- files ------------------------------------------------------------------------
+
+    def _file(self, path: str, name: str, st: os.stat_result, old: Node | None) -> Future[Node | None]:
+        s = self.summary
+        if unchanged(old, st) and all(c in self.repo.index for c in old.content):  # type: ignore[union-attr]
+            node = node_from_stat(name, st, FILE)
+            node.content = old.content  # type: ignore[union-attr]
+            with self._lock:
+                s.files_unchanged += 1
+                s.total_files += 1
+                s.total_bytes += node.size
+            self.progress.add(node.size, 1)
+            return _done(node)
+        self._slots.acquire()
+        assert self._pool is not None
+        fut = self._pool.submit(self._read_file, path, name, old)
+        fut.add_done_callback(lambda _f: self._slots.release())
+        return fut
+
+    def _read_file(self, path: str, name: str, old: Node | None) -> Node | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        try:
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())
+                node = node_from_stat(name, st, FILE)
+                content: list[bytes] = []
+                size = 0
+                if st.st_size <= self.repo.config.chunker.min_size:
+                    data = f.read()
+                    chunks: Any = (data,) if data else ()
+                else:
+                    chunks = self._chunker().split_stream(f)
+                for chunk in chunks:
+                    blob_id, _ = self.repo.save_blob(BlobType.DATA, chunk)
+                    content.append(blob_id)
+                    size += len(chunk)
+                    self.progress.add(len(chunk))
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+        node.size = size
+        node.content = content
+        with self._lock:
+            s = self.summary
+            if old is not None and old.type == FILE:
+                s.files_changed += 1
+            else:
+                s.files_new += 1
+            s.total_files += 1
+            s.total_bytes += size
+            s.bytes_read += size
+        self.progress.add(0, 1, path)
+        return node
+
+    # ---- directories ------------------------------------------------------------------
+
+    def _entry(self, path: str, name: str, st: os.stat_result,
+               old: Node | None) -> Future[Node | None] | None:
+        kind = kind_of(st)
+        if kind == FILE:
+            return self._file(path, name, st, old)
+        if kind == DIR:
+            return self._dir(path, name, st, old)
+        if kind == SYMLINK:
+            node = node_from_stat(name, st, SYMLINK)
+            try:
+                node.target = os.readlink(path)
+            except OSError as exc:
+                self._error(path, exc)
+                return None
+            return _done(node)
+        return None
+
+    def _dir(self, path: str, name: str, st: os.stat_result, old: Node | None) -> Future[Node | None]:
+        parent = self._parent_nodes(old)
+        children: list[Future[Node | None]] = []
+        try:
+            listing = list_dir(path)
+        except OSError as exc:
+            self._error(path, exc)
+            listing = []
+        for child_name, child_st in listing:
+            child_path = os.path.join(path, child_name)
+            if self.excludes.match(child_path, child_name):
+                continue
+            fut = self._entry(child_path, child_name, child_st,
+                              parent.get(child_name) if parent else None)
+            if fut is not None:
+                children.append(fut)
+        return self._queue_dir(node_from_stat(name, st, DIR), children)
+
+    def _queue_dir(self, node: Node, children: list[Future[Node | None]]) -> Future[Node | None]:
+        fut: Future[Node | None] = Future()
+        self._queue.append((fut, node, children))
+        self._drain(block=False)
+        return fut
+
+    def _drain(self, block: bool) -> None:
+        """Finish directories, in post-order, whose children are all done."""
+        while self._queue:
+            fut, node, children = self._queue[0]
+            if not block and not all(c.done() for c in children):
+                return
+            self._queue.popleft()
+            nodes = [n for n in (c.result() for c in children) if n is not None]
+            tree_id, _ = self.repo.save_tree(nodes)
+            node.subtree = tree_id
+            with self._lock:
+                self.summary.dirs += 1
+            fut.set_result(node)
+
+    def _virtual(self, layout: dict[str, Any], fs_path: str,
+                 parent: dict[str, Node] | None) -> list[Future[Node | None]]:
+        """Children of a directory that is only on the way to the paths being backed up."""
+        out = []
+        for name in sorted(layout):
+            path = os.path.join(fs_path, name)
+            old = parent.get(name) if parent else None
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                self._error(path, exc)
+                continue
+            if layout[name] is _TARGET:
+                fut = self._entry(path, name, st, old)
+            else:
+                if kind_of(st) != DIR:
+                    continue
+                kids = self._virtual(layout[name], path, self._parent_nodes(old))
+                fut = self._queue_dir(node_from_stat(name, st, DIR), kids)
+            if fut is not None:
+                out.append(fut)
+        return out
+
+    # ---- run --------------------------------------------------------------------------
+
+    def run(self, paths: list[str], *, parent: Snapshot | None = None, tags: list[str] | None = None,
+            hostname: str | None = None, time_: Any = None) -> Snapshot:
+        started = time.monotonic()
+        abs_paths = sorted({os.path.abspath(p) for p in paths})
+        missing = [p for p in abs_paths if not os.path.lexists(p)]
+        for p in missing:
+            self._error(p, "does not exist")
+        present = [p for p in abs_paths if p not in missing]
+        if not present:
+            raise MultibackupError("none of the paths to back up exist: " + ", ".join(abs_paths))
+        layout: dict[str, Any] = {}
+        whole_root = "/" in present
+        for p in present:
+            if whole_root:
+                break
+            parts = p.strip("/").split("/")
+            cur = layout
+            for comp in parts[:-1]:
+                nxt = cur.setdefault(comp, {})
+                if nxt is _TARGET:
+                    break
+                cur = nxt
+            else:
+                cur[parts[-1]] = _TARGET
+        parent_root = None
+        if parent is not None:
+            try:
+                parent_root = {n.name: n for n in self.repo.load_tree(parent.tree)}
+            except MultibackupError:
+                parent_root = None
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="backup") as pool:
+            self._pool = pool
+            if whole_root:
+                root_parent = Node("", DIR, subtree=parent.tree) if parent else None
+                root_future = self._dir("/", "", os.lstat("/"), root_parent)
+                self._drain(block=True)
+                root_node = root_future.result()
+                assert root_node is not None and root_node.subtree is not None
+                root_id = root_node.subtree
+            else:
+                children = self._virtual(layout, "/", parent_root)
+                self._drain(block=True)
+                nodes = [n for n in (c.result() for c in children) if n is not None]
+                root_id, _ = self.repo.save_tree(nodes)
+        self.repo.flush()
+        s = self.summary
+        st = self.repo.stats
+        s.data_added = st.bytes_stored
+        s.data_added_raw = st.bytes_raw
+        s.data_blobs = st.data_blobs
+        s.tree_blobs = st.tree_blobs
+        s.duration = round(time.monotonic() - started, 3)
+        snap = Snapshot(time=time_ or Repository.now(), tree=root_id, paths=abs_paths,
+                        hostname=hostname or socket.gethostname(), username=_user(),
+                        tags=sorted(set(tags or [])), parent=parent.id if parent else None,
+                        summary=s.to_json(), program_version=f"multibackup {__version__}")
+        self.repo.save_snapshot(snap)
+        return snap
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+def find_parent(repo: Repository, paths: list[str], hostname: str) -> Snapshot | None:
+    """The latest snapshot of the same host and the same set of paths."""
+    abs_paths = sorted({os.path.abspath(p) for p in paths})
+    best = None
+    for snap in repo.snapshots():
+        if snap.hostname == hostname and sorted(snap.paths) == abs_paths:
+            best = snap
+    return best

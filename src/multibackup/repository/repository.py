@@ -1,0 +1,441 @@
+"""The repository: sealed blobs in packs, an index, trees and snapshots on one ObjectStore.
+
+Write order is packs, then index, then snapshot, so a reader never sees a snapshot whose
+data is missing, and a run killed at any moment leaves only unreferenced packs behind. The
+next run finds packs no index lists, reads their headers and indexes them, so nothing
+uploaded is uploaded again.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from multibackup import __version__
+from multibackup.backends.base import ObjectStore
+from multibackup.errors import (
+    IntegrityError,
+    MultibackupError,
+    ObjectExists,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    StoreError,
+    UsageError,
+)
+from multibackup.repository import keys
+from multibackup.repository.blob import (
+    DEFAULT_LEVEL,
+    BlobType,
+    open_blob,
+    open_file,
+    seal_blob,
+    seal_file,
+)
+from multibackup.repository.chunker import ChunkerParams
+from multibackup.repository.crypto import Cipher, KDFParams, MasterKey, storage_id
+from multibackup.repository.index import Index, decode_index, encode_index
+from multibackup.repository.lock import Lock
+from multibackup.repository.pack import PackBuilder, PackEntry, header_length, parse_header
+from multibackup.repository.snapshot import Snapshot
+from multibackup.repository.tree import Node, decode_tree, encode_tree
+
+FORMAT_VERSION = 1
+CONFIG = "config"
+DATA = "data/"
+INDEX = "index/"
+SNAPSHOTS = "snapshots/"
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+INDEX_EVERY_PACKS = 8
+
+
+def pack_key(pack_id: bytes | str) -> str:
+    h = pack_id.hex() if isinstance(pack_id, bytes) else pack_id
+    return f"{DATA}{h[:2]}/{h}"
+
+
+@dataclass
+class RepoConfig:
+    id: str
+    chunker: ChunkerParams
+    pack_size: int = DEFAULT_PACK_SIZE
+    compression: int = DEFAULT_LEVEL
+    version: int = FORMAT_VERSION
+
+    def encode(self) -> bytes:
+        return json.dumps({"version": self.version, "id": self.id,
+                           "chunker": self.chunker.to_dict(), "pack_size": self.pack_size,
+                           "compression": self.compression}, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> RepoConfig:
+        try:
+            d = json.loads(data)
+            cfg = cls(d["id"], ChunkerParams.from_dict(d["chunker"]), int(d["pack_size"]),
+                      int(d["compression"]), int(d["version"]))
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError("repository config is malformed") from None
+        if cfg.version != FORMAT_VERSION:
+            raise MultibackupError(f"repository format version {cfg.version} is not supported")
+        return cfg
+
+
+@dataclass
+class LoadReport:
+    """What loading the index found besides the index itself."""
+
+    index_files: int = 0
+    damaged_index_files: list[str] = field(default_factory=list)
+    recovered_packs: list[str] = field(default_factory=list)
+    damaged_packs: list[str] = field(default_factory=list)
+    pack_sizes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class WriteStats:
+    data_blobs: int = 0
+    tree_blobs: int = 0
+    bytes_raw: int = 0  # plaintext of new blobs
+    bytes_stored: int = 0  # sealed bytes of new blobs
+    packs: int = 0
+
+
+class Repository:
+    """An open repository. Blob writes are thread-safe; call flush() before saving a snapshot."""
+
+    def __init__(self, store: ObjectStore, master: MasterKey, config: RepoConfig, key_id: str,
+                 upload_concurrency: int = 4) -> None:
+        self.store = store
+        self.master = master
+        self.cipher = Cipher(master)
+        self.config = config
+        self.key_id = key_id
+        self.index = Index()
+        self.compression = config.compression
+        self.stats = WriteStats()
+        self._lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._builders: dict[BlobType, PackBuilder] = {}
+        self._unsaved: dict[bytes, list[PackEntry]] = {}
+        self._uploader = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="upload")
+        self._upload_slots = threading.Semaphore(upload_concurrency + 1)
+        self._uploads: set[Future[None]] = set()
+        self._upload_error: BaseException | None = None
+        self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, store: ObjectStore, password: str, *, chunker: ChunkerParams | None = None,
+             pack_size: int = DEFAULT_PACK_SIZE, compression: int = DEFAULT_LEVEL,
+             kdf: KDFParams | None = None) -> Repository:
+        if store.exists(CONFIG):
+            raise RepositoryExists(f"repository already initialised at {store.description}")
+        if any(True for _ in store.list(keys.PREFIX)):
+            raise RepositoryExists(f"{store.description} already holds repository keys")
+        if not 1 <= compression <= 22 and compression != 0:
+            raise UsageError("compression level must be 0 (off) or 1-22")
+        master = MasterKey.generate()
+        config = RepoConfig(secrets.token_hex(32), chunker or ChunkerParams(), pack_size,
+                            compression)
+        slot = keys.new_slot(master, password, kdf)
+        keys.save_slot(store, slot)
+        try:
+            store.put_new(CONFIG, seal_file(Cipher(master), b"config", config.encode()))
+        except ObjectExists:
+            store.delete(keys.PREFIX + slot.id)
+            raise RepositoryExists(f"repository already initialised at {store.description}") from None
+        return cls(store, master, config, slot.id)
+
+    @classmethod
+    def open(cls, store: ObjectStore, password: str, upload_concurrency: int = 4) -> Repository:
+        try:
+            sealed = store.get(CONFIG)
+        except ObjectNotFound:
+            raise RepositoryNotFound(
+                f"no repository at {store.description} (run 'multibackup init' first)") from None
+        master, key_id = keys.open_master_key(store, password)
+        config = RepoConfig.decode(open_file(Cipher(master), b"config", sealed, "config"))
+        return cls(store, master, config, key_id, upload_concurrency)
+
+    def close(self) -> None:
+        self._uploader.shutdown(wait=True)
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def lock(self, exclusive: bool = False, command: str = "") -> Lock:
+        return Lock(self.store, self.cipher, exclusive, command).acquire()
+
+    # ---- index ------------------------------------------------------------------------
+
+    def index_files(self) -> list[str]:
+        return [i.key[len(INDEX):] for i in self.store.list(INDEX)]
+
+    def read_index_file(self, index_id: str) -> tuple[dict[bytes, list[PackEntry]], list[bytes]]:
+        raw = self.store.get(INDEX + index_id)
+        what = f"index file {index_id[:8]}"
+        if storage_id(raw) != index_id:
+            raise IntegrityError(f"{what} content does not match its name (damaged)")
+        return decode_index(open_file(self.cipher, b"index", raw, what), what)
+
+    def list_packs(self) -> dict[str, int]:
+        return {i.key.rsplit("/", 1)[1]: i.size for i in self.store.list(DATA)}
+
+    def load_index(self, recover: bool = True,
+                   progress: Callable[[int], None] | None = None) -> LoadReport:
+        """Load every index file; index packs no index lists (from an interrupted run).
+
+        Damaged index files are reported, not fatal: the packs they described are indexed
+        again from their own headers, so every intact blob stays reachable.
+        """
+        report = LoadReport()
+        files: dict[str, dict[bytes, list[PackEntry]]] = {}
+        superseded: set[str] = set()
+        for index_id in self.index_files():
+            try:
+                packs, sup = self.read_index_file(index_id)
+            except (IntegrityError, ObjectNotFound) as exc:
+                report.damaged_index_files.append(f"{index_id}: {exc}")
+                continue
+            files[index_id] = packs
+            superseded.update(s.hex() for s in sup)
+            if progress:
+                progress(1)
+        for index_id, packs in files.items():
+            if index_id in superseded:
+                continue
+            report.index_files += 1
+            for pack_id, entries in packs.items():
+                self.index.add_pack(pack_id, entries)
+        if recover:
+            report.pack_sizes = self.list_packs()
+            for name, size in report.pack_sizes.items():
+                pack_id = bytes.fromhex(name)
+                if self.index.has_pack(pack_id):
+                    continue
+                try:
+                    entries = self.read_pack_header(name, size)
+                except (IntegrityError, StoreError) as exc:
+                    report.damaged_packs.append(f"{name}: {exc}")
+                    continue
+                self.index.add_pack(pack_id, entries)
+                with self._index_lock:
+                    self._unsaved[pack_id] = entries
+                report.recovered_packs.append(name)
+        return report
+
+    def read_pack_header(self, name: str, size: int) -> list[PackEntry]:
+        what = f"pack {name[:8]}"
+        if size < 4:
+            raise IntegrityError(f"{what} is truncated")
+        tail = self.store.get(pack_key(name), max(0, size - 4096), min(size, 4096))
+        hlen = header_length(tail)
+        if hlen + 4 > size:
+            raise IntegrityError(f"{what} header length is out of range (truncated?)")
+        if hlen + 4 <= len(tail):
+            sealed = tail[len(tail) - 4 - hlen:len(tail) - 4]
+        else:
+            sealed = self.store.get(pack_key(name), size - 4 - hlen, hlen)
+        return parse_header(self.cipher, sealed, size, what)
+
+    def save_index_file(self, packs: dict[bytes, list[PackEntry]],
+                        supersedes: list[str] = ()) -> str:  # type: ignore[assignment]
+        body = encode_index(packs, [bytes.fromhex(s) for s in supersedes])
+        sealed = seal_file(self.cipher, b"index", body, self.compression or DEFAULT_LEVEL)
+        index_id = storage_id(sealed)
+        self.store.put(INDEX + index_id, sealed)
+        return index_id
+
+    def _save_unsaved_index(self) -> None:
+        with self._index_lock:
+            packs, self._unsaved = self._unsaved, {}
+            if packs:
+                try:
+                    self.save_index_file(packs)
+                except BaseException:
+                    self._unsaved.update(packs)
+                    raise
+
+    # ---- blobs ------------------------------------------------------------------------
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        return blob_id in self.index
+
+    def save_blob(self, blob_type: BlobType, data: bytes | memoryview,
+                  blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        """Store a blob unless the repository already has it; returns (id, was_new)."""
+        if self._upload_error is not None:
+            raise self._upload_error
+        if blob_id is None:
+            blob_id = self.cipher.blob_id(data)
+        with self._lock:
+            if blob_id in self.index or blob_id in self._pending:
+                return blob_id, False
+            self._pending.add(blob_id)
+        sealed = seal_blob(self.cipher, blob_id, data, self.compression)
+        full = None
+        with self._lock:
+            builder = self._builders.get(blob_type)
+            if builder is None:
+                builder = self._builders[blob_type] = PackBuilder()
+            builder.add(blob_type, blob_id, sealed, len(data))
+            st = self.stats
+            if blob_type is BlobType.DATA:
+                st.data_blobs += 1
+            else:
+                st.tree_blobs += 1
+            st.bytes_raw += len(data)
+            st.bytes_stored += len(sealed)
+            if builder.size >= self.config.pack_size:
+                full = self._builders.pop(blob_type)
+        if full is not None:
+            self._upload(full)
+        return blob_id, True
+
+    def _upload(self, builder: PackBuilder) -> None:
+        self._upload_slots.acquire()  # back-pressure: bounded packs in memory
+        try:
+            future = self._uploader.submit(self._write_pack, builder)
+        except BaseException:
+            self._upload_slots.release()
+            raise
+        with self._lock:
+            self._uploads.add(future)
+        future.add_done_callback(self._upload_done)
+
+    def _upload_done(self, future: Future[None]) -> None:
+        self._upload_slots.release()
+        with self._lock:
+            self._uploads.discard(future)
+        exc = future.exception()
+        if exc is not None and self._upload_error is None:
+            self._upload_error = exc
+
+    def _write_pack(self, builder: PackBuilder) -> None:
+        data = builder.finish(self.cipher)
+        pack_hex = storage_id(data)
+        pack_id = bytes.fromhex(pack_hex)
+        self.store.put(pack_key(pack_hex), data)
+        with self._lock:
+            self.index.add_pack(pack_id, builder.entries)
+            for e in builder.entries:
+                self._pending.discard(e.id)
+            self.stats.packs += 1
+        with self._index_lock:
+            self._unsaved[pack_id] = builder.entries
+            due = len(self._unsaved) >= INDEX_EVERY_PACKS
+        if due:
+            self._save_unsaved_index()
+
+    def flush(self) -> None:
+        """Upload partial packs, wait for every upload, then write the index for them."""
+        with self._lock:
+            builders = [b for b in self._builders.values() if len(b)]
+            self._builders.clear()
+        for b in builders:
+            self._upload(b)
+        while True:
+            with self._lock:
+                pending = list(self._uploads)
+            if not pending:
+                break
+            for f in pending:
+                try:
+                    f.result()
+                except BaseException:
+                    pass
+        if self._upload_error is not None:
+            raise self._upload_error
+        self._save_unsaved_index()
+
+    def load_blob(self, blob_id: bytes, verify: bool = True) -> bytes:
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index")
+        sealed = self.store.get(pack_key(loc.pack_id), loc.offset, loc.length)
+        return open_blob(self.cipher, blob_id, sealed, loc.raw_length, verify)
+
+    # ---- trees ------------------------------------------------------------------------
+
+    def load_tree(self, tree_id: bytes) -> list[Node]:
+        with self._lock:
+            cached = self._tree_cache.get(tree_id)
+            if cached is not None:
+                self._tree_cache.move_to_end(tree_id)
+                return cached
+        nodes = decode_tree(self.load_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+        with self._lock:
+            self._tree_cache[tree_id] = nodes
+            if len(self._tree_cache) > 4096:
+                self._tree_cache.popitem(last=False)
+        return nodes
+
+    def save_tree(self, nodes: list[Node]) -> tuple[bytes, bool]:
+        return self.save_blob(BlobType.TREE, encode_tree(nodes))
+
+    def walk(self, tree_id: bytes, prefix: str = "") -> Iterator[tuple[str, Node]]:
+        """Depth-first (path, node) for every node below a tree; paths use '/'."""
+        for node in self.load_tree(tree_id):
+            path = f"{prefix}/{node.name}"
+            yield path, node
+            if node.subtree is not None:
+                yield from self.walk(node.subtree, path)
+
+    # ---- snapshots --------------------------------------------------------------------
+
+    def snapshot_ids(self) -> list[str]:
+        return [i.key[len(SNAPSHOTS):] for i in self.store.list(SNAPSHOTS)]
+
+    def load_snapshot(self, snap_id: str) -> Snapshot:
+        raw = self.store.get(SNAPSHOTS + snap_id)
+        what = f"snapshot {snap_id[:8]}"
+        if storage_id(raw) != snap_id:
+            raise IntegrityError(f"{what} content does not match its name (damaged)")
+        return Snapshot.decode(open_file(self.cipher, b"snapshot", raw, what), snap_id)
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every readable snapshot, oldest first."""
+        snaps = [self.load_snapshot(i) for i in self.snapshot_ids()]
+        return sorted(snaps, key=lambda s: (s.time, s.id))
+
+    def save_snapshot(self, snap: Snapshot) -> str:
+        snap.program_version = snap.program_version or f"multibackup {__version__}"
+        sealed = seal_file(self.cipher, b"snapshot", snap.encode())
+        snap.id = storage_id(sealed)
+        self.store.put(SNAPSHOTS + snap.id, sealed)
+        return snap.id
+
+    def remove_snapshot(self, snap_id: str) -> None:
+        self.store.delete(SNAPSHOTS + snap_id)
+
+    def find_snapshot(self, ref: str, host: str | None = None,
+                      paths: list[str] | None = None) -> Snapshot:
+        """Resolve 'latest' or a unique id prefix to a snapshot."""
+        if ref == "latest" or ref.startswith("latest"):
+            snaps = [s for s in self.snapshots()
+                     if (host is None or s.hostname == host)
+                     and (not paths or sorted(s.paths) == sorted(paths))]
+            if not snaps:
+                raise MultibackupError("no snapshot found for 'latest'")
+            return snaps[-1]
+        ids = [i for i in self.snapshot_ids() if i.startswith(ref.lower())]
+        if not ids:
+            raise MultibackupError(f"no snapshot matches {ref!r}")
+        if len(ids) > 1:
+            raise MultibackupError(f"snapshot id prefix {ref!r} is ambiguous ({len(ids)} match)")
+        return self.load_snapshot(ids[0])
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now().astimezone()

@@ -1,0 +1,76 @@
+"""Trees: one directory listing per blob, nodes sorted by name (a Merkle DAG).
+
+A tree is compact JSON, so any program can read it. Names are stored as text; bytes that
+are not UTF-8 survive the round trip through Python's surrogateescape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from multibackup.errors import IntegrityError
+
+FILE = "file"
+DIR = "dir"
+SYMLINK = "symlink"
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    type: str
+    mode: int = 0
+    mtime: int = 0  # ns
+    ctime: int = 0  # ns, change detection only
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    inode: int = 0
+    device: int = 0
+    links: int = 1
+    content: list[bytes] = field(default_factory=list)
+    subtree: bytes | None = None
+    target: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "type": self.type, "mode": self.mode,
+                             "mtime": self.mtime, "uid": self.uid, "gid": self.gid}
+        if self.type == FILE:
+            d.update(size=self.size, ctime=self.ctime, inode=self.inode, device=self.device,
+                     links=self.links, content=[c.hex() for c in self.content])
+        elif self.type == DIR:
+            d["subtree"] = self.subtree.hex() if self.subtree else None
+        elif self.type == SYMLINK:
+            d["target"] = self.target
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Node:
+        sub = d.get("subtree")
+        return cls(name=d["name"], type=d["type"], mode=d.get("mode", 0),
+                   mtime=d.get("mtime", 0), ctime=d.get("ctime", 0), uid=d.get("uid", 0),
+                   gid=d.get("gid", 0), size=d.get("size", 0), inode=d.get("inode", 0),
+                   device=d.get("device", 0), links=d.get("links", 1),
+                   content=[bytes.fromhex(c) for c in d.get("content", ())],
+                   subtree=bytes.fromhex(sub) if sub else None, target=d.get("target", ""))
+
+
+def encode_tree(nodes: list[Node]) -> bytes:
+    nodes = sorted(nodes, key=lambda n: n.name)
+    return json.dumps({"nodes": [n.to_json() for n in nodes]}, sort_keys=True,
+                      separators=(",", ":")).encode("utf-8", "surrogateescape")
+
+
+def decode_tree(data: bytes, what: str = "tree") -> list[Node]:
+    try:
+        doc = json.loads(data.decode("utf-8", "surrogateescape"))
+        return [Node.from_json(n) for n in doc["nodes"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{what} is malformed: {exc}") from None
+
+
+def is_safe_name(name: str) -> bool:
+    """A name that stays inside its directory when joined to it."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name

@@ -1,0 +1,1 @@
+"""Sources: where backup data comes from. Only the local filesystem so far."""

@@ -1,0 +1,151 @@
+"""Back up and restore through the real CLI, on local disk and on a real S3 server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import CLI, make_tree, snapshot_of_tree
+
+
+def _restore_root(target: Path, src: Path) -> Path:
+    return target / str(src).lstrip("/")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_backup_restore_round_trip(where: str, tmp_path: Path, cli: CLI, request) -> None:
+    if where == "s3":
+        cli = request.getfixturevalue("s3_cli")
+    src = make_tree(tmp_path / "src")
+    cli("init")
+    r = cli("backup", str(src), "--tag", "web", "--json")
+    summary = r.json()
+    assert summary["files_new"] == 37 and summary["files_changed"] == 0
+    assert summary["bytes_read"] == summary["total_bytes"] > 3 * 1024 * 1024
+    target = tmp_path / "restore"
+    cli("restore", "latest", "--target", str(target))
+    assert snapshot_of_tree(_restore_root(target, src)) == snapshot_of_tree(src)
+    restored = _restore_root(target, src)
+    assert os.stat(restored / "hardlink.html").st_ino == os.stat(restored / "page2.html").st_ino
+    assert (restored / "empty").is_dir() and not any((restored / "empty").iterdir())
+
+
+def test_incremental_backup_reads_only_changed_files(tmp_path: Path, cli: CLI) -> None:
+    src = make_tree(tmp_path / "src")
+    cli("init")
+    first = cli("backup", str(src), "--json").json()
+    second = cli("backup", str(src), "--json").json()
+    assert second["files_unchanged"] == first["files_new"]
+    assert second["bytes_read"] == 0 and second["data_added"] == 0
+    assert second["parent"] == first["snapshot_id"]
+    (src / "page5.html").write_text("changed\n")
+    (src / "new.txt").write_text("new\n")
+    (src / "page6.html").unlink()
+    third = cli("backup", str(src), "--json").json()
+    assert (third["files_new"], third["files_changed"]) == (1, 1)
+    assert third["bytes_read"] == len("changed\n") + len("new\n")
+    diff = cli("diff", first["snapshot_id"][:8], "latest", "--json").json()
+    changes = {(c["change"], c["path"].rsplit("/", 1)[1]) for c in diff["changes"]}
+    assert {("+", "new.txt"), ("-", "page6.html"), ("M", "page5.html")} <= changes
+    target = tmp_path / "restore"
+    cli("restore", first["snapshot_id"][:10], "--target", str(target))
+    assert (_restore_root(target, src) / "page6.html").exists()
+
+
+def test_listing_commands(tmp_path: Path, cli: CLI) -> None:
+    src = make_tree(tmp_path / "src", big=False)
+    cli("init")
+    snap = cli("backup", str(src), "--tag", "a", "--host", "web1", "--json").json()["snapshot_id"]
+    snaps = cli("snapshots", "--json").json()
+    assert [s["id"] for s in snaps] == [snap]
+    assert snaps[0]["hostname"] == "web1" and snaps[0]["tags"] == ["a"]
+    assert snaps[0]["summary"]["files_new"] == 35
+    text = cli("snapshots").out
+    assert snap[:8] in text and "web1" in text
+    nodes = cli("ls", "latest", "--json").json()["nodes"]
+    paths = {n["path"] for n in nodes}
+    assert str(src / "deep" / "a" / "b" / "note.txt") in paths
+    link = next(n for n in nodes if n["path"].endswith("/link.html"))
+    assert link["type"] == "symlink" and link["target"] == "page1.html"
+    lines = cli("ls", snap[:6], str(src / "css"), "-l").out.splitlines()
+    assert len(lines) == 2 and lines[1].endswith("main.css")
+    stats = cli("stats", "--json").json()
+    assert stats["snapshots"] == 1 and stats["total_file_count"] == 35
+    assert stats["repository_pack_size"] > 0
+
+
+def test_include_restores_only_matching_paths(tmp_path: Path, cli: CLI) -> None:
+    src = make_tree(tmp_path / "src", big=False)
+    cli("init")
+    cli("backup", str(src))
+    target = tmp_path / "t"
+    cli("restore", "latest", "--target", str(target), "--include", str(src / "deep"))
+    root = _restore_root(target, src)
+    assert (root / "deep" / "a" / "b" / "note.txt").read_text() == "deep\n"
+    assert not (root / "page1.html").exists()
+
+
+def test_exclude_globs(tmp_path: Path, cli: CLI) -> None:
+    src = make_tree(tmp_path / "src", big=False)
+    cli("init")
+    cli("backup", str(src), "--exclude", "*.html", "--exclude", str(src / "deep"))
+    paths = {n["path"] for n in cli("ls", "latest", "--json").json()["nodes"]}
+    assert not any(p.endswith(".html") for p in paths)
+    assert not any("/deep" in p for p in paths)
+    assert str(src / "css" / "main.css") in paths
+
+
+def test_forget_and_prune_free_space_and_keep_restorable(tmp_path: Path, cli: CLI) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    cli("init", "--pack-size", "1")
+    ids = []
+    for i in range(4):
+        for old in src.glob("gen*.bin"):
+            old.unlink()
+        (src / f"gen{i}.bin").write_bytes(os.urandom(700_000))
+        ids.append(cli("backup", str(src), "--json").json()["snapshot_id"])
+    dry = cli("forget", "--keep-last", "1", "--prune", "--dry-run", "--json").json()
+    assert len(dry["removed"]) == 3 and len(cli("snapshots", "--json").json()) == 4
+    before = sum(f.stat().st_size for f in (tmp_path / "repo" / "data").rglob("*") if f.is_file())
+    res = cli("forget", "--keep-last", "1", "--prune", "--json").json()
+    assert sorted(res["removed"]) == sorted(ids[:3])
+    after = sum(f.stat().st_size for f in (tmp_path / "repo" / "data").rglob("*") if f.is_file())
+    assert after < before - 3 * 600_000
+    cli("check", "--read-data")
+    target = tmp_path / "t"
+    cli("restore", "latest", "--target", str(target))
+    assert (_restore_root(target, src) / "gen3.bin").read_bytes() == (src / "gen3.bin").read_bytes()
+
+
+def test_key_management(tmp_path: Path, cli: CLI) -> None:
+    cli("init")
+    cli("key", "add", env={"MULTIBACKUP_NEW_PASSWORD": "second password"})
+    keys = cli("key", "list", "--json").json()
+    assert len(keys) == 2 and sum(k["current"] for k in keys) == 1
+    cli("snapshots", env={"MULTIBACKUP_PASSWORD": "second password"})
+    first = next(k for k in keys if k["current"])
+    r = cli("key", "remove", first["id"][:8], ok=False)
+    assert r.code == 1 and "currently in use" in r.err
+    cli("key", "remove", first["id"][:8], env={"MULTIBACKUP_PASSWORD": "second password"})
+    assert cli("snapshots", ok=False).code == 12
+    cli("key", "passwd", env={"MULTIBACKUP_PASSWORD": "second password",
+                               "MULTIBACKUP_NEW_PASSWORD": "third password"})
+    assert cli("snapshots", ok=False, env={"MULTIBACKUP_PASSWORD": "second password"}).code == 12
+    cli("snapshots", env={"MULTIBACKUP_PASSWORD": "third password"})
+
+
+def test_password_file_and_repository_option(tmp_path: Path, cli: CLI) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("from a file\n")
+    env = {"MULTIBACKUP_PASSWORD": "", "MULTIBACKUP_REPOSITORY": ""}
+    cli("-r", str(tmp_path / "r2"), "init", "--password-file", str(pw), env=env)
+    cli("snapshots", "-r", str(tmp_path / "r2"), "--password-file", str(pw), env=env)
+    r = cli("snapshots", "-r", str(tmp_path / "r2"), ok=False, env=env)
+    assert r.code == 2 and "no password given" in r.err
+
+
+def test_demo_runs_and_verifies(tmp_path: Path, cli: CLI) -> None:
+    r = cli("demo", "--dir", str(tmp_path / "demo"))
+    assert "byte-identical" in r.out and "no errors" in r.out
