@@ -110,11 +110,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "name": "admin", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     port = _free_port()
+    # Every port explicit, so several test sessions on one machine never collide.
+    others = [f"-{name}={_free_port()}" for name in (
+        "master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port",
+        "volume.port.grpc", "admin.port", "admin.port.grpc")]
     cmd = [_weed_binary(), f"-logdir={work / 'log'}", "mini", f"-dir={work / 'data'}",
            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
            f"-s3.config={work / 's3.json'}", f"-s3.port={port}", "-webdav=false",
-           "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
-    log = open(work / "stdout.log", "wb")
+           "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", *others]
+    log = open(work / "stdout.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     server = S3Server(f"http://127.0.0.1:{port}", proc, work)
     deadline = time.monotonic() + 90
