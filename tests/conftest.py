@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,7 +44,8 @@ class CLI:
     def __init__(self, repo: str, env: dict[str, str] | None = None) -> None:
         self.repo = repo
         self.env = dict(os.environ)
-        self.env.update({"MULTIBACKUP_PASSWORD": PASSWORD, "MULTIBACKUP_REPOSITORY": repo})
+        self.env.update({"MULTIBACKUP_PASSWORD": PASSWORD, "MULTIBACKUP_REPOSITORY": repo,
+                         "MULTIBACKUP_CACHE_DIR": tempfile.mkdtemp(prefix="mb-cache-")})
         self.env.pop("MULTIBACKUP_PASSWORD_FILE", None)
         if env:
             self.env.update(env)

@@ -149,3 +149,25 @@ def test_password_file_and_repository_option(tmp_path: Path, cli: CLI) -> None:
 def test_demo_runs_and_verifies(tmp_path: Path, cli: CLI) -> None:
     r = cli("demo", "--dir", str(tmp_path / "demo"))
     assert "byte-identical" in r.out and "no errors" in r.out
+
+
+def test_remote_repository_uses_verified_local_cache(tmp_path: Path, s3_cli: CLI, s3_server) -> None:
+    """Trees, index and snapshots of a remote repository are served from the local cache;
+    check ignores the cache and reports what the cloud really lost."""
+    src = make_tree(tmp_path / "src", big=False)
+    s3_cli("init")
+    s3_cli("backup", str(src))
+    cache = Path(s3_cli.env["MULTIBACKUP_CACHE_DIR"])
+    cached = {p.name for p in cache.rglob("*") if p.is_file()}
+    assert cached, "the backup should have filled the cache"
+    bucket, prefix = s3_cli.repo[len("s3://"):].split("/", 1)
+    client = s3_server.client()
+    tree_packs = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/data/")
+                  ["Contents"] if o["Key"].rsplit("/", 1)[1] in cached]
+    assert tree_packs
+    for key in tree_packs:
+        client.delete_object(Bucket=bucket, Key=key)
+    listing = s3_cli("ls", "latest", "--json").json()["nodes"]
+    assert any(n["path"].endswith("/note.txt") for n in listing)
+    r = s3_cli("check", ok=False)
+    assert r.code == 1 and "missing" in r.err

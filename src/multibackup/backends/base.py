@@ -27,8 +27,12 @@ class ObjectStore(Protocol):
 
     #: Human-readable location, safe to print (no credentials).
     description: str
+    #: How many concurrent transfers pay off (local disk: few; clouds: more, to hide latency).
+    concurrency: int
+    #: True when reads are as cheap as a local cache would be (local disk, memory).
+    is_local: bool
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         """Store ``data`` under ``key``, replacing any previous object."""
         ...
 

@@ -7,6 +7,7 @@ that names the problem (credentials, bucket, network, disk full) and nothing sec
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 
@@ -40,6 +41,9 @@ class OpenDALStore:
     def __init__(self, scheme: str, description: str, retries: int = 4, **options: str) -> None:
         self.description = description
         self.scheme = scheme
+        self.is_local = scheme in ("fs", "memory")
+        self.concurrency = 2 if self.is_local else 8
+        self._atomic_dir = options.get("atomic_write_dir")
         try:
             op = opendal.Operator(scheme, **options)
         except Exception as exc:  # configuration errors from OpenDAL
@@ -66,17 +70,44 @@ class OpenDALStore:
             return StoreError(f"{where}: cannot reach the server ({message})")
         return StoreError(f"{where}: {message}")
 
-    def put(self, key: str, data: bytes) -> None:
+    def _discard_partial(self, key: str) -> None:
+        """Remove what a failed atomic write left in the temp directory.
+
+        OpenDAL's fs backend writes ``<atomic_write_dir>/<name>.<random>`` and renames it;
+        when the disk is full the partial file stays and keeps it full, so that even a
+        restore - which must write a lock - would fail too. Only done for a full disk:
+        after other errors (a lost create-only race) the temp file may be another writer's.
+        """
+        if not self._atomic_dir:
+            return
+        prefix = key.rsplit("/", 1)[-1] + "."
+        try:
+            names = [n for n in os.listdir(self._atomic_dir) if n.startswith(prefix)]
+        except OSError:
+            return
+        for name in names:
+            try:
+                os.unlink(os.path.join(self._atomic_dir, name))
+            except OSError:
+                pass
+
+    def put(self, key: str, data: bytes | bytearray) -> None:
         try:
             self._op.write(key, data)
         except Exception as exc:
-            raise self._error(exc, "writing", key) from None
+            error = self._error(exc, "writing", key)
+            if isinstance(error, StorageFull):
+                self._discard_partial(key)
+            raise error from None
 
     def put_new(self, key: str, data: bytes) -> None:
         try:
             self._op.write(key, data, if_not_exists=True)
         except Exception as exc:
-            raise self._error(exc, "writing", key) from None
+            error = self._error(exc, "writing", key)
+            if isinstance(error, StorageFull):
+                self._discard_partial(key)
+            raise error from None
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         try:

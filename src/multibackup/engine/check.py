@@ -77,6 +77,7 @@ class Checker:
             for pack_id, entries in packs.items():
                 self._packs.setdefault(pack_id, entries)
                 self.repo.index.add_pack(pack_id, entries)
+        self.repo.index.compact()
 
     def _check_packs(self) -> None:
         r = self.report

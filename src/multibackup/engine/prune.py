@@ -83,6 +83,7 @@ def prune(repo: Repository, *, max_unused: float = 0.1, dry_run: bool = False,
     repo.index = Index()
     for pid, entries in packs.items():
         repo.index.add_pack(pid, entries)
+    repo.index.compact()
     used = used_blobs(repo)
     report.packs_total = len(present)
 
@@ -120,6 +121,7 @@ def prune(repo: Repository, *, max_unused: float = 0.1, dry_run: bool = False,
     repo.index = Index()
     for pid, entries in keep.items():
         repo.index.add_pack(pid, entries)
+    repo.index.compact()
     progress.total_items = len(repack)
     for pid, live in repack:
         data = memoryview(repo.store.get(pack_key(pid)))

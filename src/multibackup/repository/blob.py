@@ -44,13 +44,15 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dec
 
 
-def compress(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
+def compress(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> bytes | bytearray:
     """Tagged payload; stays raw when zstd saves less than 1/32 of the size."""
     if level > 0 and len(data) > 64:
         packed = _compressor(level).compress(data)
         if len(packed) < len(data) - (len(data) >> 5):
             return b"\x01" + packed
-    return b"\x00" + bytes(data)
+    raw = bytearray(len(data) + 1)  # tag + data in a single copy
+    raw[1:] = data
+    return raw
 
 
 def decompress(payload: bytes, raw_length: int | None = None, what: str = "blob") -> bytes:

@@ -36,27 +36,29 @@ class PackBuilder:
     """Accumulates sealed blobs in memory until the pack is big enough to upload."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._buf = bytearray()  # one growing buffer: no join copy when the pack is done
         self.entries: list[PackEntry] = []
-        self.size = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._buf)
 
     def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed), raw_length))
-        self._parts.append(sealed)
-        self.size += len(sealed)
+        self.entries.append(PackEntry(blob_type, blob_id, len(self._buf), len(sealed), raw_length))
+        self._buf += sealed
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def finish(self, cipher: Cipher) -> bytes:
+    def finish(self, cipher: Cipher) -> bytearray:
         header = bytearray(MAGIC)
         for e in self.entries:
             header += _ENTRY.pack(int(e.type), e.length, e.raw_length, e.id)
         sealed = cipher.seal(bytes(header), HEADER_AAD)
-        self._parts.append(sealed)
-        self._parts.append(_LEN.pack(len(sealed)))
-        data = b"".join(self._parts)
-        self._parts = []
+        data = self._buf
+        data += sealed
+        data += _LEN.pack(len(sealed))
+        self._buf = bytearray()
         return data
 
 

@@ -38,6 +38,7 @@ from multibackup.repository.blob import (
     seal_blob,
     seal_file,
 )
+from multibackup.repository.cache import Cache
 from multibackup.repository.chunker import ChunkerParams
 from multibackup.repository.crypto import Cipher, KDFParams, MasterKey, storage_id
 from multibackup.repository.index import Index, decode_index, encode_index
@@ -110,8 +111,9 @@ class Repository:
     """An open repository. Blob writes are thread-safe; call flush() before saving a snapshot."""
 
     def __init__(self, store: ObjectStore, master: MasterKey, config: RepoConfig, key_id: str,
-                 upload_concurrency: int = 4) -> None:
+                 upload_concurrency: int | None = None, cache_dir: str | None = None) -> None:
         self.store = store
+        self.cache = Cache(cache_dir, config.id) if cache_dir else None
         self.master = master
         self.cipher = Cipher(master)
         self.config = config
@@ -124,8 +126,10 @@ class Repository:
         self._pending: set[bytes] = set()
         self._builders: dict[BlobType, PackBuilder] = {}
         self._unsaved: dict[bytes, list[PackEntry]] = {}
-        self._uploader = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="upload")
-        self._upload_slots = threading.Semaphore(upload_concurrency + 1)
+        # Packs in memory are bounded: one being built per blob type plus one per upload slot.
+        uploads = upload_concurrency or min(store.concurrency, 4)
+        self._uploader = ThreadPoolExecutor(uploads, thread_name_prefix="upload")
+        self._upload_slots = threading.Semaphore(uploads)
         self._uploads: set[Future[None]] = set()
         self._upload_error: BaseException | None = None
         self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
@@ -155,7 +159,9 @@ class Repository:
         return cls(store, master, config, slot.id)
 
     @classmethod
-    def open(cls, store: ObjectStore, password: str, upload_concurrency: int = 4) -> Repository:
+    def open(cls, store: ObjectStore, password: str, upload_concurrency: int | None = None,
+             cache_dir: str | None = None) -> Repository:
+        """Open with the password; ``cache_dir`` enables the local cache (remote stores)."""
         try:
             sealed = store.get(CONFIG)
         except ObjectNotFound:
@@ -163,7 +169,7 @@ class Repository:
                 f"no repository at {store.description} (run 'multibackup init' first)") from None
         master, key_id = keys.open_master_key(store, password)
         config = RepoConfig.decode(open_file(Cipher(master), b"config", sealed, "config"))
-        return cls(store, master, config, key_id, upload_concurrency)
+        return cls(store, master, config, key_id, upload_concurrency, cache_dir)
 
     def close(self) -> None:
         self._uploader.shutdown(wait=True)
@@ -182,8 +188,19 @@ class Repository:
     def index_files(self) -> list[str]:
         return [i.key[len(INDEX):] for i in self.store.list(INDEX)]
 
+    def _read_cached(self, key: str) -> bytes:
+        """A content-addressed object, from the local cache when it holds a valid copy."""
+        if self.cache is None:
+            return self.store.get(key)
+        data = self.cache.get(key)
+        if data is None:
+            data = self.store.get(key)
+            if storage_id(data) == key.rsplit("/", 1)[-1]:
+                self.cache.put(key, data)
+        return data
+
     def read_index_file(self, index_id: str) -> tuple[dict[bytes, list[PackEntry]], list[bytes]]:
-        raw = self.store.get(INDEX + index_id)
+        raw = self._read_cached(INDEX + index_id)
         what = f"index file {index_id[:8]}"
         if storage_id(raw) != index_id:
             raise IntegrityError(f"{what} content does not match its name (damaged)")
@@ -202,7 +219,10 @@ class Repository:
         report = LoadReport()
         files: dict[str, dict[bytes, list[PackEntry]]] = {}
         superseded: set[str] = set()
-        for index_id in self.index_files():
+        listed = self.index_files()
+        if self.cache:
+            self.cache.forget_missing(INDEX, set(listed))
+        for index_id in listed:
             try:
                 packs, sup = self.read_index_file(index_id)
             except (IntegrityError, ObjectNotFound) as exc:
@@ -220,6 +240,8 @@ class Repository:
                 self.index.add_pack(pack_id, entries)
         if recover:
             report.pack_sizes = self.list_packs()
+            if self.cache:
+                self.cache.forget_missing(DATA, set(report.pack_sizes))
             for name, size in report.pack_sizes.items():
                 pack_id = bytes.fromhex(name)
                 if self.index.has_pack(pack_id):
@@ -233,6 +255,7 @@ class Repository:
                 with self._index_lock:
                     self._unsaved[pack_id] = entries
                 report.recovered_packs.append(name)
+        self.index.compact()
         return report
 
     def read_pack_header(self, name: str, size: int) -> list[PackEntry]:
@@ -255,6 +278,8 @@ class Repository:
         sealed = seal_file(self.cipher, b"index", body, self.compression or DEFAULT_LEVEL)
         index_id = storage_id(sealed)
         self.store.put(INDEX + index_id, sealed)
+        if self.cache:
+            self.cache.put(INDEX + index_id, sealed)
         return index_id
 
     def _save_unsaved_index(self) -> None:
@@ -327,6 +352,8 @@ class Repository:
         pack_hex = storage_id(data)
         pack_id = bytes.fromhex(pack_hex)
         self.store.put(pack_key(pack_hex), data)
+        if self.cache and all(e.type is BlobType.TREE for e in builder.entries):
+            self.cache.put(pack_key(pack_hex), data)
         with self._lock:
             self.index.add_pack(pack_id, builder.entries)
             for e in builder.entries:
@@ -363,7 +390,11 @@ class Repository:
         loc = self.index.lookup(blob_id)
         if loc is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index")
-        sealed = self.store.get(pack_key(loc.pack_id), loc.offset, loc.length)
+        if self.cache is not None and loc.type is BlobType.TREE:
+            pack = self._read_cached(pack_key(loc.pack_id))  # tree packs are cached whole
+            sealed = memoryview(pack)[loc.offset:loc.offset + loc.length]
+        else:
+            sealed = self.store.get(pack_key(loc.pack_id), loc.offset, loc.length)
         return open_blob(self.cipher, blob_id, sealed, loc.raw_length, verify)
 
     # ---- trees ------------------------------------------------------------------------
@@ -395,10 +426,13 @@ class Repository:
     # ---- snapshots --------------------------------------------------------------------
 
     def snapshot_ids(self) -> list[str]:
-        return [i.key[len(SNAPSHOTS):] for i in self.store.list(SNAPSHOTS)]
+        ids = [i.key[len(SNAPSHOTS):] for i in self.store.list(SNAPSHOTS)]
+        if self.cache:
+            self.cache.forget_missing(SNAPSHOTS, set(ids))
+        return ids
 
     def load_snapshot(self, snap_id: str) -> Snapshot:
-        raw = self.store.get(SNAPSHOTS + snap_id)
+        raw = self._read_cached(SNAPSHOTS + snap_id)
         what = f"snapshot {snap_id[:8]}"
         if storage_id(raw) != snap_id:
             raise IntegrityError(f"{what} content does not match its name (damaged)")
@@ -414,6 +448,8 @@ class Repository:
         sealed = seal_file(self.cipher, b"snapshot", snap.encode())
         snap.id = storage_id(sealed)
         self.store.put(SNAPSHOTS + snap.id, sealed)
+        if self.cache:
+            self.cache.put(SNAPSHOTS + snap.id, sealed)
         return snap.id
 
     def remove_snapshot(self, snap_id: str) -> None:

@@ -67,7 +67,7 @@ def decode_tree(data: bytes, what: str = "tree") -> list[Node]:
     try:
         doc = json.loads(data.decode("utf-8", "surrogateescape"))
         return [Node.from_json(n) for n in doc["nodes"]]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a node not an object
         raise IntegrityError(f"{what} is malformed: {exc}") from None
 
 
