@@ -12,6 +12,7 @@ import getpass
 import os
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -37,7 +38,7 @@ from multibackup.repository.lock import read_locks, remove_stale_locks
 from multibackup.repository.repository import Repository
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import DIR, SYMLINK
-from multibackup.sources.fs import Excludes
+from multibackup.sources.fs import Excludes, scan_totals
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -142,6 +143,8 @@ def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
             out.warn(f"indexed {len(report.recovered_packs)} pack(s) left by an interrupted run")
         for msg in report.damaged_index_files:
             out.warn(f"warning: damaged index file ignored, its packs were re-indexed: {msg}")
+        for msg in report.damaged_packs:
+            out.warn(f"warning: pack with unreadable header ignored: {msg}")
         parent = None
         if not args.force:
             parent = (repo.find_snapshot(args.parent) if args.parent
@@ -149,6 +152,13 @@ def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
         progress = Progress()
         archiver = Archiver(repo, Excludes(tuple(args.exclude)), workers=args.workers,
                             progress=progress)
+        if out.interactive:
+            def totals(files: int, size: int) -> None:
+                progress.total_items, progress.total_bytes = files, size
+
+            threading.Thread(target=scan_totals, daemon=True, name="scan",
+                             args=([os.path.abspath(p) for p in args.paths],
+                                   Excludes(tuple(args.exclude)), totals)).start()
         with out.progress(progress, "backup"):
             snap = archiver.run(args.paths, parent=parent, tags=args.tag, hostname=hostname)
     s = archiver.summary
@@ -179,6 +189,8 @@ def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
 def cmd_snapshots(args: argparse.Namespace, out: Printer) -> int:
     repo = open_repo(args)
     snaps = _filter_snapshots(repo.snapshots(), args)
+    for msg in repo.snapshot_errors:
+        out.warn(f"warning: {msg}")
     if args.latest:
         groups: dict[tuple[str, tuple[str, ...]], list[Snapshot]] = {}
         for s in snaps:

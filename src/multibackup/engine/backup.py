@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import stat as statmod
 import threading
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from multibackup.repository.chunker import Chunker
 from multibackup.repository.repository import Repository
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import DIR, FILE, SYMLINK, Node
-from multibackup.sources.fs import Excludes, kind_of, list_dir, node_from_stat, unchanged
+from multibackup.sources.fs import Excludes, kind_of, list_dir
 
 _TARGET = object()
 
@@ -50,6 +51,25 @@ class BackupSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
+
+
+def node_from_stat(name: str, st: os.stat_result, kind: str) -> Node:
+    node = Node(name=name, type=kind, mode=statmod.S_IMODE(st.st_mode), mtime=st.st_mtime_ns,
+                uid=st.st_uid, gid=st.st_gid)
+    if kind == FILE:
+        node.size = st.st_size
+        node.ctime = st.st_ctime_ns
+        node.inode = st.st_ino
+        node.device = st.st_dev
+        node.links = st.st_nlink
+    return node
+
+
+def unchanged(old: Node | None, st: os.stat_result) -> bool:
+    """True when size, mtime, ctime and inode all match: the content need not be read."""
+    return (old is not None and old.type == FILE and old.size == st.st_size
+            and old.mtime == st.st_mtime_ns and old.ctime == st.st_ctime_ns
+            and old.inode == st.st_ino)
 
 
 def _done(value: Node | None) -> Future[Node | None]:
@@ -225,6 +245,8 @@ class Archiver:
                 fut = self._entry(path, name, st, old)
             else:
                 if kind_of(st) != DIR:
+                    self._error(path, "is not a directory (a symlink?); the paths below it "
+                                "were not backed up")
                     continue
                 kids = self._virtual(layout[name], path, self._parent_nodes(old))
                 fut = self._queue_dir(node_from_stat(name, st, DIR), kids)

@@ -17,7 +17,7 @@ from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, ObjectNotFound, StoreError
 from multibackup.repository.blob import open_blob
 from multibackup.repository.crypto import OVERHEAD, storage_id
-from multibackup.repository.pack import PackEntry, parse_pack
+from multibackup.repository.pack import ENTRY_SIZE, MAGIC, PackEntry, parse_pack
 from multibackup.repository.repository import Repository, pack_key
 from multibackup.repository.snapshot import Snapshot
 
@@ -44,7 +44,7 @@ class CheckReport:
 
 def expected_pack_size(entries: list[PackEntry]) -> int:
     end = max((e.offset + e.length for e in entries), default=0)
-    return end + OVERHEAD + 4 + 41 * len(entries) + 4
+    return end + OVERHEAD + len(MAGIC) + ENTRY_SIZE * len(entries) + 4
 
 
 class Checker:

@@ -37,7 +37,7 @@ class PruneReport:
 def used_blobs(repo: Repository) -> set[bytes]:
     """Every tree and data blob some snapshot references; fails if any tree is unreadable."""
     used: set[bytes] = set()
-    for snap in repo.snapshots():
+    for snap in repo.snapshots(strict=True):
         stack = [snap.tree]
         while stack:
             tree_id = stack.pop()
@@ -65,6 +65,7 @@ def prune(repo: Repository, *, max_unused: float = 0.1, dry_run: bool = False,
     packs: dict[bytes, list[PackEntry]] = {}
     superseded: set[str] = set()
     readable: list[str] = []
+    contents: dict[str, dict[bytes, list[PackEntry]]] = {}
     for index_id in old_index:
         try:
             content, sup = repo.read_index_file(index_id)
@@ -73,6 +74,10 @@ def prune(repo: Repository, *, max_unused: float = 0.1, dry_run: bool = False,
                                    "'multibackup repair index' before pruning") from None
         readable.append(index_id)
         superseded.update(s.hex() for s in sup)
+        contents[index_id] = content
+    for index_id, content in contents.items():
+        if index_id in superseded:  # left by an interrupted prune: its successor is live
+            continue
         for pack_id, entries in content.items():
             packs.setdefault(pack_id, entries)
     present = repo.list_packs()

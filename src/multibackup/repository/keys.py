@@ -45,9 +45,13 @@ class KeySlot:
             d = json.loads(raw)
             if d.get("kdf") != "scrypt":
                 raise IntegrityError(f"key {key_id[:8]} uses unknown KDF {d.get('kdf')!r}")
+            params = KDFParams(int(d["n"]), int(d["r"]), int(d["p"]))
+            if not (2 <= params.n <= 2**20 and params.n & (params.n - 1) == 0
+                    and 1 <= params.r <= 32 and 1 <= params.p <= 16):
+                # a planted key file must not make opening the repository eat the machine
+                raise IntegrityError(f"key {key_id[:8]} has out-of-range KDF parameters")
             return cls(key_id, d["created"], d.get("hostname", ""), d.get("username", ""),
-                       KDFParams(int(d["n"]), int(d["r"]), int(d["p"])),
-                       base64.b64decode(d["salt"]), base64.b64decode(d["data"]))
+                       params, base64.b64decode(d["salt"]), base64.b64decode(d["data"]))
         except (ValueError, KeyError, TypeError):
             raise IntegrityError(f"key {key_id[:8]} is malformed") from None
 

@@ -1,4 +1,7 @@
-"""Repository locks: shared for backup/check/restore, exclusive for prune and key removal.
+"""Repository locks: shared for backup/check/restore/forget, exclusive for prune and repair.
+
+Key management takes no lock: key files are independent of the data, and the key in use
+can never be removed.
 
 A lock is a sealed JSON file ``locks/<random id>`` refreshed every 5 minutes by a
 background thread. A lock is stale when it has not been refreshed for 30 minutes, or when
@@ -64,7 +67,7 @@ def read_locks(store: ObjectStore, cipher: Cipher) -> list[LockInfo]:
             d = json.loads(open_file(cipher, KIND, store.get(info.key), "lock"))
             locks.append(LockInfo(lock_id, datetime.fromisoformat(d["time"]), d["exclusive"],
                                   d["hostname"], d["pid"], d.get("command", "")))
-        except (IntegrityError, ObjectNotFound, ValueError, KeyError):
+        except (IntegrityError, ObjectNotFound, ValueError, KeyError, TypeError):
             continue
     return locks
 

@@ -19,6 +19,7 @@ MAGIC = b"MBP1"
 HEADER_AAD = b"multibackup pack header"
 _ENTRY = struct.Struct("<BII32s")
 _LEN = struct.Struct("<I")
+ENTRY_SIZE = _ENTRY.size  # 41 bytes per blob in the header
 
 
 @dataclass(frozen=True, slots=True)

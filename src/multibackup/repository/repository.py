@@ -56,6 +56,10 @@ DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 INDEX_EVERY_PACKS = 8
 
 
+def _is_object_name(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
 def pack_key(pack_id: bytes | str) -> str:
     h = pack_id.hex() if isinstance(pack_id, bytes) else pack_id
     return f"{DATA}{h[:2]}/{h}"
@@ -133,6 +137,7 @@ class Repository:
         self._uploads: set[Future[None]] = set()
         self._upload_error: BaseException | None = None
         self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
+        self.snapshot_errors: list[str] = []
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -146,6 +151,8 @@ class Repository:
             raise RepositoryExists(f"{store.description} already holds repository keys")
         if not 1 <= compression <= 22 and compression != 0:
             raise UsageError("compression level must be 0 (off) or 1-22")
+        if not 1024 * 1024 <= pack_size <= 1024 * 1024 * 1024:
+            raise UsageError("pack size must be between 1 and 1024 MiB")
         master = MasterKey.generate()
         config = RepoConfig(secrets.token_hex(32), chunker or ChunkerParams(), pack_size,
                             compression)
@@ -207,7 +214,13 @@ class Repository:
         return decode_index(open_file(self.cipher, b"index", raw, what), what)
 
     def list_packs(self) -> dict[str, int]:
-        return {i.key.rsplit("/", 1)[1]: i.size for i in self.store.list(DATA)}
+        """Pack name -> size; files under data/ that are not named like packs are ignored."""
+        out = {}
+        for info in self.store.list(DATA):
+            name = info.key.rsplit("/", 1)[1]
+            if _is_object_name(name):
+                out[name] = info.size
+        return out
 
     def load_index(self, recover: bool = True,
                    progress: Callable[[int], None] | None = None) -> LoadReport:
@@ -390,9 +403,15 @@ class Repository:
         loc = self.index.lookup(blob_id)
         if loc is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index")
-        if self.cache is not None and loc.type is BlobType.TREE:
-            pack = self._read_cached(pack_key(loc.pack_id))  # tree packs are cached whole
-            sealed = memoryview(pack)[loc.offset:loc.offset + loc.length]
+        cached = None
+        if self.cache is not None and loc.type is BlobType.TREE:  # tree packs are cached whole
+            key = pack_key(loc.pack_id)
+            cached = self.cache.read_range(key, loc.offset, loc.length)
+            if cached is None:
+                pack = self._read_cached(key)
+                cached = pack[loc.offset:loc.offset + loc.length]
+        if cached is not None:
+            sealed = cached
         else:
             sealed = self.store.get(pack_key(loc.pack_id), loc.offset, loc.length)
         return open_blob(self.cipher, blob_id, sealed, loc.raw_length, verify)
@@ -438,9 +457,25 @@ class Repository:
             raise IntegrityError(f"{what} content does not match its name (damaged)")
         return Snapshot.decode(open_file(self.cipher, b"snapshot", raw, what), snap_id)
 
-    def snapshots(self) -> list[Snapshot]:
-        """Every readable snapshot, oldest first."""
-        snaps = [self.load_snapshot(i) for i in self.snapshot_ids()]
+    def snapshots(self, strict: bool = False) -> list[Snapshot]:
+        """Every readable snapshot, oldest first.
+
+        A damaged snapshot, or one another client deleted meanwhile, is skipped (and noted
+        in ``snapshot_errors``) so one bad file does not stop backups; ``strict`` raises
+        instead, for prune, which must never miss a reference.
+        """
+        snaps = []
+        self.snapshot_errors: list[str] = []
+        for snap_id in self.snapshot_ids():
+            try:
+                snaps.append(self.load_snapshot(snap_id))
+            except ObjectNotFound:
+                if strict:
+                    raise
+            except IntegrityError as exc:
+                if strict:
+                    raise
+                self.snapshot_errors.append(str(exc))
         return sorted(snaps, key=lambda s: (s.time, s.id))
 
     def save_snapshot(self, snap: Snapshot) -> str:
@@ -458,7 +493,7 @@ class Repository:
     def find_snapshot(self, ref: str, host: str | None = None,
                       paths: list[str] | None = None) -> Snapshot:
         """Resolve 'latest' or a unique id prefix to a snapshot."""
-        if ref == "latest" or ref.startswith("latest"):
+        if ref == "latest":
             snaps = [s for s in self.snapshots()
                      if (host is None or s.hostname == host)
                      and (not paths or sorted(s.paths) == sorted(paths))]
