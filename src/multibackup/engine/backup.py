@@ -49,8 +49,12 @@ class BackupSummary:
     duration: float = 0.0
     errors: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+    def to_json(self, max_errors: int | None = None) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        if max_errors is not None and len(self.errors) > max_errors:
+            d["errors"] = self.errors[:max_errors] + [
+                f"... and {len(self.errors) - max_errors} more"]
+        return d
 
 
 def node_from_stat(name: str, st: os.stat_result, kind: str) -> Node:
@@ -311,7 +315,7 @@ class Archiver:
         snap = Snapshot(time=time_ or Repository.now(), tree=root_id, paths=abs_paths,
                         hostname=hostname or socket.gethostname(), username=_user(),
                         tags=sorted(set(tags or [])), parent=parent.id if parent else None,
-                        summary=s.to_json(), program_version=f"multibackup {__version__}")
+                        summary=s.to_json(max_errors=100), program_version=f"multibackup {__version__}")
         self.repo.save_snapshot(snap)
         return snap
 
