@@ -171,3 +171,20 @@ def test_remote_repository_uses_verified_local_cache(tmp_path: Path, s3_cli: CLI
     assert any(n["path"].endswith("/note.txt") for n in listing)
     r = s3_cli("check", ok=False)
     assert r.code == 1 and "missing" in r.err
+
+
+def test_prune_sweeps_temp_files_left_by_killed_writes(tmp_path: Path, cli: CLI) -> None:
+    src = make_tree(tmp_path / "src", big=False)
+    cli("init")
+    cli("backup", str(src))
+    tmp_dir = tmp_path / "repo" / ".tmp"
+    tmp_dir.mkdir(exist_ok=True)
+    stale, fresh = tmp_dir / "abc.partial", tmp_dir / "def.partial"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y")
+    old = os.stat(stale).st_mtime - 7200
+    os.utime(stale, (old, old))
+    report = cli("prune", "--json").json()
+    assert report["temporary_removed"] == 1
+    assert not stale.exists() and fresh.exists()
+    cli("check", "--read-data")

@@ -57,3 +57,10 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool:
         ...
+
+    def sweep_temporary(self, older_than: float) -> int:
+        """Remove leftovers of interrupted writes older than ``older_than`` seconds.
+
+        Returns how many were removed; stores whose writes are atomic return 0.
+        """
+        ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 
 import opendal
@@ -156,6 +157,25 @@ class OpenDALStore:
             return
         except Exception as exc:
             raise self._error(exc, "deleting", key) from None
+
+    def sweep_temporary(self, older_than: float) -> int:
+        """A write killed mid-way on local disk leaves its temp file behind: drop old ones."""
+        if not self._atomic_dir:
+            return 0
+        removed = 0
+        cutoff = time.time() - older_than
+        try:
+            entries = list(os.scandir(self._atomic_dir))
+        except OSError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     def exists(self, key: str) -> bool:
         try:

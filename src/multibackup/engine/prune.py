@@ -28,6 +28,7 @@ class PruneReport:
     bytes_freed: int = 0
     bytes_repacked: int = 0
     dry_run: bool = False
+    temporary_removed: int = 0
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -123,6 +124,8 @@ def prune(repo: Repository, *, max_unused: float = 0.1, dry_run: bool = False,
     if dry_run:
         return report
 
+    # Under the exclusive lock no one writes data; an hour's margin spares lock files.
+    report.temporary_removed = repo.store.sweep_temporary(older_than=3600)
     repo.index = Index()
     for pid, entries in keep.items():
         repo.index.add_pack(pid, entries)
