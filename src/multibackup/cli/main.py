@@ -16,7 +16,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from multibackup import __version__
 from multibackup.backends import open_store, parse_location
@@ -471,8 +471,15 @@ def cmd_version(args: argparse.Namespace, out: Printer) -> int:
 # ---- argument parsing -------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def _global_options() -> argparse.ArgumentParser:
-    g = argparse.ArgumentParser(add_help=False)
+    g = _Parser(add_help=False)
     d = argparse.SUPPRESS
     g.add_argument("-r", "--repo", default=d, help="repository location (env MULTIBACKUP_REPOSITORY)")
     g.add_argument("--password-file", default=d, help="read the password from this file")
@@ -495,7 +502,7 @@ _DEFAULTS = {"repo": None, "password_file": None, "json": False, "quiet": False,
 
 def build_parser() -> argparse.ArgumentParser:
     g = _global_options()
-    p = argparse.ArgumentParser(prog="multibackup", parents=[g],
+    p = _Parser(prog="multibackup", parents=[g],
                                 description="Encrypted, deduplicated backups to several clouds.",
                                 epilog="exit codes: 0 ok, 1 error, 2 usage, 3 some files unreadable, "
                                        "10 no repository, 11 locked, 12 wrong password")
