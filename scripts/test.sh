@@ -9,5 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
-.venv/bin/ruff check src tests
+.venv/bin/ruff check src tests bench
 exec .venv/bin/python -m pytest "$@"

@@ -25,6 +25,7 @@ from multibackup.repository.blob import (
     RAW,
     ZSTD,
     BlobType,
+    blob_body,
     compress,
     decompress,
     open_blob,
@@ -32,6 +33,7 @@ from multibackup.repository.blob import (
 )
 from multibackup.repository.chunker import Chunker, ChunkerParams
 from multibackup.repository.crypto import (
+    OVERHEAD,
     Cipher,
     KDFParams,
     MasterKey,
@@ -148,9 +150,21 @@ def test_chunker_params_round_trip() -> None:
 def test_seal_open_blob_round_trip(data: bytes, level: int) -> None:
     blob_id = CIPHER.blob_id(data)
     sealed = seal_blob(CIPHER, blob_id, data, level)
-    assert open_blob(CIPHER, blob_id, sealed) == data
-    assert open_blob(CIPHER, blob_id, sealed, raw_length=len(data)) == data
-    assert open_blob(CIPHER, blob_id, memoryview(sealed)) == data
+    assert open_blob(CIPHER, blob_id, sealed, len(data)) == data
+    assert open_blob(CIPHER, blob_id, memoryview(sealed), len(data)) == data
+    # the body is raw exactly when it is as long as the data: no tag byte for blobs
+    assert (len(sealed) - OVERHEAD == len(data)) == (blob_body(data, level) is data)
+    with pytest.raises(IntegrityError):  # a wrong recorded raw length never passes
+        open_blob(CIPHER, blob_id, sealed, len(data) + 1)
+
+
+@props
+@given(st.integers(8 * 32 * 1024, 300_000), st.integers(0, 2**32))
+def test_incompressible_chunks_are_sealed_without_compressing(size: int, seed: int) -> None:
+    data = random.Random(seed).randbytes(size)
+    assert blob_body(data, 3) is data
+    text = (b"INSERT INTO t VALUES (1, 'x');\n" * (size // 30 + 1))[:size]
+    assert len(blob_body(text, 3)) < size // 10
 
 
 @props
@@ -161,7 +175,7 @@ def test_any_flipped_bit_in_a_blob_is_detected(data: bytes, level: int, pick: st
     bit = pick.draw(st.integers(0, len(sealed) * 8 - 1))
     sealed[bit // 8] ^= 1 << (bit % 8)
     with pytest.raises(IntegrityError):
-        open_blob(CIPHER, blob_id, bytes(sealed))
+        open_blob(CIPHER, blob_id, bytes(sealed), len(data))
 
 
 @props
@@ -171,11 +185,11 @@ def test_blob_under_a_wrong_id_is_rejected(data: bytes, other: bytes) -> None:
     assume(other != blob_id)
     sealed = seal_blob(CIPHER, blob_id, data, 3)
     with pytest.raises(IntegrityError):
-        open_blob(CIPHER, other, sealed)
+        open_blob(CIPHER, other, sealed, len(data))
     with pytest.raises(IntegrityError):
-        open_blob(CIPHER, blob_id, sealed[:-1])
+        open_blob(CIPHER, blob_id, sealed[:-1], len(data))
     with pytest.raises(IntegrityError):
-        open_blob(Cipher(MasterKey.generate()), blob_id, sealed)
+        open_blob(Cipher(MasterKey.generate()), blob_id, sealed, len(data))
 
 
 @props
@@ -281,7 +295,8 @@ def test_damaged_blob_in_pack_is_detected(blobs: list[tuple[BlobType, bytes]],
     damaged[pos] ^= 0x40
     assert parse_pack(CIPHER, bytes(damaged), "pack") == built  # header still fine
     with pytest.raises(IntegrityError):
-        open_blob(CIPHER, victim.id, bytes(damaged[victim.offset:victim.offset + victim.length]))
+        open_blob(CIPHER, victim.id, bytes(damaged[victim.offset:victim.offset + victim.length]),
+                  victim.raw_length)
 
 
 # ---- index --------------------------------------------------------------------------------

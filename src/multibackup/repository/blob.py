@@ -1,8 +1,13 @@
-"""Blob and file payload encoding: one tag byte, optional zstd, then AEAD.
+"""Blob and file payload encoding: optional zstd, then AEAD.
 
-A payload is ``tag || body`` where tag 0 means the body is the raw bytes and tag 1 means a
-zstd frame. Incompressible data (media, archives, already-encrypted files) is stored raw,
-so it costs neither space nor decompression time on restore.
+A blob's sealed body is either the raw chunk or one zstd frame; which one follows from
+the lengths the pack header and index record: a body as long as the raw length is raw,
+a shorter one is compressed (zstd is kept only when it saves more than 1/32). No tag byte
+means a raw chunk is encrypted straight from the read buffer, without a copy.
+Repository files (config, index, snapshot, lock) have no external raw length, so their
+payload is ``tag || body``: tag 0 raw, tag 1 zstd.
+Incompressible data (media, archives, already-encrypted files) is stored raw, so it costs
+neither space nor decompression time on restore.
 """
 
 from __future__ import annotations
@@ -71,14 +76,51 @@ def decompress(payload: bytes, raw_length: int | None = None, what: str = "blob"
     raise IntegrityError(f"{what} has unknown compression tag {tag}")
 
 
+_PROBE = 32 * 1024
+
+
+def _incompressible(data: bytes | memoryview) -> bool:
+    """Two 32 KiB samples that zstd-1 cannot shrink: skip compressing the whole chunk.
+
+    Random-looking data (media, archives, encrypted files) still costs zstd about 1 ms
+    per MiB to find out; the probe costs a twentieth of that.
+    """
+    if len(data) < 8 * _PROBE:
+        return False
+    mid = len(data) // 2
+    sample = bytes(data[:_PROBE]) + bytes(data[mid:mid + _PROBE])
+    return len(_compressor(1).compress(sample)) > len(sample) * 0.97
+
+
+def blob_body(data: bytes | memoryview, level: int) -> bytes | memoryview:
+    """What gets sealed for a blob: a zstd frame if it saves > 1/32, else ``data`` itself."""
+    if level > 0 and len(data) > 64 and not _incompressible(data):
+        packed = _compressor(level).compress(data)
+        if len(packed) < len(data) - (len(data) >> 5):
+            return packed
+    return data
+
+
 def seal_blob(cipher: Cipher, blob_id: bytes, data: bytes | memoryview, level: int) -> bytes:
-    return cipher.seal(compress(data, level), blob_id)
+    return cipher.seal(blob_body(data, level), blob_id)
 
 
-def open_blob(cipher: Cipher, blob_id: bytes, sealed: bytes | memoryview,
-              raw_length: int | None = None, verify: bool = True) -> bytes:
+def open_blob(cipher: Cipher, blob_id: bytes, sealed: bytes | memoryview, raw_length: int,
+              verify: bool = True) -> bytes:
+    """Decrypt a blob, decompress it if its body is shorter than ``raw_length``, verify it."""
     what = f"blob {blob_id.hex()[:16]}"
-    data = decompress(cipher.open(sealed, blob_id, what), raw_length, what)
+    body = cipher.open(sealed, blob_id, what)
+    if len(body) == raw_length:
+        data = body
+    elif len(body) < raw_length:
+        try:
+            data = _decompressor().decompress(body, max_output_size=raw_length)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{what} does not decompress: {exc}") from None
+        if len(data) != raw_length:
+            raise IntegrityError(f"{what} decompresses to the wrong length")
+    else:
+        raise IntegrityError(f"{what} is longer than its recorded raw length")
     if verify and cipher.blob_id(data) != blob_id:
         raise IntegrityError(f"{what} content does not match its id")
     return data

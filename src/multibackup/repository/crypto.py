@@ -60,6 +60,12 @@ class Cipher:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
+    def seal_into(self, out: memoryview, plaintext: bytes | memoryview, aad: bytes) -> None:
+        """Seal straight into ``out`` (exactly ``len(plaintext) + OVERHEAD`` bytes): no copy."""
+        nonce = os.urandom(NONCE_SIZE)
+        out[:NONCE_SIZE] = nonce
+        self._aead.encrypt_into(nonce, plaintext, aad, out[NONCE_SIZE:])
+
     def open(self, sealed: bytes | memoryview, aad: bytes, what: str = "object") -> bytes:
         if len(sealed) < OVERHEAD:
             raise IntegrityError(f"{what} is truncated")

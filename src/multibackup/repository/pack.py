@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from multibackup.errors import IntegrityError
 from multibackup.repository.blob import BlobType
-from multibackup.repository.crypto import Cipher
+from multibackup.repository.crypto import OVERHEAD, Cipher
 
 MAGIC = b"MBP1"
 HEADER_AAD = b"multibackup pack header"
@@ -33,34 +33,73 @@ class PackEntry:
     raw_length: int  # plaintext length
 
 
-class PackBuilder:
-    """Accumulates sealed blobs in memory until the pack is big enough to upload."""
+def header_size(count: int) -> int:
+    """Bytes the sealed header and its length field take for ``count`` blobs."""
+    return len(MAGIC) + _ENTRY.size * count + OVERHEAD + _LEN.size
 
-    def __init__(self) -> None:
-        self._buf = bytearray()  # one growing buffer: no join copy when the pack is done
+
+class PackBuilder:
+    """A pack being filled: sealed blobs are written in place into one buffer.
+
+    Concurrent writers reserve a slot (under the caller's lock) and then seal straight into
+    it without any lock, so a blob is copied neither into a list nor into a joined pack.
+    ``pending`` counts slots still being written; a pack is finished only when it is
+    closed and ``pending`` is back to zero.
+    """
+
+    def __init__(self, capacity: int = 1024 * 1024) -> None:
+        self._buf = bytearray(capacity)
+        self.used = 0
         self.entries: list[PackEntry] = []
+        self.pending = 0
+        self.closed = False
 
     @property
     def size(self) -> int:
-        return len(self._buf)
-
-    def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(blob_type, blob_id, len(self._buf), len(sealed), raw_length))
-        self._buf += sealed
+        return self.used
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    def fits(self, length: int) -> bool:
+        return self.used + length + header_size(len(self.entries) + 1) <= len(self._buf)
+
+    def reserve(self, blob_type: BlobType, blob_id: bytes, length: int,
+                raw_length: int) -> memoryview:
+        """Claim ``length`` bytes for a sealed blob; the caller fills the returned view."""
+        if not self.fits(length):
+            raise ValueError("blob does not fit in this pack")
+        self.entries.append(PackEntry(blob_type, blob_id, self.used, length, raw_length))
+        view = memoryview(self._buf)[self.used:self.used + length]
+        self.used += length
+        self.pending += 1
+        return view
+
+    def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        """Append an already sealed blob (single-threaded use), growing the buffer if needed."""
+        if not self.fits(len(sealed)):
+            grown = bytearray(max(2 * len(self._buf), self.used + len(sealed)
+                                  + header_size(len(self.entries) + 1)))
+            grown[:self.used] = self._buf[:self.used]
+            self._buf = grown
+        self.reserve(blob_type, blob_id, len(sealed), raw_length)[:] = sealed
+        self.pending -= 1
+
     def finish(self, cipher: Cipher) -> bytearray:
+        """Seal the header behind the blobs; the pack's bytes, ready to upload.
+
+        A bytearray, not a memoryview: OpenDAL copies a bytearray in one memcpy but walks a
+        memoryview byte by byte under the GIL (measured: 40x slower).
+        """
         header = bytearray(MAGIC)
         for e in self.entries:
             header += _ENTRY.pack(int(e.type), e.length, e.raw_length, e.id)
         sealed = cipher.seal(bytes(header), HEADER_AAD)
-        data = self._buf
-        data += sealed
-        data += _LEN.pack(len(sealed))
-        self._buf = bytearray()
-        return data
+        end = self.used + len(sealed) + _LEN.size
+        self._buf[self.used:self.used + len(sealed)] = sealed
+        self._buf[end - _LEN.size:end] = _LEN.pack(len(sealed))
+        del self._buf[end:]  # every writer's view is released by now
+        return self._buf
 
 
 def header_length(tail: bytes) -> int:

@@ -33,17 +33,23 @@ from multibackup.repository import keys
 from multibackup.repository.blob import (
     DEFAULT_LEVEL,
     BlobType,
+    blob_body,
     open_blob,
     open_file,
-    seal_blob,
     seal_file,
 )
 from multibackup.repository.cache import Cache
 from multibackup.repository.chunker import ChunkerParams
-from multibackup.repository.crypto import Cipher, KDFParams, MasterKey, storage_id
+from multibackup.repository.crypto import OVERHEAD, Cipher, KDFParams, MasterKey, storage_id
 from multibackup.repository.index import Index, decode_index, encode_index
 from multibackup.repository.lock import Lock
-from multibackup.repository.pack import PackBuilder, PackEntry, header_length, parse_header
+from multibackup.repository.pack import (
+    PackBuilder,
+    PackEntry,
+    header_length,
+    header_size,
+    parse_header,
+)
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import Node, decode_tree, encode_tree
 
@@ -321,25 +327,48 @@ class Repository:
             if blob_id in self.index or blob_id in self._pending:
                 return blob_id, False
             self._pending.add(blob_id)
-        sealed = seal_blob(self.cipher, blob_id, data, self.compression)
-        full = None
+        body = blob_body(data, self.compression)  # zstd runs here, without any lock
+        length = len(body) + OVERHEAD
+        ready: list[PackBuilder] = []
         with self._lock:
             builder = self._builders.get(blob_type)
+            if builder is not None and not builder.fits(length):
+                ready += self._close(blob_type)
+                builder = None
             if builder is None:
-                builder = self._builders[blob_type] = PackBuilder()
-            builder.add(blob_type, blob_id, sealed, len(data))
+                builder = self._builders[blob_type] = PackBuilder(
+                    max(self.config.pack_size + 1024 * 1024, length + header_size(1)))
+            view = builder.reserve(blob_type, blob_id, length, len(data))
             st = self.stats
             if blob_type is BlobType.DATA:
                 st.data_blobs += 1
             else:
                 st.tree_blobs += 1
             st.bytes_raw += len(data)
-            st.bytes_stored += len(sealed)
-            if builder.size >= self.config.pack_size:
-                full = self._builders.pop(blob_type)
-        if full is not None:
-            self._upload(full)
+            st.bytes_stored += length
+        try:
+            self.cipher.seal_into(view, body, blob_id)  # straight into the pack buffer
+        finally:
+            view.release()
+            with self._lock:
+                builder.pending -= 1
+                if builder.closed:
+                    if builder.pending == 0:  # the last writer of a closed pack sends it
+                        ready.append(builder)
+                elif builder.size >= self.config.pack_size:
+                    ready += self._close(blob_type)
+        for b in ready:
+            self._upload(b)
         return blob_id, True
+
+    def _close(self, blob_type: BlobType) -> list[PackBuilder]:
+        """Take the open pack of a type out of use (caller holds the lock).
+
+        Returns it if it can be uploaded now; otherwise its last writer uploads it.
+        """
+        builder = self._builders.pop(blob_type)
+        builder.closed = True
+        return [builder] if builder.pending == 0 else []
 
     def _upload(self, builder: PackBuilder) -> None:
         self._upload_slots.acquire()  # back-pressure: bounded packs in memory
@@ -381,8 +410,7 @@ class Repository:
     def flush(self) -> None:
         """Upload partial packs, wait for every upload, then write the index for them."""
         with self._lock:
-            builders = [b for b in self._builders.values() if len(b)]
-            self._builders.clear()
+            builders = [b for t in list(self._builders) for b in self._close(t) if len(b)]
         for b in builders:
             self._upload(b)
         while True:

@@ -1,0 +1,531 @@
+"""The benchmark suite: multibackup side by side with restic, borg and rclone.
+
+Every tool gets the same data, the same machine and the same run. Each scenario is
+repeated (tools interleaved, so a noisy moment hits everyone) and reported as the median
+with its range; the headline is the ratio multibackup / restic against the targets of
+the benchmark issue. Results go to bench/results/latest.{json,md}.
+
+Usage: python bench/run.py [--rounds N] [--borg-rounds N] [--skip-s3] [--only TOOL,...]
+(bench/run.sh installs the peers first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import dataset  # noqa: E402
+
+WORK = HERE / "work"
+RESULTS = HERE / "results"
+PASSWORD = "bench-password-1"
+S3_KEY, S3_SECRET = "benchkey", "benchsecret"
+VENV_BIN = Path(sys.executable).parent
+
+TARGETS = {  # multibackup / restic, from the benchmark issue
+    "backup-full": 0.6, "backup-nochange": 0.5, "backup-mutated": 0.8, "restore": 0.7,
+    "check-read-data": 0.8, "repo-size": 1.0, "peak-rss": 1.0,
+}
+SCENARIOS = ["backup-full", "backup-nochange", "backup-mutated", "restore", "check-read-data",
+             "s3-backup-full"]
+
+
+@dataclass
+class Measure:
+    wall: float
+    cpu: float
+    rss_mib: float
+    rc: int
+    repo_bytes: int = 0
+    added_bytes: int = 0
+    server_cpu: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Results:
+    runs: dict[str, dict[str, list[Measure]]] = field(default_factory=dict)
+
+    def add(self, tool: str, step: str, m: Measure) -> None:
+        self.runs.setdefault(step, {}).setdefault(tool, []).append(m)
+
+
+def measure(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+            server_pid: int | None = None) -> Measure:
+    """Run a command under /usr/bin/time: wall, user+sys CPU and peak RSS.
+
+    Not os.wait4 on our own child: Linux carries a process's peak RSS across fork and
+    exec, so a child of this (large) process would report our memory, not its own.
+    """
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    subprocess.run(["sync"], check=False)
+    srv0 = _proc_cpu(server_pid) if server_pid else 0.0
+    stats = Path(f"/tmp/bench-time-{os.getpid()}")
+    start = time.monotonic()
+    proc = subprocess.run(["/usr/bin/time", "-q", "-f", "%U %S %M", "-o", str(stats), *cmd],
+                          cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    wall = time.monotonic() - start
+    user, sys_, rss_kib = stats.read_text().split()[-3:]
+    m = Measure(wall, float(user) + float(sys_), int(rss_kib) / 1024, proc.returncode,
+                server_cpu=(_proc_cpu(server_pid) - srv0) if server_pid else 0.0)
+    if proc.returncode != 0:
+        m.note = proc.stdout.decode(errors="replace")[-600:]
+        print(f"    ! {' '.join(cmd[:3])} exited {proc.returncode}: {m.note[-300:]}", flush=True)
+    return m
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+# ---- tools -------------------------------------------------------------------------------
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.repo = work / f"repo-{self.name}"
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def fresh(self) -> None:
+        shutil.rmtree(self.repo, ignore_errors=True)
+
+    def init(self) -> list[str]:
+        raise NotImplementedError
+
+    def backup(self) -> list[str]:
+        raise NotImplementedError
+
+    def restore(self, target: Path) -> tuple[list[str], Path | None]:
+        raise NotImplementedError
+
+    def check(self) -> list[str]:
+        raise NotImplementedError
+
+    def repo_bytes(self) -> int:
+        return dir_bytes(self.repo)
+
+
+class Multibackup(Tool):
+    name = "multibackup"
+
+    def env(self) -> dict[str, str]:
+        return {"MULTIBACKUP_PASSWORD": PASSWORD, "MULTIBACKUP_REPOSITORY": str(self.repo),
+                "MULTIBACKUP_CACHE_DIR": str(self.work / "cache-multibackup")}
+
+    def _bin(self) -> list[str]:
+        return [str(VENV_BIN / "multibackup")]
+
+    def init(self) -> list[str]:
+        return [*self._bin(), "init", "-q"]
+
+    def backup(self) -> list[str]:
+        return [*self._bin(), "backup", "-q", "."]
+
+    def restore(self, target: Path) -> tuple[list[str], Path | None]:
+        return [*self._bin(), "restore", "-q", "latest", "--target", str(target)], None
+
+    def check(self) -> list[str]:
+        return [*self._bin(), "check", "-q", "--read-data"]
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def env(self) -> dict[str, str]:
+        return {"RESTIC_PASSWORD": PASSWORD, "RESTIC_REPOSITORY": str(self.repo),
+                "RESTIC_CACHE_DIR": str(self.work / "cache-restic")}
+
+    def init(self) -> list[str]:
+        return ["restic", "init", "-q"]
+
+    def backup(self) -> list[str]:
+        return ["restic", "backup", "-q", "."]
+
+    def restore(self, target: Path) -> tuple[list[str], Path | None]:
+        return ["restic", "restore", "-q", "latest", "--target", str(target)], None
+
+    def check(self) -> list[str]:
+        return ["restic", "check", "-q", "--read-data"]
+
+
+class Borg(Tool):
+    name = "borg"
+    _n = 0
+
+    def env(self) -> dict[str, str]:
+        return {"BORG_PASSPHRASE": PASSWORD, "BORG_REPO": str(self.repo),
+                "BORG_BASE_DIR": str(self.work / "borg-base"),
+                "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+                "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
+
+    def init(self) -> list[str]:
+        return ["borg", "init", "--encryption", "repokey-blake2"]
+
+    def backup(self) -> list[str]:
+        self._n += 1
+        return ["borg", "create", "--compression", "lz4", f"::s{self._n}", "."]
+
+    def restore(self, target: Path) -> tuple[list[str], Path | None]:
+        return ["borg", "extract", f"::s{self._n}"], target
+
+    def check(self) -> list[str]:
+        return ["borg", "check", "--verify-data"]
+
+
+# ---- S3 server ---------------------------------------------------------------------------
+
+
+class S3Server:
+    def __init__(self, work: Path) -> None:
+        self.work = work / "s3"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+        (self.work / "data").mkdir(parents=True)
+        (self.work / "log").mkdir()
+        (self.work / "s3.json").write_text(json.dumps({"identities": [{
+            "name": "bench", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        ports = [_free_port() for _ in range(9)]
+        self.port = ports[0]
+        names = ["master.port", "master.port.grpc", "filer.port", "filer.port.grpc",
+                 "volume.port", "volume.port.grpc", "admin.port", "admin.port.grpc"]
+        weed = shutil.which("weed", path=str(VENV_BIN)) or shutil.which("weed") or "weed"
+        cmd = [weed, f"-logdir={self.work / 'log'}", "mini", f"-dir={self.work / 'data'}",
+               "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+               f"-s3.config={self.work / 's3.json'}", f"-s3.port={self.port}", "-webdav=false",
+               "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+               *[f"-{n}={p}" for n, p in zip(names, ports[1:], strict=True)]]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                self.client().list_buckets()
+                return
+            except Exception:
+                time.sleep(0.5)
+        raise RuntimeError("SeaweedFS did not start")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEY,
+                            aws_secret_access_key=S3_SECRET, region_name="us-east-1")
+
+    def bucket_bytes(self, bucket: str) -> int:
+        total = 0
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            total += sum(o["Size"] for o in page.get("Contents", []))
+        return total
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the suite ---------------------------------------------------------------------------
+
+
+def prepare_data(work: Path) -> tuple[Path, Path]:
+    """The pristine dataset (generated once, cached) and the mutated one, for copying."""
+    pristine = work / "pristine"
+    stamp = work / f"pristine.{dataset.VERSION}.ok"
+    if not stamp.exists():
+        shutil.rmtree(pristine, ignore_errors=True)
+        print("generating the dataset (about 1 GiB) ...", flush=True)
+        dataset.generate(pristine)
+        stamp.write_text(dataset.digest(pristine))
+    return pristine, stamp
+
+
+def fresh_copy(pristine: Path, data: Path) -> None:
+    """A hard-linked copy: instant, and mutations (which rename) never touch the pristine."""
+    shutil.rmtree(data, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(pristine), str(data)], check=True)
+
+
+def run_local_round(tool: Tool, pristine: Path, work: Path, res: Results, rnd: int) -> None:
+    data = work / "data"
+    fresh_copy(pristine, data)
+    tool.fresh()
+    env = tool.env()
+    res.add(tool.name, "init", measure(tool.init(), env=env))
+    m = measure(tool.backup(), cwd=data, env=env)
+    m.repo_bytes = tool.repo_bytes()
+    res.add(tool.name, "backup-full", m)
+    size_full = m.repo_bytes
+    m = measure(tool.backup(), cwd=data, env=env)
+    m.repo_bytes = tool.repo_bytes()
+    res.add(tool.name, "backup-nochange", m)
+    dataset.mutate(data)
+    m = measure(tool.backup(), cwd=data, env=env)
+    m.repo_bytes = tool.repo_bytes()
+    m.added_bytes = m.repo_bytes - size_full
+    res.add(tool.name, "backup-mutated", m)
+    target = work / f"restore-{tool.name}-{rnd}"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    cmd, cwd = tool.restore(target)
+    m = measure(cmd, cwd=cwd, env=env)
+    res.add(tool.name, "restore", m)
+    if rnd == 0:
+        m.note = "verified" if _same_tree(data, _restored_root(tool, target, data)) else "MISMATCH"
+        print(f"    restore of {tool.name} compared with the source: {m.note}", flush=True)
+    res.add(tool.name, "check-read-data", measure(tool.check(), env=env))
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def _restored_root(tool: Tool, target: Path, data: Path) -> Path:
+    if isinstance(tool, Multibackup):
+        return target / str(data).lstrip("/")
+    return target
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    return dataset.digest(a) == dataset.digest(b)
+
+
+def run_s3_round(tool_name: str, pristine: Path, work: Path, s3: S3Server, res: Results,
+                 rnd: int) -> None:
+    data = work / "data"
+    fresh_copy(pristine, data)
+    bucket = f"bench-{tool_name}-{rnd}-{int(time.time())}"
+    s3.client().create_bucket(Bucket=bucket)
+    aws = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+           "AWS_REGION": "us-east-1"}
+    pid = s3.proc.pid if s3.proc else None
+    if tool_name == "multibackup":
+        env = {**aws, "MULTIBACKUP_PASSWORD": PASSWORD, "AWS_ENDPOINT_URL": s3.endpoint,
+               "MULTIBACKUP_REPOSITORY": f"s3://{bucket}/repo",
+               "MULTIBACKUP_CACHE_DIR": str(work / f"cache-s3-{rnd}")}
+        mb = str(VENV_BIN / "multibackup")
+        measure([mb, "init", "-q"], env=env)
+        m = measure([mb, "backup", "-q", "."], cwd=data, env=env, server_pid=pid)
+    elif tool_name == "restic":
+        env = {**aws, "RESTIC_PASSWORD": PASSWORD,
+               "RESTIC_REPOSITORY": f"s3:{s3.endpoint}/{bucket}/repo",
+               "RESTIC_CACHE_DIR": str(work / f"cache-restic-s3-{rnd}")}
+        measure(["restic", "init", "-q"], env=env)
+        m = measure(["restic", "backup", "-q", "."], cwd=data, env=env, server_pid=pid)
+    else:  # rclone copy: no encryption or dedup, a transfer baseline
+        conf = work / "rclone.conf"
+        conf.write_text(f"[s3]\ntype = s3\nprovider = Other\nendpoint = {s3.endpoint}\n"
+                        f"access_key_id = {S3_KEY}\nsecret_access_key = {S3_SECRET}\n")
+        rclone = shutil.which("rclone", path=str(VENV_BIN)) or "rclone"
+        m = measure([rclone, "--config", str(conf), "copy", "--transfers", "8", str(data),
+                     f"s3:{bucket}/copy"], server_pid=pid)
+    m.repo_bytes = s3.bucket_bytes(bucket)
+    res.add(tool_name, "s3-backup-full", m)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(res: Results, meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    doc: dict[str, Any] = {"meta": meta, "scenarios": {}, "ratios": {}}
+    for step, tools in res.runs.items():
+        doc["scenarios"][step] = {
+            t: {"wall_median": median([m.wall for m in ms]),
+                "wall_range": [min(m.wall for m in ms), max(m.wall for m in ms)],
+                "cpu_median": median([m.cpu for m in ms]),
+                "rss_mib_max": max(m.rss_mib for m in ms),
+                "repo_bytes": median([m.repo_bytes for m in ms]),
+                "added_bytes": median([m.added_bytes for m in ms]),
+                "server_cpu_median": median([m.server_cpu for m in ms]),
+                "failures": sum(1 for m in ms if m.rc != 0),
+                "runs": [m.__dict__ for m in ms]}
+            for t, ms in tools.items()}
+    sc = doc["scenarios"]
+
+    def ratio(step: str, key: str, peer: str = "restic") -> float | None:
+        a, b = sc.get(step, {}).get("multibackup"), sc.get(step, {}).get(peer)
+        if not a or not b or not b[key]:
+            return None
+        return round(a[key] / b[key], 3)
+
+    r = doc["ratios"]
+    for step in SCENARIOS:
+        r[step] = ratio(step, "wall_median")
+    r["repo-size"] = ratio("backup-full", "repo_bytes")
+    r["added-after-mutation"] = ratio("backup-mutated", "added_bytes")
+    rss = [ratio(s, "rss_mib_max") for s in SCENARIOS if ratio(s, "rss_mib_max") is not None]
+    r["peak-rss"] = max(rss) if rss else None
+    return doc, markdown(doc)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    sc, r, meta = doc["scenarios"], doc["ratios"], doc["meta"]
+    tools = ["multibackup", "restic", "borg", "rclone"]
+    lines = [f"Machine: {meta['machine']}; {meta['date']}; dataset {meta['dataset']} "
+             f"({meta['dataset_bytes'] / 2**30:.2f} GiB, {meta['dataset_files']} files); "
+             f"{meta['rounds']} rounds (borg {meta['borg_rounds']}), median wall seconds "
+             "[range].", "",
+             "| scenario | " + " | ".join(tools) + " | multibackup / restic | target |",
+             "|---|" + "---|" * (len(tools) + 2)]
+    for step in SCENARIOS:
+        if step not in sc:
+            continue
+        cells = []
+        for t in tools:
+            v = sc[step].get(t)
+            cells.append("-" if not v else
+                         f"{_fmt(v['wall_median'])} [{_fmt(v['wall_range'][0])}-"
+                         f"{_fmt(v['wall_range'][1])}]" + (" FAILED" if v["failures"] else ""))
+        target = TARGETS.get(step)
+        ratio = r.get(step)
+        verdict = "" if ratio is None or target is None else (" ok" if ratio <= target else " short")
+        lines.append(f"| {step} | " + " | ".join(cells) +
+                     f" | {ratio if ratio is not None else '-'} | "
+                     f"{'<= ' + str(target) if target else '-'}{verdict} |")
+    lines += ["", "| scenario | CPU s (mb / restic) | peak RSS MiB (mb / restic / borg) | "
+              "repository MiB (mb / restic / borg) |", "|---|---|---|---|"]
+    for step in SCENARIOS:
+        if step not in sc:
+            continue
+        g = sc[step]
+
+        def get(t: str, k: str, scale: float = 1.0, g: dict[str, Any] = g) -> str:
+            return f"{g[t][k] / scale:.1f}" if t in g else "-"
+
+        lines.append(f"| {step} | {get('multibackup', 'cpu_median')} / {get('restic', 'cpu_median')}"
+                     f" | {get('multibackup', 'rss_mib_max')} / {get('restic', 'rss_mib_max')} / "
+                     f"{get('borg', 'rss_mib_max')} | {get('multibackup', 'repo_bytes', 2**20)} / "
+                     f"{get('restic', 'repo_bytes', 2**20)} / {get('borg', 'repo_bytes', 2**20)} |")
+    mut = sc.get("backup-mutated", {})
+    if mut:
+        added = ", ".join(f"{t} +{mut[t]['added_bytes'] / 2**20:.1f} MiB" for t in tools if t in mut)
+        lines += ["", f"Repository growth from the ~5% mutation: {added}."]
+    lines += ["", "Ratios (multibackup / restic; lower is better): " + ", ".join(
+        f"{k} {v}" + (f" (target <= {TARGETS[k]})" if k in TARGETS else "")
+        for k, v in r.items() if v is not None) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--borg-rounds", type=int, default=1)
+    ap.add_argument("--s3-rounds", type=int, default=2)
+    ap.add_argument("--skip-s3", action="store_true")
+    ap.add_argument("--only", default="multibackup,restic,borg,rclone")
+    ap.add_argument("--work", default=str(WORK))
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    pristine, stamp = prepare_data(work)
+    res = Results()
+    started = time.monotonic()
+    local_tools: list[Tool] = [t(work) for t in (Multibackup, Restic, Borg) if t.name in only]
+    for rnd in range(args.rounds):
+        order = local_tools[rnd % len(local_tools):] + local_tools[:rnd % len(local_tools)]
+        for tool in order:
+            if isinstance(tool, Borg) and rnd >= args.borg_rounds:
+                continue
+            print(f"round {rnd + 1}/{args.rounds}: {tool.name} (local)", flush=True)
+            run_local_round(tool, pristine, work, res, rnd)
+    if not args.skip_s3:
+        s3 = S3Server(work)
+        s3.start()
+        try:
+            for rnd in range(args.s3_rounds):
+                for name in ("multibackup", "restic", "rclone"):
+                    if name in only and (name != "rclone" or rnd == 0):
+                        print(f"round {rnd + 1}/{args.s3_rounds}: {name} (S3)", flush=True)
+                        run_s3_round(name, pristine, work, s3, res, rnd)
+        finally:
+            s3.stop()
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+                       f"{_mem_gib()} GiB, Python {platform.python_version()}",
+            "dataset": stamp.read_text().strip(), "dataset_bytes": dir_bytes(pristine),
+            "dataset_files": sum(len(f) for _, _, f in os.walk(pristine)),
+            "rounds": args.rounds, "borg_rounds": args.borg_rounds,
+            "versions": _versions(), "suite_seconds": round(time.monotonic() - started, 1)}
+    doc, md = summarize(res, meta)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1, default=str))
+    (RESULTS / "latest.md").write_text(md)
+    print(md)
+    return 0
+
+
+def _mem_gib() -> int:
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        return round(kb / 2**20)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name, cmd in {"restic": ["restic", "version"], "borg": ["borg", "--version"],
+                      "rclone": [str(VENV_BIN / "rclone"), "version"],
+                      "multibackup": [str(VENV_BIN / "multibackup"), "version"]}.items():
+        try:
+            out[name] = subprocess.run(cmd, capture_output=True, text=True,
+                                       timeout=30).stdout.splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            out[name] = "not installed"
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
