@@ -94,7 +94,8 @@ class Archiver:
         self.summary = BackupSummary()
         self._local = threading.local()
         self._slots = threading.Semaphore(self.workers * 8)
-        self._queue: deque[tuple[Future[Node | None], Node, list[Future[Node | None]]]] = deque()
+        self._queue: deque[tuple[Future[Node | None], Node, list[Future[Node | None]],
+                                 tuple[bytes | None, list[Node]] | None]] = deque()
         self._batch: list[tuple[str, str, os.stat_result, Node | None, Future[Node | None]]] = []
         self._batch_bytes = 0
         self._lock = threading.Lock()
@@ -114,13 +115,17 @@ class Archiver:
             ch = self._local.chunker = Chunker(self.repo.config.chunker)
         return ch
 
-    def _parent_nodes(self, node: Node | None) -> dict[str, Node] | None:
+    def _parent_tree(self, node: Node | None) -> list[Node] | None:
         if node is None or node.type != DIR or node.subtree is None:
             return None
         try:
-            return {n.name: n for n in self.repo.load_tree(node.subtree)}
+            return self.repo.load_tree(node.subtree)
         except MultibackupError:
             return None
+
+    def _parent_nodes(self, node: Node | None) -> dict[str, Node] | None:
+        nodes = self._parent_tree(node)
+        return None if nodes is None else {n.name: n for n in nodes}
 
     # ---- files ------------------------------------------------------------------------
 
@@ -259,7 +264,8 @@ class Archiver:
         return None
 
     def _dir(self, path: str, name: str, st: os.stat_result, old: Node | None) -> Future[Node | None]:
-        parent = self._parent_nodes(old)
+        old_nodes = self._parent_tree(old)
+        parent = None if old_nodes is None else {n.name: n for n in old_nodes}
         children: list[Future[Node | None]] = []
         try:
             listing = list_dir(path)
@@ -274,23 +280,29 @@ class Archiver:
                               parent.get(child_name) if parent else None)
             if fut is not None:
                 children.append(fut)
-        return self._queue_dir(node_from_stat(name, st, DIR), children)
+        reuse = (old.subtree, old_nodes) if old is not None and old_nodes is not None else None
+        return self._queue_dir(node_from_stat(name, st, DIR), children, reuse)
 
-    def _queue_dir(self, node: Node, children: list[Future[Node | None]]) -> Future[Node | None]:
+    def _queue_dir(self, node: Node, children: list[Future[Node | None]],
+                   reuse: tuple[bytes | None, list[Node]] | None = None) -> Future[Node | None]:
+        """Finish ``node`` once its children are; ``reuse`` is the parent snapshot's tree."""
         fut: Future[Node | None] = Future()
-        self._queue.append((fut, node, children))
+        self._queue.append((fut, node, children, reuse))
         self._drain(block=False)
         return fut
 
     def _drain(self, block: bool) -> None:
         """Finish directories, in post-order, whose children are all done."""
         while self._queue:
-            fut, node, children = self._queue[0]
+            fut, node, children, reuse = self._queue[0]
             if not block and not all(c.done() for c in children):
                 return
             self._queue.popleft()
             nodes = [n for n in (c.result() for c in children) if n is not None]
-            tree_id, _ = self.repo.save_tree(nodes)
+            if reuse is not None and reuse[0] is not None and reuse[1] == nodes:
+                tree_id = reuse[0]  # unchanged directory: no need to encode and hash it again
+            else:
+                tree_id, _ = self.repo.save_tree(nodes)
             node.subtree = tree_id
             with self._lock:
                 self.summary.dirs += 1

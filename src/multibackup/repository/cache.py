@@ -28,7 +28,6 @@ class Cache:
 
     def __init__(self, root: str, repo_id: str) -> None:
         self.dir = os.path.join(root, repo_id)
-        self._verified: set[str] = set()  # files hashed once in this process
 
     def _path(self, key: str) -> str:
         return os.path.join(self.dir, *key.split("/"))
@@ -49,19 +48,6 @@ class Cache:
             return None
         return data
 
-    def read_range(self, key: str, offset: int, length: int) -> bytes | None:
-        """Part of a cached object; the whole file is verified on its first use only."""
-        if key not in self._verified:
-            if self.get(key) is None:
-                return None
-            self._verified.add(key)
-        try:
-            with open(self._path(key), "rb") as f:
-                data = os.pread(f.fileno(), length, offset)
-        except OSError:
-            return None
-        return data if len(data) == length else None
-
     def put(self, key: str, data: bytes | bytearray) -> None:
         """Best effort: a cache that cannot be written only costs speed."""
         path = self._path(key)
@@ -71,7 +57,6 @@ class Cache:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
-            self._verified.add(key)  # written from bytes whose hash the caller checked
         except OSError:
             pass
 

@@ -143,6 +143,7 @@ class Repository:
         self._uploads: set[Future[None]] = set()
         self._upload_error: BaseException | None = None
         self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
+        self._tree_packs: OrderedDict[bytes, bytes] = OrderedDict()
         self.snapshot_errors: list[str] = []
 
     # ---- life cycle -------------------------------------------------------------------
@@ -431,20 +432,33 @@ class Repository:
         loc = self.index.lookup(blob_id)
         if loc is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index")
-        cached = None
-        if self.cache is not None and loc.type is BlobType.TREE:  # tree packs are cached whole
-            key = pack_key(loc.pack_id)
-            cached = self.cache.read_range(key, loc.offset, loc.length)
-            if cached is None:
-                pack = self._read_cached(key)
-                cached = pack[loc.offset:loc.offset + loc.length]
-        if cached is not None:
-            sealed = cached
+        if loc.type is BlobType.TREE:
+            sealed = self._tree_blob_bytes(loc.pack_id, loc.offset, loc.length)
         else:
             sealed = self.store.get(pack_key(loc.pack_id), loc.offset, loc.length)
         return open_blob(self.cipher, blob_id, sealed, loc.raw_length, verify)
 
     # ---- trees ------------------------------------------------------------------------
+
+    def _tree_blob_bytes(self, pack_id: bytes, offset: int, length: int) -> bytes:
+        """Tree blobs come from whole tree packs: one read serves a whole walk.
+
+        Remote repositories keep tree packs in the local cache; either way the last few
+        tree packs stay in memory (at most two, a pack is at most ~17 MiB), so walking a
+        snapshot costs one read per tree pack rather than one per directory.
+        """
+        with self._lock:
+            pack = self._tree_packs.get(pack_id)
+            if pack is not None:
+                self._tree_packs.move_to_end(pack_id)
+        if pack is None:
+            key = pack_key(pack_id)
+            pack = self._read_cached(key) if self.cache is not None else self.store.get(key)
+            with self._lock:
+                self._tree_packs[pack_id] = pack
+                while len(self._tree_packs) > 2:
+                    self._tree_packs.popitem(last=False)
+        return pack[offset:offset + length]
 
     def load_tree(self, tree_id: bytes) -> list[Node]:
         with self._lock:
