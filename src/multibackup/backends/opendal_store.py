@@ -43,7 +43,8 @@ class OpenDALStore:
         self.description = description
         self.scheme = scheme
         self.is_local = scheme in ("fs", "memory")
-        self.concurrency = 2 if self.is_local else 8
+        # local disk: one write in flight already keeps up (and each holds a pack in memory)
+        self.concurrency = 1 if self.is_local else 8
         self._atomic_dir = options.get("atomic_write_dir")
         try:
             op = opendal.Operator(scheme, **options)

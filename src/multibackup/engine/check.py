@@ -48,11 +48,11 @@ def expected_pack_size(entries: list[PackEntry]) -> int:
 
 
 class Checker:
-    def __init__(self, repo: Repository, read_data: bool = False, workers: int = 4,
+    def __init__(self, repo: Repository, read_data: bool = False, workers: int | None = None,
                  progress: Progress | None = None) -> None:
         self.repo = repo
         self.read_data = read_data
-        self.workers = workers
+        self.workers = workers or max(2, repo.store.concurrency)  # one whole pack each
         self.progress = progress or Progress()
         self.report = CheckReport()
         self._packs: dict[bytes, list[PackEntry]] = {}

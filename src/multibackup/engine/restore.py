@@ -71,13 +71,14 @@ def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
 class Restorer:
     def __init__(self, repo: Repository, snapshot: Snapshot, target: str, *,
                  includes: list[str] | None = None, overwrite: bool = False,
-                 workers: int = 4, progress: Progress | None = None) -> None:
+                 workers: int | None = None, progress: Progress | None = None) -> None:
         self.repo = repo
         self.snapshot = snapshot
         self.target = os.path.abspath(target)
         self.includes = [("/" + i.strip("/")) if i.strip("/") else "/" for i in includes or []]
         self.overwrite = overwrite
-        self.workers = workers
+        # each worker holds up to one pack's worth of ranges: as many as the store pays for
+        self.workers = workers or max(2, repo.store.concurrency)
         self.progress = progress or Progress()
         self.summary = RestoreSummary()
         self._lock = threading.Lock()

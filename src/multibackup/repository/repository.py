@@ -337,8 +337,9 @@ class Repository:
                 ready += self._close(blob_type)
                 builder = None
             if builder is None:
+                target = self._target_size(blob_type)
                 builder = self._builders[blob_type] = PackBuilder(
-                    max(self.config.pack_size + 1024 * 1024, length + header_size(1)))
+                    max(target + 1024 * 1024, length + header_size(1)))
             view = builder.reserve(blob_type, blob_id, length, len(data))
             st = self.stats
             if blob_type is BlobType.DATA:
@@ -356,11 +357,17 @@ class Repository:
                 if builder.closed:
                     if builder.pending == 0:  # the last writer of a closed pack sends it
                         ready.append(builder)
-                elif builder.size >= self.config.pack_size:
+                elif builder.size >= self._target_size(blob_type):
                     ready += self._close(blob_type)
         for b in ready:
             self._upload(b)
         return blob_id, True
+
+    def _target_size(self, blob_type: BlobType) -> int:
+        """Tree packs stay small (4 MiB): they are read and cached whole, and are few."""
+        if blob_type is BlobType.TREE:
+            return min(self.config.pack_size, 4 * 1024 * 1024)
+        return self.config.pack_size
 
     def _close(self, blob_type: BlobType) -> list[PackBuilder]:
         """Take the open pack of a type out of use (caller holds the lock).
