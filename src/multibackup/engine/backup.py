@@ -78,10 +78,44 @@ def unchanged(old: Node | None, st: os.stat_result) -> bool:
             and old.inode == st.st_ino)
 
 
-def _done(value: Node | None) -> Future[Node | None]:
-    f: Future[Node | None] = Future()
-    f.set_result(value)
-    return f
+class _Result:
+    """A child node, ready now or once a worker task fills it in.
+
+    Cheaper than a Future (no lock, no condition variable) for the tens of thousands of
+    files in a tree: workers set ``value`` then ``ready``; the walk only reads them.
+    """
+
+    __slots__ = ("value", "error", "ready", "task")
+
+    def __init__(self, value: Node | None = None, ready: bool = False) -> None:
+        self.value = value
+        self.error: BaseException | None = None
+        self.ready = ready
+        self.task: Future[Any] | None = None  # the worker task that fills this in
+
+    def done(self) -> bool:
+        return self.ready
+
+    def set(self, value: Node | None) -> None:
+        self.value = value
+        self.ready = True
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.ready = True
+
+    def result(self) -> Node | None:
+        if not self.ready:
+            if self.task is None:
+                raise RuntimeError("result awaited before its task was submitted")
+            self.task.result()  # re-raises what killed the task
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _done(value: Node | None) -> _Result:
+    return _Result(value, True)
 
 
 class Archiver:
@@ -94,9 +128,9 @@ class Archiver:
         self.summary = BackupSummary()
         self._local = threading.local()
         self._slots = threading.Semaphore(self.workers * 8)
-        self._queue: deque[tuple[Future[Node | None], Node, list[Future[Node | None]],
+        self._queue: deque[tuple[_Result, Node, list[_Result],
                                  tuple[bytes | None, list[Node]] | None]] = deque()
-        self._batch: list[tuple[str, str, os.stat_result, Node | None, Future[Node | None]]] = []
+        self._batch: list[tuple[str, str, os.stat_result, Node | None, _Result]] = []
         self._batch_bytes = 0
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -129,7 +163,7 @@ class Archiver:
 
     # ---- files ------------------------------------------------------------------------
 
-    def _file(self, path: str, name: str, st: os.stat_result, old: Node | None) -> Future[Node | None]:
+    def _file(self, path: str, name: str, st: os.stat_result, old: Node | None) -> _Result:
         s = self.summary
         if unchanged(old, st) and all(c in self.repo.index for c in old.content):  # type: ignore[union-attr]
             node = node_from_stat(name, st, FILE)
@@ -140,14 +174,23 @@ class Archiver:
                 s.total_bytes += node.size
             self.progress.add(node.size, 1)
             return _done(node)
+        res = _Result()
         if st.st_size <= self.repo.config.chunker.min_size:
-            fut: Future[Node | None] = Future()
-            self._batch.append((path, name, st, old, fut))
+            self._batch.append((path, name, st, old, res))
             self._batch_bytes += st.st_size
             if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
                 self._submit_batch()
-            return fut
-        return self._submit(self._read_file, path, name, old)
+        else:
+            res.task = self._submit(self._fill, res, self._read_file, path, name, old)
+        return res
+
+    @staticmethod
+    def _fill(res: _Result, fn: Any, *args: Any) -> None:
+        try:
+            res.set(fn(*args))
+        except BaseException as exc:
+            res.fail(exc)
+            raise
 
     def _submit(self, fn: Any, *args: Any) -> Future[Any]:
         self._slots.acquire()  # bounded work in flight: the walk waits for the workers
@@ -159,18 +202,20 @@ class Archiver:
     def _submit_batch(self) -> None:
         batch, self._batch, self._batch_bytes = self._batch, [], 0
         if batch:
-            self._submit(self._read_batch, batch)
+            task = self._submit(self._read_batch, batch)
+            for item in batch:
+                item[4].task = task
 
     def _read_batch(self, batch: list[tuple[str, str, os.stat_result, Node | None,
-                                            Future[Node | None]]]) -> None:
+                                            _Result]]) -> None:
         """Small files, many per task: one hand-off between threads per batch, not per file."""
-        for path, name, st, old, fut in batch:
+        for i, (path, name, st, old, res) in enumerate(batch):
             try:
-                node = self._read_small(path, name, st, old)
+                res.set(self._read_small(path, name, st, old))
             except BaseException as exc:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(node)
+                for item in batch[i:]:
+                    item[4].fail(exc)
+                raise
 
     def _read_small(self, path: str, name: str, st: os.stat_result,
                     old: Node | None) -> Node | None:
@@ -247,7 +292,7 @@ class Archiver:
     # ---- directories ------------------------------------------------------------------
 
     def _entry(self, path: str, name: str, st: os.stat_result,
-               old: Node | None) -> Future[Node | None] | None:
+               old: Node | None) -> _Result | None:
         kind = kind_of(st)
         if kind == FILE:
             return self._file(path, name, st, old)
@@ -263,10 +308,10 @@ class Archiver:
             return _done(node)
         return None
 
-    def _dir(self, path: str, name: str, st: os.stat_result, old: Node | None) -> Future[Node | None]:
+    def _dir(self, path: str, name: str, st: os.stat_result, old: Node | None) -> _Result:
         old_nodes = self._parent_tree(old)
         parent = None if old_nodes is None else {n.name: n for n in old_nodes}
-        children: list[Future[Node | None]] = []
+        children: list[_Result] = []
         try:
             listing = list_dir(path)
         except OSError as exc:
@@ -283,10 +328,10 @@ class Archiver:
         reuse = (old.subtree, old_nodes) if old is not None and old_nodes is not None else None
         return self._queue_dir(node_from_stat(name, st, DIR), children, reuse)
 
-    def _queue_dir(self, node: Node, children: list[Future[Node | None]],
-                   reuse: tuple[bytes | None, list[Node]] | None = None) -> Future[Node | None]:
+    def _queue_dir(self, node: Node, children: list[_Result],
+                   reuse: tuple[bytes | None, list[Node]] | None = None) -> _Result:
         """Finish ``node`` once its children are; ``reuse`` is the parent snapshot's tree."""
-        fut: Future[Node | None] = Future()
+        fut = _Result()
         self._queue.append((fut, node, children, reuse))
         self._drain(block=False)
         return fut
@@ -306,10 +351,10 @@ class Archiver:
             node.subtree = tree_id
             with self._lock:
                 self.summary.dirs += 1
-            fut.set_result(node)
+            fut.set(node)
 
     def _virtual(self, layout: dict[str, Any], fs_path: str,
-                 parent: dict[str, Node] | None) -> list[Future[Node | None]]:
+                 parent: dict[str, Node] | None) -> list[_Result]:
         """Children of a directory that is only on the way to the paths being backed up."""
         out = []
         for name in sorted(layout):
