@@ -209,13 +209,31 @@ class Archiver:
     def _read_batch(self, batch: list[tuple[str, str, os.stat_result, Node | None,
                                             _Result]]) -> None:
         """Small files, many per task: one hand-off between threads per batch, not per file."""
-        for i, (path, name, st, old, res) in enumerate(batch):
-            try:
-                res.set(self._read_small(path, name, st, old))
-            except BaseException as exc:
-                for item in batch[i:]:
-                    item[4].fail(exc)
-                raise
+        new = changed = nbytes = 0
+        try:
+            for i, (path, name, st, old, res) in enumerate(batch):
+                try:
+                    node = self._read_small(path, name, st, old)
+                except BaseException as exc:
+                    for item in batch[i:]:
+                        item[4].fail(exc)
+                    raise
+                if node is not None:
+                    if old is not None and old.type == FILE:
+                        changed += 1
+                    else:
+                        new += 1
+                    nbytes += node.size
+                res.set(node)
+        finally:  # one update per batch: the counters' lock is contended
+            with self._lock:
+                s = self.summary
+                s.files_new += new
+                s.files_changed += changed
+                s.total_files += new + changed
+                s.total_bytes += nbytes
+                s.bytes_read += nbytes
+            self.progress.add(nbytes, new + changed, batch[-1][0])
 
     def _read_small(self, path: str, name: str, st: os.stat_result,
                     old: Node | None) -> Node | None:
@@ -238,12 +256,11 @@ class Archiver:
         finally:
             os.close(fd)
         if grew:  # it grew since the walk: read it the general way
-            return self._read_file(path, name, old)
+            return self._read_file(path, name, old, count=False)
         node = node_from_stat(name, st, FILE)
         node.size = len(data)
         if data:
             node.content = [self.repo.save_blob(BlobType.DATA, data)[0]]
-        self._count_read(node, old, path)
         return node
 
     def _count_read(self, node: Node, old: Node | None, path: str) -> None:
@@ -258,7 +275,9 @@ class Archiver:
             s.bytes_read += node.size
         self.progress.add(node.size, 1, path)
 
-    def _read_file(self, path: str, name: str, old: Node | None) -> Node | None:
+    def _read_file(self, path: str, name: str, old: Node | None,
+                   count: bool = True) -> Node | None:
+        """Any file, streamed through the chunker; ``count`` unless a batch counts it."""
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError as exc:
@@ -285,8 +304,9 @@ class Archiver:
             return None
         node.size = size
         node.content = content
-        self.progress.add(-size)  # _count_read adds the whole file again
-        self._count_read(node, old, path)
+        self.progress.add(-size)  # counted as a whole below, or by the batch
+        if count:
+            self._count_read(node, old, path)
         return node
 
     # ---- directories ------------------------------------------------------------------
