@@ -121,7 +121,9 @@ class Tool:
     def env(self) -> dict[str, str]:
         return {}
 
-    def fresh(self) -> None:
+    def fresh(self, rnd: int) -> None:
+        """A new repository per round; old ones stay until the end (see ``cleanup``)."""
+        self.repo = self.work / f"repo-{self.name}-{rnd}"
         shutil.rmtree(self.repo, ignore_errors=True)
 
     def init(self) -> list[str]:
@@ -298,7 +300,7 @@ def fresh_copy(pristine: Path, data: Path) -> None:
 def run_local_round(tool: Tool, pristine: Path, work: Path, res: Results, rnd: int) -> None:
     data = work / "data"
     fresh_copy(pristine, data)
-    tool.fresh()
+    tool.fresh(rnd)
     env = tool.env()
     res.add(tool.name, "init", measure(tool.init(), env=env))
     m = measure(tool.backup(), cwd=data, env=env)
@@ -314,7 +316,6 @@ def run_local_round(tool: Tool, pristine: Path, work: Path, res: Results, rnd: i
     m.added_bytes = m.repo_bytes - size_full
     res.add(tool.name, "backup-mutated", m)
     target = work / f"restore-{tool.name}-{rnd}"
-    shutil.rmtree(target, ignore_errors=True)
     target.mkdir()
     cmd, cwd = tool.restore(target)
     m = measure(cmd, cwd=cwd, env=env)
@@ -323,7 +324,18 @@ def run_local_round(tool: Tool, pristine: Path, work: Path, res: Results, rnd: i
         m.note = "verified" if _same_tree(data, _restored_root(tool, target, data)) else "MISMATCH"
         print(f"    restore of {tool.name} compared with the source: {m.note}", flush=True)
     res.add(tool.name, "check-read-data", measure(tool.check(), env=env))
-    shutil.rmtree(target, ignore_errors=True)
+    if rnd == 0 and tool.name == "restic":  # the disk's own speed, for reading restore times
+        baseline = work / "copy-baseline"
+        shutil.rmtree(baseline, ignore_errors=True)
+        res.add("cp -a", "restore", measure(["cp", "-a", str(data), str(baseline)]))
+
+
+def cleanup(work: Path) -> None:
+    """Deleting a GiB restore slows the next big write on this VM for a while (online
+    discard), so restores and repositories are kept during the run and removed here."""
+    for p in work.iterdir():
+        if p.name.startswith(("restore-", "repo-", "copy-baseline", "cache-", "data", "s3")):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _restored_root(tool: Tool, target: Path, data: Path) -> Path:
@@ -411,7 +423,7 @@ def _fmt(x: float) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     sc, r, meta = doc["scenarios"], doc["ratios"], doc["meta"]
-    tools = ["multibackup", "restic", "borg", "rclone"]
+    tools = ["multibackup", "restic", "borg", "rclone", "cp -a"]
     lines = [f"Machine: {meta['machine']}; {meta['date']}; dataset {meta['dataset']} "
              f"({meta['dataset_bytes'] / 2**30:.2f} GiB, {meta['dataset_files']} files); "
              f"{meta['rounds']} rounds (borg {meta['borg_rounds']}), median wall seconds "
@@ -470,6 +482,7 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     pristine, stamp = prepare_data(work)
+    cleanup(work)
     res = Results()
     started = time.monotonic()
     local_tools: list[Tool] = [t(work) for t in (Multibackup, Restic, Borg) if t.name in only]
@@ -491,6 +504,7 @@ def main() -> int:
                         run_s3_round(name, pristine, work, s3, res, rnd)
         finally:
             s3.stop()
+    cleanup(work)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
                        f"{_mem_gib()} GiB, Python {platform.python_version()}",
@@ -502,8 +516,20 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1, default=str))
     (RESULTS / "latest.md").write_text(md)
+    update_readme(md)
     print(md)
     return 0
+
+
+def update_readme(md: str) -> None:
+    """Put the latest table between the README's bench markers, if it has them."""
+    readme = HERE.parent / "README.md"
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    text = readme.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        readme.write_text(f"{head}{start}\n{md}{end}{tail}")
 
 
 def _mem_gib() -> int:
