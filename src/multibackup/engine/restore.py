@@ -49,6 +49,8 @@ class _File:
     path: str
     node: Node
     failed: bool = False
+    remaining: int = 0  # blob writes still to come; the last writer sets the metadata
+    finished: bool = False
 
 
 def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
@@ -147,7 +149,8 @@ class Restorer:
             elif node.type == SYMLINK:
                 self._links.append((out, node))
 
-    def _create(self, f: _File) -> None:
+    def _prepare(self, f: _File) -> None:
+        """Clear the way for a file; empty ones are created now, others on first write."""
         path = f.path
         if os.path.lexists(path):
             if not self.overwrite:
@@ -155,12 +158,8 @@ class Restorer:
             if os.path.isdir(path) and not os.path.islink(path):
                 raise MultibackupError(f"{path} exists and is a directory")
             os.unlink(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            if f.node.size:
-                os.ftruncate(fd, f.node.size)
-        finally:
-            os.close(fd)
+        if not f.node.content:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
     # ---- data -------------------------------------------------------------------------
 
@@ -193,9 +192,15 @@ class Restorer:
                     if f.failed:
                         continue
                     try:
-                        fd = os.open(f.path, os.O_WRONLY | os.O_NOFOLLOW)
+                        fd = os.open(f.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
                         try:
                             os.pwrite(fd, plain, file_offset)
+                            with self._lock:
+                                f.remaining -= 1
+                                last = f.remaining == 0 and not f.failed
+                            if last:  # every byte is in: set metadata through the open fd
+                                self._meta(f.path, f.node, fd=fd)
+                                f.finished = True
                         finally:
                             os.close(fd)
                     except OSError as exc:
@@ -214,13 +219,15 @@ class Restorer:
 
     # ---- metadata ---------------------------------------------------------------------
 
-    def _meta(self, path: str, node: Node, follow: bool = True) -> None:
+    def _meta(self, path: str, node: Node, follow: bool = True, fd: int | None = None) -> None:
+        """Owner (as root), mode and mtime; through ``fd`` when the file is open."""
+        target: str | int = path if fd is None else fd
         try:
             if self._is_root:
-                os.chown(path, node.uid, node.gid, follow_symlinks=follow)
+                os.chown(target, node.uid, node.gid, follow_symlinks=follow)
             if follow:
-                os.chmod(path, node.mode)
-            os.utime(path, ns=(node.mtime, node.mtime), follow_symlinks=follow)
+                os.chmod(target, node.mode)
+            os.utime(target, ns=(node.mtime, node.mtime), follow_symlinks=follow)
         except OSError as exc:
             self._error(f"{path}: cannot set metadata: {exc.strerror or exc}")
 
@@ -239,7 +246,8 @@ class Restorer:
                                    + " ".join(self.includes))
         by_pack: dict[bytes, dict[bytes, list[Any]]] = defaultdict(dict)
         for file_no, f in enumerate(self._files):
-            self._create(f)
+            self._prepare(f)
+            f.remaining = len(f.node.content)
             offset = 0
             for blob_id in f.node.content:
                 loc = self.repo.index.lookup(blob_id)
@@ -267,7 +275,8 @@ class Restorer:
                 except OSError:
                     pass
                 continue
-            self._meta(f.path, f.node)
+            if not f.finished:  # empty files
+                self._meta(f.path, f.node)
             s.files += 1
             s.bytes += f.node.size
         for path, first, _node in self._hard:
