@@ -28,7 +28,8 @@ from multibackup.repository.repository import Repository, pack_key
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import DIR, FILE, SYMLINK, Node, is_safe_name
 
-_MERGE_GAP = 1024 * 1024
+_MERGE_GAP = 1024 * 1024  # read over gaps up to this size rather than split a read
+_MAX_READ = 4 * 1024 * 1024  # but keep each read (held in memory per worker) this small
 
 
 @dataclass
@@ -167,7 +168,8 @@ class Restorer:
         blobs.sort(key=lambda b: b[0])
         groups: list[list[Any]] = []
         for b in blobs:
-            if groups and b[0] - (groups[-1][-1][0] + groups[-1][-1][1]) <= _MERGE_GAP:
+            if (groups and b[0] - (groups[-1][-1][0] + groups[-1][-1][1]) <= _MERGE_GAP
+                    and b[0] + b[1] - groups[-1][0][0] <= _MAX_READ):
                 groups[-1].append(b)
             else:
                 groups.append([b])
