@@ -7,8 +7,5 @@ if ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup time >/dev/null
 fi
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock -r bench/requirements.txt
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+EXTRA_REQUIREMENTS=bench/requirements.txt . scripts/venv.sh
 exec .venv/bin/python bench/run.py "$@"

@@ -242,10 +242,8 @@ class Archiver:
         The walk's stat describes it; if the file changed since, the next backup sees a
         newer ctime and reads it again, so nothing is ever missed.
         """
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:
-            self._error(path, exc)
+        fd = self._open(path)
+        if fd is None:
             return None
         try:
             data = os.read(fd, st.st_size + 1)
@@ -263,6 +261,14 @@ class Archiver:
             node.content = [self.repo.save_blob(BlobType.DATA, data)[0]]
         return node
 
+    def _open(self, path: str) -> int | None:
+        """Open a source file (never through a symlink); an error is listed, not raised."""
+        try:
+            return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            self._error(path, exc)
+            return None
+
     def _count_read(self, node: Node, old: Node | None, path: str) -> None:
         with self._lock:
             s = self.summary
@@ -278,10 +284,8 @@ class Archiver:
     def _read_file(self, path: str, name: str, old: Node | None,
                    count: bool = True) -> Node | None:
         """Any file, streamed through the chunker; ``count`` unless a batch counts it."""
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:
-            self._error(path, exc)
+        fd = self._open(path)
+        if fd is None:
             return None
         try:
             with os.fdopen(fd, "rb", buffering=0) as f:
