@@ -453,7 +453,7 @@ def markdown(doc: dict[str, Any]) -> str:
         g = sc[step]
 
         def get(t: str, k: str, scale: float = 1.0, g: dict[str, Any] = g) -> str:
-            return f"{g[t][k] / scale:.1f}" if t in g else "-"
+            return f"{g[t][k] / scale:.1f}" if t in g and g[t][k] else "-"
 
         lines.append(f"| {step} | {get('multibackup', 'cpu_median')} / {get('restic', 'cpu_median')}"
                      f" | {get('multibackup', 'rss_mib_max')} / {get('restic', 'rss_mib_max')} / "
@@ -477,7 +477,15 @@ def main() -> int:
     ap.add_argument("--skip-s3", action="store_true")
     ap.add_argument("--only", default="multibackup,restic,borg,rclone")
     ap.add_argument("--work", default=str(WORK))
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite latest.md and the README from latest.json, run nothing")
     args = ap.parse_args()
+    if args.report_only:
+        md = markdown(json.loads((RESULTS / "latest.json").read_text()))
+        (RESULTS / "latest.md").write_text(md)
+        update_readme(md)
+        print(md)
+        return 0
     only = set(args.only.split(","))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
