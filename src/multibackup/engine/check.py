@@ -8,6 +8,7 @@ to the snapshots and files that use them, so the user knows exactly what is at r
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class Checker:
         self._damaged: set[bytes] = set()
         self._damaged_trees: set[bytes] = set()
         self._sizes: dict[str, int] = {}
+        self._local = threading.local()
 
     def _load_index(self) -> None:
         r = self.report
@@ -104,6 +106,13 @@ class Checker:
                 r.warnings.append(f"pack {name[:8]} is not in any index (left by an "
                                   "interrupted run; the next backup or prune takes care of it)")
         r.blobs = len(self.repo.index)
+
+    def _scratch(self) -> bytearray:
+        """This thread's buffer to decrypt blobs into (one chunk's worth, reused)."""
+        buf = getattr(self._local, "scratch", None)
+        if buf is None:
+            buf = self._local.scratch = bytearray(self.repo.config.chunker.max_size)
+        return buf
 
     def _read_pack(self, pack_id: bytes, entries: list[PackEntry]) -> list[str]:
         """Verify one pack, reading it in pieces of at most 4 MiB (or one blob).
@@ -151,10 +160,12 @@ class Checker:
                 hashable = False
             hasher.update(data)
             pos = max(pos, end)
+            scratch = self._scratch()
             for e in group:
                 try:
                     open_blob(self.repo.cipher, e.id, data[e.offset - start:e.offset - start
-                                                          + e.length], e.raw_length)
+                                                          + e.length], e.raw_length,
+                              scratch=scratch)
                 except (IntegrityError, ValueError):
                     self._damaged.add(e.id)
                     bad += 1

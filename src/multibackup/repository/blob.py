@@ -106,10 +106,15 @@ def seal_blob(cipher: Cipher, blob_id: bytes, data: bytes | memoryview, level: i
 
 
 def open_blob(cipher: Cipher, blob_id: bytes, sealed: bytes | memoryview, raw_length: int,
-              verify: bool = True) -> bytes:
-    """Decrypt a blob, decompress it if its body is shorter than ``raw_length``, verify it."""
+              verify: bool = True, scratch: bytearray | None = None) -> bytes | memoryview:
+    """Decrypt a blob, decompress it if its body is shorter than ``raw_length``, verify it.
+
+    With ``scratch`` the body is decrypted into it (a raw blob then comes back as a view
+    of it, valid until the next call): check and restore, which consume each blob at
+    once, save an allocation and its page faults per blob.
+    """
     what = f"blob {blob_id.hex()[:16]}"
-    body = cipher.open(sealed, blob_id, what)
+    body = cipher.open(sealed, blob_id, what, out=scratch)
     if len(body) == raw_length:
         data = body
     elif len(body) < raw_length:

@@ -66,11 +66,18 @@ class Cipher:
         out[:NONCE_SIZE] = nonce
         self._aead.encrypt_into(nonce, plaintext, aad, out[NONCE_SIZE:])
 
-    def open(self, sealed: bytes | memoryview, aad: bytes, what: str = "object") -> bytes:
+    def open(self, sealed: bytes | memoryview, aad: bytes, what: str = "object",
+             out: bytearray | None = None) -> bytes | memoryview:
+        """Decrypt and authenticate; with ``out`` (large enough), into it: no allocation."""
         if len(sealed) < OVERHEAD:
             raise IntegrityError(f"{what} is truncated")
         view = memoryview(sealed)
         try:
+            size = len(sealed) - OVERHEAD
+            if out is not None and len(out) >= size:
+                target = memoryview(out)[:size]  # decrypt_into wants the exact size
+                self._aead.decrypt_into(view[:NONCE_SIZE], view[NONCE_SIZE:], aad, target)
+                return target
             return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], aad)
         except InvalidTag:
             raise IntegrityError(f"{what} failed authentication (damaged or tampered)") from None
