@@ -47,8 +47,9 @@ class PackBuilder:
     closed and ``pending`` is back to zero.
     """
 
-    def __init__(self, capacity: int = 1024 * 1024) -> None:
-        self._buf = bytearray(capacity)
+    def __init__(self, capacity: int = 1024 * 1024, buffer: bytearray | None = None) -> None:
+        # a recycled buffer saves zero-filling 17 MiB with the GIL held for every pack
+        self._buf = buffer if buffer is not None and len(buffer) == capacity else bytearray(capacity)
         self.used = 0
         self.entries: list[PackEntry] = []
         self.pending = 0
@@ -85,11 +86,12 @@ class PackBuilder:
         self.reserve(blob_type, blob_id, len(sealed), raw_length)[:] = sealed
         self.pending -= 1
 
-    def finish(self, cipher: Cipher) -> bytearray:
+    def finish(self, cipher: Cipher) -> bytes:
         """Seal the header behind the blobs; the pack's bytes, ready to upload.
 
-        A bytearray, not a memoryview: OpenDAL copies a bytearray in one memcpy but walks a
-        memoryview byte by byte under the GIL (measured: 40x slower).
+        ``bytes``, copied once here: OpenDAL reads ``bytes`` without holding the GIL but
+        copies a bytearray with it held (and walks a memoryview byte by byte, 40x slower).
+        The buffer itself can then be reused for the next pack (``take_buffer``).
         """
         header = bytearray(MAGIC)
         for e in self.entries:
@@ -98,8 +100,13 @@ class PackBuilder:
         end = self.used + len(sealed) + _LEN.size
         self._buf[self.used:self.used + len(sealed)] = sealed
         self._buf[end - _LEN.size:end] = _LEN.pack(len(sealed))
-        del self._buf[end:]  # every writer's view is released by now
-        return self._buf
+        with memoryview(self._buf) as view:
+            return bytes(view[:end])
+
+    def take_buffer(self) -> bytearray:
+        """Hand the (finished) pack's buffer over for reuse; this builder is done."""
+        buf, self._buf = self._buf, bytearray()
+        return buf
 
 
 def header_length(tail: bytes) -> int:

@@ -144,6 +144,7 @@ class Repository:
         self._upload_error: BaseException | None = None
         self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
         self._tree_packs: OrderedDict[bytes, bytes] = OrderedDict()
+        self._spare_buffers: dict[int, list[bytearray]] = {}
         self.snapshot_errors: list[str] = []
 
     # ---- life cycle -------------------------------------------------------------------
@@ -338,8 +339,10 @@ class Repository:
                 builder = None
             if builder is None:
                 target = self._target_size(blob_type)
+                capacity = max(target + 1024 * 1024, length + header_size(1))
+                spare = self._spare_buffers.get(capacity)
                 builder = self._builders[blob_type] = PackBuilder(
-                    max(target + 1024 * 1024, length + header_size(1)))
+                    capacity, spare.pop() if spare else None)
             view = builder.reserve(blob_type, blob_id, length, len(data))
             st = self.stats
             if blob_type is BlobType.DATA:
@@ -399,6 +402,12 @@ class Repository:
 
     def _write_pack(self, builder: PackBuilder) -> None:
         data = builder.finish(self.cipher)
+        buf = builder.take_buffer()
+        with self._lock:  # keep one spare buffer per pack size for the next pack
+            spare = self._spare_buffers.setdefault(len(buf), [])
+            if not spare:
+                spare.append(buf)
+        del buf
         pack_hex = storage_id(data)
         pack_id = bytes.fromhex(pack_hex)
         self.store.put(pack_key(pack_hex), data)
