@@ -8,6 +8,7 @@ returned as data or raised as some other exception.
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import tempfile
@@ -395,6 +396,10 @@ def test_tree_round_trip(tree: list[Node]) -> None:
     data = encode_tree(tree)
     assert decode_tree(data) == sorted(tree, key=lambda n: n.name)
     assert encode_tree(decode_tree(data)) == data  # canonical: same tree, same bytes, same id
+    # the documented canonical form: JSON with sorted keys and compact separators
+    doc = {"nodes": [n.to_json() for n in sorted(tree, key=lambda n: n.name)]}
+    assert data == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(
+        "utf-8", "surrogateescape")
 
 
 @props
