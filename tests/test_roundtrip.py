@@ -210,3 +210,28 @@ def test_check_read_data_finds_a_flip_anywhere_in_a_pack(tmp_path: Path, cli: CL
     pack.write_bytes(bytes(data))
     r = cli("check", "--read-data", ok=False)
     assert r.code == 1 and pack.name[:8] in r.err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restoring owners needs root")
+@pytest.mark.parametrize("setgid_target", [False, True])
+def test_restore_as_root_keeps_owners_and_groups(tmp_path: Path, cli: CLI,
+                                                 setgid_target: bool) -> None:
+    src = make_tree(tmp_path / "src", big=False)
+    os.chown(src / "page4.html", 65534, 65534)
+    os.chown(src / "css", 65534, 0)
+    os.chown(src / "page5.html", 0, 65534)
+    cli("init")
+    cli("backup", str(src))
+    target = tmp_path / "t"
+    target.mkdir()
+    if setgid_target:  # a setgid directory hands its group down to what is created in it
+        os.chown(target, 0, 65534)
+        os.chmod(target, 0o2775)
+    cli("restore", "latest", "--target", str(target))
+    root = _restore_root(target, src)
+    for dirpath, dirs, files in os.walk(src):
+        for name in dirs + files:
+            a = Path(dirpath) / name
+            b = root / a.relative_to(src)
+            sa, sb = a.lstat(), b.lstat()
+            assert (sb.st_uid, sb.st_gid) == (sa.st_uid, sa.st_gid), a

@@ -90,6 +90,8 @@ class Restorer:
         self._links: list[tuple[str, Node]] = []
         self._hard: list[tuple[str, str, Node]] = []
         self._is_root = os.geteuid() == 0
+        self._owner = (os.geteuid(), os.getegid())  # who owns what this process creates
+        self._fresh = False  # target was empty and not setgid: see run()
 
     def _error(self, msg: str) -> None:
         with self._lock:
@@ -153,7 +155,7 @@ class Restorer:
     def _prepare(self, f: _File) -> None:
         """Clear the way for a file; empty ones are created now, others on first write."""
         path = f.path
-        if os.path.lexists(path):
+        if not self._fresh and os.path.lexists(path):  # a fresh target holds nothing yet
             if not self.overwrite:
                 raise MultibackupError(f"{path} exists (use --overwrite)")
             if os.path.isdir(path) and not os.path.islink(path):
@@ -225,7 +227,7 @@ class Restorer:
         """Owner (as root), mode and mtime; through ``fd`` when the file is open."""
         target: str | int = path if fd is None else fd
         try:
-            if self._is_root:
+            if self._is_root and not (self._fresh and (node.uid, node.gid) == self._owner):
                 os.chown(target, node.uid, node.gid, follow_symlinks=follow)
             if follow:
                 os.chmod(target, node.mode)
@@ -240,8 +242,14 @@ class Restorer:
         if os.path.lexists(target) and not os.path.isdir(target):
             raise MultibackupError(f"restore target {target} exists and is not a directory")
         os.makedirs(target, exist_ok=True)
-        if os.listdir(target) and not self.overwrite:
-            raise MultibackupError(f"restore target {target} is not empty (use --overwrite)")
+        if os.listdir(target):
+            if not self.overwrite:
+                raise MultibackupError(f"restore target {target} is not empty (use --overwrite)")
+        else:
+            # Everything below is created by this run: no path can exist before its turn,
+            # and new entries belong to this process (no setgid directory hands down a
+            # group), so the existence checks and same-owner chowns can be skipped.
+            self._fresh = not os.stat(target).st_mode & statmod.S_ISGID
         self._plan(self.snapshot.tree, "", target, {})
         if self.includes and not (self._files or self._dirs or self._links or self._hard):
             raise MultibackupError("nothing in the snapshot matches --include "
