@@ -8,6 +8,7 @@ index can always be rebuilt from the packs alone. Offsets are implicit (running 
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ MAGIC = b"MBP1"
 HEADER_AAD = b"multibackup pack header"
 _ENTRY = struct.Struct("<BII32s")
 _LEN = struct.Struct("<I")
+Buffer = bytearray | mmap.mmap
 ENTRY_SIZE = _ENTRY.size  # 41 bytes per blob in the header
 
 
@@ -47,9 +49,12 @@ class PackBuilder:
     closed and ``pending`` is back to zero.
     """
 
-    def __init__(self, capacity: int = 1024 * 1024, buffer: bytearray | None = None) -> None:
-        # a recycled buffer saves zero-filling 17 MiB with the GIL held for every pack
-        self._buf = buffer if buffer is not None and len(buffer) == capacity else bytearray(capacity)
+    def __init__(self, capacity: int = 1024 * 1024, buffer: Buffer | None = None) -> None:
+        # Anonymous memory: pages cost RSS only once written, so a pack that stays small
+        # (tree packs, small incremental runs) does not hold its full capacity, and no
+        # 17 MiB zero-fill runs with the GIL held. Buffers are recycled across packs.
+        self._buf: Buffer = (buffer if buffer is not None and len(buffer) == capacity
+                             else mmap.mmap(-1, capacity))
         self.used = 0
         self.entries: list[PackEntry] = []
         self.pending = 0
@@ -103,7 +108,7 @@ class PackBuilder:
         with memoryview(self._buf) as view:
             return bytes(view[:end])
 
-    def take_buffer(self) -> bytearray:
+    def take_buffer(self) -> Buffer:
         """Hand the (finished) pack's buffer over for reuse; this builder is done."""
         buf, self._buf = self._buf, bytearray()
         return buf

@@ -44,6 +44,7 @@ from multibackup.repository.crypto import OVERHEAD, Cipher, KDFParams, MasterKey
 from multibackup.repository.index import Index, decode_index, encode_index
 from multibackup.repository.lock import Lock
 from multibackup.repository.pack import (
+    Buffer,
     PackBuilder,
     PackEntry,
     header_length,
@@ -144,7 +145,7 @@ class Repository:
         self._upload_error: BaseException | None = None
         self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
         self._tree_packs: OrderedDict[bytes, bytes] = OrderedDict()
-        self._spare_buffers: dict[int, list[bytearray]] = {}
+        self._spare_buffers: dict[int, list[Buffer]] = {}
         self.snapshot_errors: list[str] = []
 
     # ---- life cycle -------------------------------------------------------------------
