@@ -114,6 +114,11 @@ class _Result:
         return self.value
 
 
+def _was_file(old: Node | None) -> bool:
+    """Whether a file read now replaces a file of the parent snapshot (changed, not new)."""
+    return old is not None and old.type == FILE
+
+
 def _done(value: Node | None) -> _Result:
     return _Result(value, True)
 
@@ -219,21 +224,14 @@ class Archiver:
                         item[4].fail(exc)
                     raise
                 if node is not None:
-                    if old is not None and old.type == FILE:
+                    if _was_file(old):
                         changed += 1
                     else:
                         new += 1
                     nbytes += node.size
                 res.set(node)
         finally:  # one update per batch: the counters' lock is contended
-            with self._lock:
-                s = self.summary
-                s.files_new += new
-                s.files_changed += changed
-                s.total_files += new + changed
-                s.total_bytes += nbytes
-                s.bytes_read += nbytes
-            self.progress.add(nbytes, new + changed, batch[-1][0])
+            self._tally(new, changed, nbytes, batch[-1][0])
 
     def _read_small(self, path: str, name: str, st: os.stat_result,
                     old: Node | None) -> Node | None:
@@ -269,17 +267,16 @@ class Archiver:
             self._error(path, exc)
             return None
 
-    def _count_read(self, node: Node, old: Node | None, path: str) -> None:
+    def _tally(self, new: int, changed: int, nbytes: int, path: str) -> None:
+        """Count files that were read (new or changed) and their bytes."""
         with self._lock:
             s = self.summary
-            if old is not None and old.type == FILE:
-                s.files_changed += 1
-            else:
-                s.files_new += 1
-            s.total_files += 1
-            s.total_bytes += node.size
-            s.bytes_read += node.size
-        self.progress.add(node.size, 1, path)
+            s.files_new += new
+            s.files_changed += changed
+            s.total_files += new + changed
+            s.total_bytes += nbytes
+            s.bytes_read += nbytes
+        self.progress.add(nbytes, new + changed, path)
 
     def _read_file(self, path: str, name: str, old: Node | None,
                    count: bool = True) -> Node | None:
@@ -310,7 +307,8 @@ class Archiver:
         node.content = content
         self.progress.add(-size)  # counted as a whole below, or by the batch
         if count:
-            self._count_read(node, old, path)
+            changed = _was_file(old)
+            self._tally(int(not changed), int(changed), size, path)
         return node
 
     # ---- directories ------------------------------------------------------------------

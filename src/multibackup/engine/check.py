@@ -19,8 +19,7 @@ import blake3
 from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, ObjectNotFound, StoreError
 from multibackup.repository.blob import open_blob
-from multibackup.repository.crypto import OVERHEAD
-from multibackup.repository.pack import ENTRY_SIZE, MAGIC, PackEntry
+from multibackup.repository.pack import PackEntry, header_size
 from multibackup.repository.repository import Repository, pack_key
 from multibackup.repository.snapshot import Snapshot
 
@@ -49,7 +48,7 @@ class CheckReport:
 
 def expected_pack_size(entries: list[PackEntry]) -> int:
     end = max((e.offset + e.length for e in entries), default=0)
-    return end + OVERHEAD + len(MAGIC) + ENTRY_SIZE * len(entries) + 4
+    return end + header_size(len(entries))
 
 
 class Checker:
@@ -57,7 +56,7 @@ class Checker:
                  progress: Progress | None = None) -> None:
         self.repo = repo
         self.read_data = read_data
-        self.workers = workers or max(2, repo.store.concurrency)  # one whole pack each
+        self.workers = workers or max(2, repo.store.concurrency)  # one 4 MiB piece each
         self.progress = progress or Progress()
         self.report = CheckReport()
         self._packs: dict[bytes, list[PackEntry]] = {}

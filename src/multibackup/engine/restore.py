@@ -80,7 +80,7 @@ class Restorer:
         self.target = os.path.abspath(target)
         self.includes = [("/" + i.strip("/")) if i.strip("/") else "/" for i in includes or []]
         self.overwrite = overwrite
-        # each worker holds up to one pack's worth of ranges: as many as the store pays for
+        # each worker holds one read of at most 4 MiB: as many as the store pays for
         self.workers = workers or max(2, repo.store.concurrency)
         self.progress = progress or Progress()
         self.summary = RestoreSummary()

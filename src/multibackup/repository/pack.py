@@ -21,7 +21,6 @@ HEADER_AAD = b"multibackup pack header"
 _ENTRY = struct.Struct("<BII32s")
 _LEN = struct.Struct("<I")
 Buffer = bytearray | mmap.mmap
-ENTRY_SIZE = _ENTRY.size  # 41 bytes per blob in the header
 
 
 @dataclass(frozen=True, slots=True)

@@ -316,9 +316,6 @@ class Repository:
 
     # ---- blobs ------------------------------------------------------------------------
 
-    def has_blob(self, blob_id: bytes) -> bool:
-        return blob_id in self.index
-
     def save_blob(self, blob_type: BlobType, data: bytes | memoryview,
                   blob_id: bytes | None = None) -> tuple[bytes, bool]:
         """Store a blob unless the repository already has it; returns (id, was_new)."""
