@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures for the other servers live in their own modules, loaded as plugins.
+pytest_plugins = ["servers_sftp", "servers_cloud"]
+
 PASSWORD = "correct horse battery staple"
 S3_KEY = "testkey"
 S3_SECRET = "testsecret-do-not-leak-3f9a"

@@ -1,0 +1,1 @@
+"""Fixtures for Azurite (Azure Blob) and rclone serve webdav on loopback."""

@@ -1,0 +1,1 @@
+"""Fixtures for a real OpenSSH SFTP server on loopback (filled in with the SFTP backend)."""
