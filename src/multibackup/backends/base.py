@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +66,17 @@ class ObjectStore(Protocol):
         Returns how many were removed; stores whose writes are atomic return 0.
         """
         ...
+
+
+def get_verified(store: ObjectStore, key: str, check: Callable[[bytes], T], offset: int = 0,
+                 length: int | None = None) -> T:
+    """Read bytes and hand them to ``check``, which raises IntegrityError if they are wrong.
+
+    A single store has one copy, so this is ``check(get(...))``; a store with several
+    copies (a mirror) implements ``get_verified`` itself and tries the next copy when one is
+    missing or damaged. Only the caller knows what correct bytes look like, so it says.
+    """
+    method = getattr(store, "get_verified", None)
+    if method is not None:
+        return method(key, check, offset, length)
+    return check(store.get(key, offset, length))

@@ -15,7 +15,7 @@ from multibackup.errors import IntegrityError, MultibackupError
 from multibackup.repository.blob import open_blob
 from multibackup.repository.index import Index
 from multibackup.repository.pack import PackEntry
-from multibackup.repository.repository import INDEX, Repository, pack_key
+from multibackup.repository.repository import INDEX, Repository, pack_key, read_whole
 
 
 @dataclass
@@ -132,7 +132,7 @@ def prune(repo: Repository, *, max_unused: float = 0.1, dry_run: bool = False,
     repo.index.compact()
     progress.total_items = len(repack)
     for pid, live in repack:
-        data = memoryview(repo.store.get(pack_key(pid)))
+        data = memoryview(read_whole(repo.store, pack_key(pid)))
         for e in live:
             plain = open_blob(repo.cipher, e.id, data[e.offset:e.offset + e.length], e.raw_length)
             repo.save_blob(e.type, plain, e.id)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from multibackup.backends.base import get_verified
 from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, StoreError
 from multibackup.repository.blob import open_blob
@@ -39,6 +40,7 @@ class RestoreSummary:
     symlinks: int = 0
     hardlinks: int = 0
     bytes: int = 0
+    fallback_reads: int = 0  # blobs re-read (from another copy) after a damaged/failed read
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -178,19 +180,27 @@ class Restorer:
         for group in groups:
             start = group[0][0]
             end = group[-1][0] + group[-1][1]
+            key = pack_key(pack_id)
             try:
-                data = memoryview(self.repo.store.get(pack_key(pack_id), start, end - start))
-            except StoreError as exc:
-                for b in group:
-                    self._fail(b[4], f"pack {pack_id.hex()[:8]} unreadable: {exc}")
-                continue
+                data: memoryview | None = memoryview(
+                    self.repo.store.get(key, start, end - start))
+            except StoreError:
+                data = None  # each blob is asked for again below, from any copy
             for offset, length, raw_length, blob_id, targets in group:
                 try:
+                    if data is None:
+                        raise IntegrityError("unreadable")
                     plain = open_blob(self.repo.cipher, blob_id,
                                       data[offset - start:offset - start + length], raw_length)
-                except IntegrityError as exc:
-                    self._fail(targets, str(exc))
-                    continue
+                except IntegrityError:
+                    # Damaged or unreadable here: a verified read of just this blob lets a
+                    # mirrored repository take it from another copy.
+                    try:
+                        plain = self._blob_from_any_copy(key, blob_id, offset, length,
+                                                         raw_length)
+                    except (IntegrityError, StoreError) as exc:
+                        self._fail(targets, f"pack {pack_id.hex()[:8]}: {exc}")
+                        continue
                 for file_no, file_offset in targets:
                     f = self._files[file_no]
                     if f.failed:
@@ -211,6 +221,15 @@ class Restorer:
                         self._fail([(file_no, 0)], exc.strerror or str(exc))
                         continue
                     self.progress.add(len(plain))
+
+    def _blob_from_any_copy(self, key: str, blob_id: bytes, offset: int, length: int,
+                            raw_length: int) -> bytes:
+        plain = get_verified(self.repo.store, key,
+                             lambda b: open_blob(self.repo.cipher, blob_id, b, raw_length),
+                             offset, length)
+        with self._lock:
+            self.summary.fallback_reads += 1
+        return plain
 
     def _fail(self, targets: list[tuple[int, int]], reason: str) -> None:
         for file_no, _ in targets:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from multibackup import __version__
-from multibackup.backends.base import ObjectStore
+from multibackup.backends.base import ObjectStore, get_verified
 from multibackup.errors import (
     IntegrityError,
     MultibackupError,
@@ -65,6 +65,25 @@ INDEX_EVERY_PACKS = 8
 
 def _is_object_name(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _named_by_content(key: str) -> Callable[[bytes], bytes]:
+    """A check that an object's bytes hash to its name (packs, index files, snapshots)."""
+    name = key.rsplit("/", 1)[-1]
+    kind = {DATA: "pack", INDEX: "index file", SNAPSHOTS: "snapshot"}.get(
+        key[:key.index("/") + 1] if "/" in key else key, "object")
+
+    def check(data: bytes) -> bytes:
+        if storage_id(data) != name:
+            raise IntegrityError(f"{kind} {name[:8]} content does not match its name (damaged)")
+        return data
+
+    return check
+
+
+def read_whole(store: ObjectStore, key: str) -> bytes:
+    """A whole content-addressed object, verified against its name (any intact copy)."""
+    return get_verified(store, key, _named_by_content(key))
 
 
 def pack_key(pack_id: bytes | str) -> str:
@@ -184,7 +203,14 @@ class Repository:
             raise RepositoryNotFound(
                 f"no repository at {store.description} (run 'multibackup init' first)") from None
         master, key_id = keys.open_master_key(store, password)
-        config = RepoConfig.decode(open_file(Cipher(master), b"config", sealed, "config"))
+
+        def decode(raw: bytes) -> RepoConfig:
+            return RepoConfig.decode(open_file(Cipher(master), b"config", raw, "config"))
+
+        try:
+            config = decode(sealed)
+        except IntegrityError:  # a damaged copy: another destination may hold a good one
+            config = get_verified(store, CONFIG, decode)
         return cls(store, master, config, key_id, upload_concurrency, cache_dir)
 
     def close(self) -> None:
@@ -205,21 +231,21 @@ class Repository:
         return [i.key[len(INDEX):] for i in self.store.list(INDEX)]
 
     def _read_cached(self, key: str) -> bytes:
-        """A content-addressed object, from the local cache when it holds a valid copy."""
-        if self.cache is None:
-            return self.store.get(key)
-        data = self.cache.get(key)
+        """A content-addressed object, from the local cache when it holds a valid copy.
+
+        The bytes are checked against the object's name; a store with several copies then
+        falls back to another copy when one is damaged.
+        """
+        data = self.cache.get(key) if self.cache is not None else None
         if data is None:
-            data = self.store.get(key)
-            if storage_id(data) == key.rsplit("/", 1)[-1]:
+            data = get_verified(self.store, key, _named_by_content(key))
+            if self.cache is not None:
                 self.cache.put(key, data)
         return data
 
     def read_index_file(self, index_id: str) -> tuple[dict[bytes, list[PackEntry]], list[bytes]]:
         raw = self._read_cached(INDEX + index_id)
         what = f"index file {index_id[:8]}"
-        if storage_id(raw) != index_id:
-            raise IntegrityError(f"{what} content does not match its name (damaged)")
         return decode_index(open_file(self.cipher, b"index", raw, what), what)
 
     def list_packs(self) -> dict[str, int]:
@@ -284,15 +310,19 @@ class Repository:
         what = f"pack {name[:8]}"
         if size < 4:
             raise IntegrityError(f"{what} is truncated")
-        tail = self.store.get(pack_key(name), max(0, size - 4096), min(size, 4096))
-        hlen = header_length(tail)
-        if hlen + 4 > size:
-            raise IntegrityError(f"{what} header length is out of range (truncated?)")
-        if hlen + 4 <= len(tail):
-            sealed = tail[len(tail) - 4 - hlen:len(tail) - 4]
-        else:
-            sealed = self.store.get(pack_key(name), size - 4 - hlen, hlen)
-        return parse_header(self.cipher, sealed, size, what)
+
+        def parse(tail: bytes) -> list[PackEntry]:
+            hlen = header_length(tail)
+            if hlen + 4 > size:
+                raise IntegrityError(f"{what} header length is out of range (truncated?)")
+            if hlen + 4 <= len(tail):
+                sealed = tail[len(tail) - 4 - hlen:len(tail) - 4]
+            else:
+                sealed = self.store.get(pack_key(name), size - 4 - hlen, hlen)
+            return parse_header(self.cipher, sealed, size, what)
+
+        return get_verified(self.store, pack_key(name), parse, max(0, size - 4096),
+                            min(size, 4096))
 
     def save_index_file(self, packs: dict[bytes, list[PackEntry]],
                         supersedes: list[str] = ()) -> str:  # type: ignore[assignment]
@@ -448,9 +478,11 @@ class Repository:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index")
         if loc.type is BlobType.TREE:
             sealed = self._tree_blob_bytes(loc.pack_id, loc.offset, loc.length)
-        else:
-            sealed = self.store.get(pack_key(loc.pack_id), loc.offset, loc.length)
-        return open_blob(self.cipher, blob_id, sealed, loc.raw_length, verify)
+            return open_blob(self.cipher, blob_id, sealed, loc.raw_length, verify)
+        return get_verified(
+            self.store, pack_key(loc.pack_id),
+            lambda sealed: open_blob(self.cipher, blob_id, sealed, loc.raw_length, verify),
+            loc.offset, loc.length)
 
     # ---- trees ------------------------------------------------------------------------
 
@@ -466,8 +498,7 @@ class Repository:
             if pack is not None:
                 self._tree_packs.move_to_end(pack_id)
         if pack is None:
-            key = pack_key(pack_id)
-            pack = self._read_cached(key) if self.cache is not None else self.store.get(key)
+            pack = self._read_cached(pack_key(pack_id))
             with self._lock:
                 self._tree_packs[pack_id] = pack
                 while len(self._tree_packs) > 2:
@@ -509,8 +540,6 @@ class Repository:
     def load_snapshot(self, snap_id: str) -> Snapshot:
         raw = self._read_cached(SNAPSHOTS + snap_id)
         what = f"snapshot {snap_id[:8]}"
-        if storage_id(raw) != snap_id:
-            raise IntegrityError(f"{what} content does not match its name (damaged)")
         return Snapshot.decode(open_file(self.cipher, b"snapshot", raw, what), snap_id)
 
     def snapshots(self, strict: bool = False) -> list[Snapshot]:
