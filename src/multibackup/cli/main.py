@@ -8,7 +8,6 @@ could not be read; 10 repository does not exist; 11 repository locked; 12 wrong 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import socket
 import sys
@@ -19,8 +18,8 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from multibackup import __version__
-from multibackup.backends import open_store, parse_location
-from multibackup.backends.base import ObjectStore
+from multibackup.cli.access import get_new_password, get_password, get_store, open_repo
+from multibackup.cli.copies import check_all, cmd_repair_copies, cmd_sync, finish_mirror
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.engine.backup import Archiver, find_parent
 from multibackup.engine.check import Checker
@@ -33,7 +32,6 @@ from multibackup.engine.restore import Restorer
 from multibackup.engine.stats import stats
 from multibackup.errors import MultibackupError, UsageError
 from multibackup.repository import keys
-from multibackup.repository.cache import default_cache_dir
 from multibackup.repository.lock import read_locks, remove_stale_locks
 from multibackup.repository.repository import Repository
 from multibackup.repository.snapshot import Snapshot
@@ -44,62 +42,6 @@ EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 # ---- shared helpers ---------------------------------------------------------------------
-
-
-def _read_secret_file(path: str, what: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().rstrip("\r\n")
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} file {path}: {exc.strerror}") from None
-
-
-def get_password(args: argparse.Namespace, confirm: bool = False) -> str:
-    """Password from MULTIBACKUP_PASSWORD, --password-file, or a terminal prompt."""
-    if args.password_file:
-        return _read_secret_file(args.password_file, "password")
-    env = os.environ.get("MULTIBACKUP_PASSWORD")
-    if env:
-        return env
-    path = os.environ.get("MULTIBACKUP_PASSWORD_FILE")
-    if path:
-        return _read_secret_file(path, "password")
-    return _prompt("enter password for repository: ", confirm)
-
-
-def _prompt(text: str, confirm: bool) -> str:
-    if not sys.stdin.isatty():
-        raise UsageError("no password given: set MULTIBACKUP_PASSWORD, use --password-file, "
-                         "or run in a terminal")
-    pw = getpass.getpass(text)
-    if confirm and getpass.getpass("enter password again: ") != pw:
-        raise UsageError("passwords do not match")
-    return pw
-
-
-def get_new_password(args: argparse.Namespace) -> str:
-    if args.new_password_file:
-        return _read_secret_file(args.new_password_file, "new password")
-    env = os.environ.get("MULTIBACKUP_NEW_PASSWORD")
-    if env:
-        return env
-    return _prompt("enter new password: ", True)
-
-
-def get_store(args: argparse.Namespace) -> ObjectStore:
-    repo = args.repo or os.environ.get("MULTIBACKUP_REPOSITORY", "")
-    location = parse_location(repo, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
-                              s3_addressing=args.s3_addressing)
-    return open_store(location)
-
-
-def open_repo(args: argparse.Namespace, cache: bool = True) -> Repository:
-    """Open the repository; remote ones get the local cache unless --no-cache."""
-    store = get_store(args)
-    cache_dir = None
-    if cache and not store.is_local and not args.no_cache:
-        cache_dir = args.cache_dir or default_cache_dir()
-    return Repository.open(store, get_password(args), cache_dir=cache_dir)
 
 
 def snapshot_json(s: Snapshot) -> dict[str, Any]:
@@ -128,6 +70,7 @@ def cmd_init(args: argparse.Namespace, out: Printer) -> int:
     store = get_store(args)
     repo = Repository.init(store, get_password(args, confirm=True), compression=args.compression,
                            pack_size=args.pack_size * 1024 * 1024)
+    args.repo_id = repo.config.id
     out.emit({"message_type": "initialized", "id": repo.config.id, "repository": store.description})
     out.line(f"created multibackup repository {repo.config.id[:10]} at {store.description}")
     out.line("Keep the password safe: without it the data cannot be recovered.")
@@ -135,7 +78,7 @@ def cmd_init(args: argparse.Namespace, out: Printer) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
-    repo = open_repo(args)
+    repo = open_repo(args, bootstrap=True)
     hostname = args.host or socket.gethostname()
     with repo, repo.lock(command="backup"):
         report = repo.load_index()
@@ -165,8 +108,12 @@ def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
     for err in s.errors:
         out.warn(f"error: {err}")
     if out.json:
-        out.emit({"message_type": "summary", "snapshot_id": snap.id, "parent": snap.parent,
-                  **s.to_json()})
+        doc = {"message_type": "summary", "snapshot_id": snap.id, "parent": snap.parent,
+               **s.to_json()}
+        mirror = getattr(args, "mirror", None)
+        if mirror is not None:
+            doc["destinations"] = [d.to_json() for d in mirror.destinations]
+        out.emit(doc)
     else:
         if parent:
             out.line(f"using parent snapshot {parent.short_id}")
@@ -179,6 +126,12 @@ def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
                  f"({human_bytes(s.data_added)} stored)")
         out.line(f"Duration:    {s.duration:.2f} s")
         out.line(f"snapshot {snap.short_id} saved")
+        mirror = getattr(args, "mirror", None)
+        if mirror is not None:
+            for d in mirror.destinations:
+                state = "ok" if d.failed is None else "FAILED"
+                out.line(f"  {state:<7}{d.description}: {d.writes} objects written, "
+                         f"{human_bytes(d.bytes_written)}")
     if s.errors:
         out.warn(f"warning: {len(s.errors)} source file(s) could not be read; "
                  "the snapshot is saved without them")
@@ -293,6 +246,12 @@ def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
 
 def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     repo = open_repo(args, cache=False)  # check must see what the store really holds
+    if getattr(args, "mirror", None) is not None:  # a mirror: every copy is checked
+        with repo, repo.lock(command="check"):
+            return check_all(args, out, repo)
+    if args.all_destinations:
+        raise UsageError("--all-destinations needs several destinations: give -r once per "
+                         "destination")
     with repo, repo.lock(command="check"):
         progress = Progress()
         checker = Checker(repo, read_data=args.read_data, progress=progress)
@@ -445,6 +404,13 @@ def cmd_key(args: argparse.Namespace, out: Printer) -> int:
 
 
 def cmd_repair(args: argparse.Namespace, out: Printer) -> int:
+    what = args.repair_command or ("copies" if getattr(args, "mirror", None) or
+                                   len(args.repo or []) > 1 else None)
+    if what is None:
+        raise UsageError("say what to repair: 'repair index' (rebuild the index from the "
+                         "packs) or, with several destinations, 'repair copies'")
+    if what == "copies":
+        return cmd_repair_copies(args, out)
     repo = open_repo(args)
     with repo, repo.lock(exclusive=True, command="repair index"):
         r = rebuild_index(repo)
@@ -481,7 +447,9 @@ class _Parser(argparse.ArgumentParser):
 def _global_options() -> argparse.ArgumentParser:
     g = _Parser(add_help=False)
     d = argparse.SUPPRESS
-    g.add_argument("-r", "--repo", default=d, help="repository location (env MULTIBACKUP_REPOSITORY)")
+    g.add_argument("-r", "--repo", action="append", default=d,
+                   help="repository location (env MULTIBACKUP_REPOSITORY); give it several "
+                        "times for one repository mirrored on several destinations")
     g.add_argument("--password-file", default=d, help="read the password from this file")
     g.add_argument("--json", action="store_true", default=d, help="print JSON")
     g.add_argument("-q", "--quiet", action="store_true", default=d, help="print only errors and listings")
@@ -498,6 +466,10 @@ def _global_options() -> argparse.ArgumentParser:
 _DEFAULTS = {"repo": None, "password_file": None, "json": False, "quiet": False,
              "s3_endpoint": None, "s3_region": None, "s3_addressing": None,
              "cache_dir": None, "no_cache": False}
+
+
+#: Commands that write: a destination failing during one of them misses writes (it lags).
+_WRITERS = {"init", "backup", "forget", "prune", "key", "repair", "sync", "unlock"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -553,6 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("check", cmd_check, "verify the repository")
     sp.add_argument("--read-data", action="store_true", help="also download and verify all data")
+    sp.add_argument("--all-destinations", action="store_true",
+                    help="compare every copy object by object (implied by several -r)")
+
+    sp = add("sync", cmd_sync, "catch up destinations that missed writes, from the others")
 
     sp = add("forget", cmd_forget, "remove snapshots by id or by retention policy")
     sp.add_argument("snapshot_ids", nargs="*", metavar="ID")
@@ -592,8 +568,13 @@ def build_parser() -> argparse.ArgumentParser:
     kp.add_argument("key_id")
 
     sp = add("repair", cmd_repair, "repair the repository")
-    rsub = sp.add_subparsers(dest="repair_command", metavar="WHAT", required=True)
+    rsub = sp.add_subparsers(dest="repair_command", metavar="WHAT")
     rsub.add_parser("index", parents=[g], help="rebuild the index from the pack headers")
+    rp = rsub.add_parser("copies", parents=[g],
+                         help="rewrite missing or damaged objects on each destination from a "
+                              "verified copy (default with several -r)")
+    rp.add_argument("--fast", action="store_true",
+                    help="compare listings and sizes only, do not hash the data packs")
 
     sp = add("demo", cmd_demo, "run a self-contained demonstration")
     sp.add_argument("--dir", help="work directory (default: a new temporary directory)")
@@ -631,22 +612,23 @@ def main(argv: list[str] | None = None) -> int:
         args.repo = os.environ.get("MULTIBACKUP_REPOSITORY")
     out = Printer(json_mode=args.json, quiet=args.quiet)
     try:
-        return int(args.func(args, out))
+        code = int(args.func(args, out))
     except MultibackupError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        code = exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
         print(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}",
               file=sys.stderr)
-        return EXIT_FATAL
+        code = EXIT_FATAL
     except Exception as exc:  # a bug: one line, traceback only on request
         if os.environ.get("MULTIBACKUP_DEBUG"):
             traceback.print_exc()
         print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FATAL
+        code = EXIT_FATAL
+    return finish_mirror(args, out, code, writes=args.command in _WRITERS)
 
 
 if __name__ == "__main__":

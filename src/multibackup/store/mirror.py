@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
 from multibackup.errors import (
@@ -272,6 +272,29 @@ class MirrorStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+class UnavailableStore:
+    """Stands in for a destination that could not even be opened, so the others go on.
+
+    Every operation fails with the error that opening it gave; the mirror then treats it
+    like a destination that went down.
+    """
+
+    is_local = False
+    concurrency = 1
+
+    def __init__(self, description: str, error: StoreError) -> None:
+        self.description = description
+        self._error = error
+
+    def _fail(self, *args: object, **kwargs: object) -> NoReturn:
+        raise StoreError(str(self._error))
+
+    put = put_new = get = stat = delete = exists = sweep_temporary = _fail
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self._fail()
 
 
 def _best_error(errors: Sequence[BaseException], key: str) -> BaseException:

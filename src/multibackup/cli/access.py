@@ -1,0 +1,160 @@
+"""How the CLI reaches a repository: password, store (one destination or a mirror), open.
+
+Several ``-r`` options name one repository mirrored on several destinations. Opening it
+checks that the destinations really are copies of one repository (a destination holding
+another repository is refused, never written to), and write commands give a destination
+that is still empty the repository's key slots and config, so it can be caught up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from multibackup.backends import open_store, parse_location
+from multibackup.backends.base import ObjectStore
+from multibackup.errors import (
+    IntegrityError,
+    MultibackupError,
+    ObjectNotFound,
+    RepositoryNotFound,
+    StoreError,
+    UsageError,
+)
+from multibackup.repository import keys
+from multibackup.repository.blob import open_file
+from multibackup.repository.cache import default_cache_dir
+from multibackup.repository.repository import CONFIG, RepoConfig, Repository
+from multibackup.store.mirror import DestinationState, MirrorStore, UnavailableStore
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+def get_password(args: argparse.Namespace, confirm: bool = False) -> str:
+    """Password from MULTIBACKUP_PASSWORD, --password-file, or a terminal prompt."""
+    if args.password_file:
+        return _read_secret_file(args.password_file, "password")
+    env = os.environ.get("MULTIBACKUP_PASSWORD")
+    if env:
+        return env
+    path = os.environ.get("MULTIBACKUP_PASSWORD_FILE")
+    if path:
+        return _read_secret_file(path, "password")
+    return _prompt("enter password for repository: ", confirm)
+
+
+def _prompt(text: str, confirm: bool) -> str:
+    if not sys.stdin.isatty():
+        raise UsageError("no password given: set MULTIBACKUP_PASSWORD, use --password-file, "
+                         "or run in a terminal")
+    pw = getpass.getpass(text)
+    if confirm and getpass.getpass("enter password again: ") != pw:
+        raise UsageError("passwords do not match")
+    return pw
+
+
+def get_new_password(args: argparse.Namespace) -> str:
+    if args.new_password_file:
+        return _read_secret_file(args.new_password_file, "new password")
+    env = os.environ.get("MULTIBACKUP_NEW_PASSWORD")
+    if env:
+        return env
+    return _prompt("enter new password: ", True)
+
+
+def repo_locations(args: argparse.Namespace) -> list[str]:
+    repos = args.repo or []
+    if isinstance(repos, str):
+        repos = [repos]
+    if not repos and os.environ.get("MULTIBACKUP_REPOSITORY"):
+        repos = [os.environ["MULTIBACKUP_REPOSITORY"]]
+    return repos or [""]
+
+
+def get_store(args: argparse.Namespace) -> ObjectStore:
+    """One store, or a mirror when ``-r`` is given several times."""
+    locations = [parse_location(r, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
+                                s3_addressing=args.s3_addressing)
+                 for r in repo_locations(args)]
+    if len(locations) == 1:
+        return open_store(locations[0])
+    stores: list[ObjectStore] = []
+    for loc in locations:
+        try:
+            stores.append(open_store(loc))
+        except StoreError as exc:  # the others go on; this one is reported as failed
+            stores.append(UnavailableStore(loc.describe(), exc))
+    mirror = MirrorStore(stores)
+    args.mirror = mirror  # the front-end reports per-destination status after the command
+    return mirror
+
+
+def open_repo(args: argparse.Namespace, cache: bool = True,
+              bootstrap: bool = False) -> Repository:
+    """Open the repository; remote ones get the local cache unless --no-cache."""
+    store = get_store(args)
+    cache_dir = None
+    if cache and not store.is_local and not args.no_cache:
+        cache_dir = args.cache_dir or default_cache_dir()
+    password = get_password(args)
+    if isinstance(store, MirrorStore):
+        repo = open_mirrored(store, password, cache_dir)
+        if bootstrap:
+            from multibackup.engine.replicate import bootstrap_empty
+
+            for desc in bootstrap_empty(store, repo.cipher):
+                print(f"note: {desc} was empty: it now holds the repository's keys and "
+                      "config, and gets the rest by 'multibackup sync'", file=sys.stderr)
+    else:
+        repo = Repository.open(store, password, cache_dir=cache_dir)
+    args.repo_id = repo.config.id
+    return repo
+
+
+def open_mirrored(mirror: MirrorStore, password: str, cache_dir: str | None) -> Repository:
+    """Open a mirrored repository after checking its destinations hold one repository."""
+    primary: Repository | None = None
+    configs: list[tuple[DestinationState, bytes]] = []
+    for dest in mirror.read_order():
+        try:
+            raw = dest.store.get(CONFIG)
+        except ObjectNotFound:
+            continue
+        except StoreError as exc:
+            mirror.mark_failed(dest, exc)
+            continue
+        configs.append((dest, raw))
+        if primary is None:
+            try:
+                primary = Repository.open(dest.store, password)
+            except IntegrityError:
+                continue  # a damaged config here; another copy may open
+    if primary is None:
+        if not configs and not mirror.live:
+            raise StoreError(f"no destination is reachable; first: {mirror.destinations[0].failed}")
+        if not configs:
+            raise RepositoryNotFound(
+                f"no repository at {mirror.description} (run 'multibackup init' first)")
+        raise IntegrityError("the repository config is damaged on every destination")
+    ours = {i.key for i in primary.store.list(keys.PREFIX)}
+    for dest, raw in configs:
+        try:
+            RepoConfig.decode(open_file(primary.cipher, b"config", raw, "config"))
+            continue
+        except MultibackupError:
+            pass
+        theirs = {i.key for i in dest.store.list(keys.PREFIX)}
+        if not ours & theirs:
+            raise UsageError(f"{dest.description} holds a different repository: the "
+                             "destinations of a mirror must be copies of one repository")
+    primary.close()
+    return Repository(mirror, primary.master, primary.config, primary.key_id,
+                      cache_dir=cache_dir)

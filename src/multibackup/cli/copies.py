@@ -1,0 +1,188 @@
+"""Commands about the copies of a mirrored repository: sync, check of all copies, repair.
+
+Also the report every command on a mirror ends with: which destination failed, that it now
+lags behind (recorded for the next sync), and exit code 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from multibackup.cli.access import open_repo
+from multibackup.cli.output import Printer, human_bytes
+from multibackup.engine.check import Checker
+from multibackup.engine.progress import Progress
+from multibackup.engine.replicate import Replicator, Survey
+from multibackup.errors import UsageError
+from multibackup.repository.repository import Repository
+from multibackup.store.lag import LagRecord
+from multibackup.store.mirror import DestinationState, MirrorStore
+
+EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 3
+
+
+def _mirror_of(repo: Repository, command: str) -> MirrorStore:
+    if not isinstance(repo.store, MirrorStore):
+        raise UsageError(f"'{command}' needs several destinations: give -r once per destination")
+    return repo.store
+
+
+def _excluder(record: LagRecord):  # type: ignore[no-untyped-def]
+    """Objects deleted while some destination was down must not be copied back anywhere."""
+    deleted = {k for keys in record.missed_deletes().values() for k in keys}
+
+    def exclude(dest: DestinationState, key: str) -> bool:
+        return key in deleted
+
+    return exclude
+
+
+def _print_survey(out: Printer, survey: Survey, verb: str) -> None:
+    for c in survey.copies:
+        if not c.reachable:
+            out.line(f"{c.description}: unreachable ({c.error})")
+            continue
+        state = "in sync" if c.in_sync else "NOT in sync"
+        extra = []
+        if c.copied:
+            extra.append(f"{verb} {c.copied} object(s), {human_bytes(c.bytes_copied)}")
+        if c.deleted:
+            extra.append(f"removed {c.deleted} object(s) deleted elsewhere")
+        if c.missing:
+            extra.append(f"lacks {len(c.missing)} object(s)")
+        if c.damaged:
+            extra.append(f"{len(c.damaged)} damaged")
+        if c.failed:
+            extra.append(f"{len(c.failed)} could not be written")
+        out.line(f"{c.description}: {c.objects} objects, {human_bytes(c.bytes)}; {state}"
+                 + (f" ({'; '.join(extra)})" if extra else ""))
+        for key in sorted(c.missing)[:20]:
+            out.line(f"  missing  {key}")
+        for key, why in sorted(c.damaged.items())[:20]:
+            out.line(f"  damaged  {key}: {why}")
+        for key, why in sorted(c.failed.items())[:20]:
+            out.line(f"  failed   {key}: {why}")
+    for key, why in sorted(survey.unrecoverable.items()):
+        out.warn(f"error: {key}: {why}")
+
+
+def _clear_healed(record: LagRecord, survey: Survey) -> None:
+    for c in survey.copies:
+        if c.in_sync:
+            record.clear(c.description)
+    record.save()
+
+
+def cmd_sync(args: argparse.Namespace, out: Printer) -> int:
+    """Catch every destination up with the others (copy only what it lacks)."""
+    repo = open_repo(args, bootstrap=True)
+    mirror = _mirror_of(repo, "sync")
+    record = LagRecord(repo.config.id)
+    with repo, repo.lock(command="sync"):
+        progress = Progress()
+        rep = Replicator(mirror, repo.cipher, progress=progress, exclude=_excluder(record))
+        with out.progress(progress, "sync"):
+            survey = rep.survey(read_data=False)
+            survey = rep.heal(survey, damaged=True, missed_deletes=record.missed_deletes())
+    _clear_healed(record, survey)
+    out.emit(survey.to_json())
+    _print_survey(out, survey, "copied")
+    return EXIT_OK if survey.ok else EXIT_PARTIAL
+
+
+def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
+    """Structure through the mirror, then every copy compared object by object."""
+    mirror = _mirror_of(repo, "check --all-destinations")
+    record = LagRecord(repo.config.id)
+    progress = Progress()
+    # The logical check reads through the mirror (any intact copy serves); data bytes are
+    # verified per copy by the survey, which hashes every object on every destination.
+    checker = Checker(repo, read_data=False, progress=progress)
+    with out.progress(progress, "check"):
+        r = checker.run()
+    progress = Progress()
+    rep = Replicator(mirror, repo.cipher, progress=progress, exclude=_excluder(record))
+    with out.progress(progress, "compare"):
+        survey = rep.survey(read_data=args.read_data)
+    for w in r.warnings:
+        out.warn(f"warning: {w}")
+    for e in r.errors:
+        out.warn(f"error: {e}")
+    doc: dict[str, Any] = {"repository": r.to_json(), "copies": survey.to_json()}
+    out.emit(doc)
+    if not out.json:
+        out.line(f"checked {r.snapshots} snapshots, {r.packs} packs, {r.blobs} blobs "
+                 f"through {len(mirror.destinations)} destinations")
+        _print_survey(out, survey, "copied")
+    problems = len(r.errors) + sum(
+        len(c.missing) + len(c.damaged) + (not c.reachable) for c in survey.copies)
+    problems += len(survey.unrecoverable)
+    if problems:
+        if not out.json:
+            hint = ("; run 'multibackup repair' to heal them from the healthy copies"
+                    if not survey.unrecoverable else "")
+            print(f"error: check found {problems} problem(s){hint}", file=sys.stderr)
+        return EXIT_FATAL
+    out.line("no errors were found; all copies are equal")
+    return EXIT_OK
+
+
+def cmd_repair_copies(args: argparse.Namespace, out: Printer) -> int:
+    """Rewrite missing or damaged objects on each destination from a verified copy."""
+    repo = open_repo(args, cache=False, bootstrap=True)
+    mirror = _mirror_of(repo, "repair")
+    record = LagRecord(repo.config.id)
+    with repo, repo.lock(command="repair copies"):
+        progress = Progress()
+        rep = Replicator(mirror, repo.cipher, progress=progress, exclude=_excluder(record))
+        with out.progress(progress, "verify"):
+            survey = rep.survey(read_data=not getattr(args, "fast", False))
+        found = {c.description: (len(c.missing), len(c.damaged)) for c in survey.copies}
+        with out.progress(progress, "repair"):
+            survey = rep.heal(survey, damaged=True, missed_deletes=record.missed_deletes())
+    _clear_healed(record, survey)
+    out.emit({**survey.to_json(), "found": {d: {"missing": m, "damaged": x}
+                                            for d, (m, x) in found.items()}})
+    for desc, (m, x) in found.items():
+        if m or x:
+            out.line(f"{desc}: found {m} missing and {x} damaged object(s)")
+    _print_survey(out, survey, "rewrote")
+    if survey.unrecoverable:
+        print(f"error: {len(survey.unrecoverable)} object(s) have no intact copy anywhere; "
+              "'multibackup check' names the snapshots they affect", file=sys.stderr)
+        return EXIT_FATAL
+    return EXIT_OK if survey.ok else EXIT_PARTIAL
+
+
+def finish_mirror(args: argparse.Namespace, out: Printer, code: int, writes: bool) -> int:
+    """After any command on a mirror: report failed destinations and record their lag.
+
+    Only a command that writes leaves a failed destination behind; a read that could not
+    reach one copy was served by another and is only noted.
+    """
+    mirror: MirrorStore | None = getattr(args, "mirror", None)
+    if mirror is None:
+        return code
+    mirror.close()
+    failed = mirror.failures
+    if failed and not writes:
+        for d in failed:
+            out.warn(f"note: destination {d.description} could not be read ({d.failed}); "
+                     "the other copies served the command")
+        return code
+    repo_id = getattr(args, "repo_id", None)
+    if failed and repo_id:
+        record = LagRecord(repo_id)
+        record.note_run(mirror)
+        record.save()
+    if not failed:
+        return code
+    for d in failed:
+        out.warn(f"warning: destination {d.description} failed and is behind the others: "
+                 f"{d.failed}")
+    out.warn(f"warning: the command completed on {len(mirror.live)} of "
+             f"{len(mirror.destinations)} destinations; run 'multibackup sync' when "
+             "the failed ones are back")
+    return EXIT_PARTIAL if code == EXIT_OK else code

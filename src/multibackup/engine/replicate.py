@@ -1,0 +1,323 @@
+"""Keeping the copies of a mirrored repository equal: survey, sync (catch-up) and repair.
+
+Every object of the repository except ``config`` is named by the BLAKE3 of its bytes, so
+a copy can be checked on its own, without the password, and a healthy copy is proven
+healthy before it is written anywhere. ``config`` is checked by opening it with the
+repository key. Locks are per-run and never copied.
+
+Objects go out in the repository's own safe order - key slots, config, packs, index files,
+snapshots - so a destination that is interrupted while catching up is still a consistent
+repository (it may hold packs nothing references yet, never a snapshot without its data).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+from multibackup.backends.base import ObjectInfo, ObjectStore
+from multibackup.engine.progress import Progress
+from multibackup.errors import IntegrityError, ObjectNotFound, StoreError
+from multibackup.repository import keys
+from multibackup.repository.blob import open_file
+from multibackup.repository.crypto import Cipher
+from multibackup.repository.lock import PREFIX as LOCKS
+from multibackup.repository.repository import CONFIG, DATA, INDEX, SNAPSHOTS
+from multibackup.store.mirror import DestinationState, MirrorStore
+
+#: Write order of a catch-up (and the reverse is the order of deletions).
+ORDER = (keys.PREFIX, CONFIG, DATA, INDEX, SNAPSHOTS)
+_PIECE = 4 * 1024 * 1024
+
+
+def _rank(key: str) -> int:
+    for i, prefix in enumerate(ORDER):
+        if key.startswith(prefix):
+            return i
+    return len(ORDER)
+
+
+def _is_repository_object(key: str) -> bool:
+    return key == CONFIG or (key.startswith(ORDER) and not key.startswith(LOCKS)
+                             and "/." not in key and not key.startswith("."))
+
+
+@dataclass
+class CopyReport:
+    """One destination as the survey found it, and what sync or repair did to it."""
+
+    description: str
+    reachable: bool = True
+    error: str | None = None
+    objects: int = 0
+    bytes: int = 0
+    missing: list[str] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)  # key -> why
+    copied: int = 0
+    bytes_copied: int = 0
+    deleted: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # key -> why the copy failed
+
+    @property
+    def in_sync(self) -> bool:
+        return self.reachable and not self.missing and not self.damaged and not self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"destination": self.description, "reachable": self.reachable,
+                "error": self.error, "objects": self.objects, "bytes": self.bytes,
+                "missing": sorted(self.missing), "damaged": dict(sorted(self.damaged.items())),
+                "copied": self.copied, "bytes_copied": self.bytes_copied,
+                "deleted": self.deleted, "failed": self.failed, "in_sync": self.in_sync}
+
+
+@dataclass
+class Survey:
+    """What every destination holds, and the objects no destination holds intact."""
+
+    copies: list[CopyReport]
+    listings: list[dict[str, ObjectInfo] | None]
+    unrecoverable: dict[str, str] = field(default_factory=dict)
+    read_data: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(c.in_sync for c in self.copies) and not self.unrecoverable
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "read_data": self.read_data,
+                "destinations": [c.to_json() for c in self.copies],
+                "unrecoverable": dict(sorted(self.unrecoverable.items()))}
+
+
+class Replicator:
+    """Survey, sync and repair over the destinations of a mirror.
+
+    ``cipher`` (the open repository's) lets the config object be verified; ``exclude``
+    names objects a destination must not receive (snapshots its own retention forgot,
+    objects deleted while it was down).
+    """
+
+    def __init__(self, mirror: MirrorStore, cipher: Cipher, workers: int = 4,
+                 progress: Progress | None = None,
+                 exclude: Callable[[DestinationState, str], bool] | None = None) -> None:
+        self.mirror = mirror
+        self.cipher = cipher
+        self.workers = workers
+        self.progress = progress or Progress()
+        self.exclude = exclude or (lambda dest, key: False)
+        self._lock = threading.Lock()
+
+    # ---- verification -----------------------------------------------------------------
+
+    def _verify_bytes(self, key: str, data: bytes) -> None:
+        if key == CONFIG:
+            open_file(self.cipher, b"config", data, "config")
+            return
+        name = key.rsplit("/", 1)[-1]
+        if blake3.blake3(data).hexdigest() != name:
+            raise IntegrityError("content does not match its name")
+
+    def _hash_in_place(self, store: ObjectStore, key: str, size: int) -> None:
+        """Verify a copy without holding it in memory: hash it piece by piece."""
+        if key == CONFIG or size <= _PIECE:
+            self._verify_bytes(key, store.get(key))
+            return
+        hasher = blake3.blake3()
+        pos = 0
+        while pos < size:
+            n = min(_PIECE, size - pos)
+            hasher.update(store.get(key, pos, n))
+            pos += n
+            self.progress.add(n)
+        if hasher.hexdigest() != key.rsplit("/", 1)[-1]:
+            raise IntegrityError("content does not match its name")
+
+    # ---- survey -----------------------------------------------------------------------
+
+    def survey(self, read_data: bool = False) -> Survey:
+        """List every destination and find what each lacks or holds damaged.
+
+        Sizes are compared always; the small metadata objects (keys, config, index files,
+        snapshots) are read and verified always; data packs only with ``read_data``.
+        """
+        dests = self.mirror.destinations
+        copies = [CopyReport(d.description) for d in dests]
+
+        def listing(dest: DestinationState) -> dict[str, ObjectInfo] | None:
+            try:
+                return {i.key: i for i in dest.store.list("") if _is_repository_object(i.key)}
+            except StoreError as exc:
+                self.mirror.mark_failed(dest, exc)
+                return None
+
+        with ThreadPoolExecutor(len(dests)) as pool:
+            listings = list(pool.map(listing, dests))
+        survey = Survey(copies, listings, read_data=read_data)
+        for copy, lst, dest in zip(copies, listings, dests, strict=True):
+            if lst is None:
+                copy.reachable = False
+                copy.error = dest.failed
+            else:
+                copy.objects = len(lst)
+                copy.bytes = sum(i.size for i in lst.values())
+        union: dict[str, list[int]] = {}
+        for i, lst in enumerate(listings):
+            for key in lst or {}:
+                union.setdefault(key, []).append(i)
+
+        checks: list[tuple[int, str, int]] = []
+        for key, holders in union.items():
+            sizes = [listings[i][key].size for i in holders]  # type: ignore[index]
+            for i, lst in enumerate(listings):
+                if lst is None:
+                    continue
+                if key not in lst:
+                    if not self.exclude(dests[i], key):
+                        copies[i].missing.append(key)
+                    continue
+                size = lst[key].size
+                if key != CONFIG and sizes.count(size) * 2 < len(sizes):
+                    copies[i].damaged[key] = f"size {size} differs from the other copies"
+                    continue
+                if read_data or not key.startswith(DATA):
+                    checks.append((i, key, size))
+        self.progress.total_items = len(checks)
+        self.progress.total_bytes = sum(s for _, _, s in checks)
+
+        def verify(item: tuple[int, str, int]) -> None:
+            i, key, size = item
+            try:
+                self._hash_in_place(dests[i].store, key, size)
+            except IntegrityError as exc:
+                with self._lock:
+                    copies[i].damaged[key] = str(exc)
+            except ObjectNotFound:
+                with self._lock:
+                    copies[i].missing.append(key)
+            except StoreError as exc:
+                with self._lock:
+                    copies[i].damaged[key] = f"unreadable: {exc}"
+            self.progress.add(size if size <= _PIECE else 0, 1)
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            list(pool.map(verify, checks))
+        for key, holders in union.items():
+            if all(key in copies[i].damaged for i in holders):
+                survey.unrecoverable[key] = "no intact copy on any destination"
+        for copy in copies:  # nothing can heal these: don't count them as a destination's debt
+            copy.missing = [k for k in copy.missing if k not in survey.unrecoverable]
+        return survey
+
+    # ---- healing ----------------------------------------------------------------------
+
+    def _fetch(self, key: str, holders: Iterable[DestinationState]) -> bytes:
+        errors = []
+        for dest in holders:
+            try:
+                data = dest.store.get(key)
+                self._verify_bytes(key, data)
+                return data
+            except (StoreError, IntegrityError) as exc:
+                errors.append(f"{dest.description}: {exc}")
+        raise IntegrityError("no intact copy to copy from (" + "; ".join(errors) + ")")
+
+    def heal(self, survey: Survey, damaged: bool = True,
+             missed_deletes: dict[str, list[str]] | None = None) -> Survey:
+        """Write what each reachable destination lacks (and, with ``damaged``, replace its
+        damaged copies) from verified copies elsewhere; then apply ``missed_deletes``
+        (destination description -> keys deleted elsewhere while it was down)."""
+        dests = self.mirror.destinations
+        order = self.mirror.read_order()
+        work: list[tuple[int, str]] = []
+        for i, copy in enumerate(survey.copies):
+            if not copy.reachable:
+                continue
+            todo = list(copy.missing) + (list(copy.damaged) if damaged else [])
+            work += [(i, k) for k in todo if k not in survey.unrecoverable]
+        self.progress.total_items = len(work)
+        self.progress.total_bytes = 0
+        self.progress.items = self.progress.bytes = 0
+
+        def copy_one(item: tuple[int, str]) -> None:
+            i, key = item
+            target = dests[i]
+            sources = [d for d in order if d is not target
+                       and survey.listings[dests.index(d)] is not None
+                       and key in survey.listings[dests.index(d)]  # type: ignore[operator]
+                       and key not in survey.copies[dests.index(d)].damaged]
+            try:
+                data = self._fetch(key, sources)
+                target.store.put(key, data)
+            except (StoreError, IntegrityError) as exc:
+                with self._lock:
+                    survey.copies[i].failed[key] = str(exc)
+                return
+            with self._lock:
+                c = survey.copies[i]
+                c.copied += 1
+                c.bytes_copied += len(data)
+                if key in c.missing:
+                    c.missing.remove(key)
+                    c.objects += 1
+                    c.bytes += len(data)
+                c.damaged.pop(key, None)
+            self.progress.add(len(data), 1)
+
+        # In write order, one rank at a time: a snapshot never lands before its packs.
+        with ThreadPoolExecutor(self.workers) as pool:
+            for rank in range(len(ORDER) + 1):
+                batch = [w for w in work if _rank(w[1]) == rank]
+                list(pool.map(copy_one, batch))
+
+        for desc, deleted in (missed_deletes or {}).items():
+            for i, dest in enumerate(dests):
+                if dest.description != desc or not survey.copies[i].reachable:
+                    continue
+                others = [lst for j, lst in enumerate(survey.listings) if j != i and lst]
+                mine = survey.listings[i] or {}
+                for key in sorted(deleted, key=_rank, reverse=True):
+                    if key not in mine or any(key in lst for lst in others):
+                        continue  # gone already, or written again since: keep it
+                    try:
+                        dest.store.delete(key)
+                        survey.copies[i].deleted += 1
+                        survey.copies[i].objects -= 1
+                    except StoreError as exc:
+                        survey.copies[i].failed[key] = f"delete: {exc}"
+        return survey
+
+
+def bootstrap_empty(mirror: MirrorStore, cipher: Cipher) -> list[str]:
+    """Give destinations that hold nothing the key slots and config of the repository.
+
+    A destination newly added to a mirrored set starts empty; with keys and config it is a
+    (still empty) copy of the repository that a sync fills. Returns what was initialised.
+    """
+    done = []
+    rep = Replicator(mirror, cipher)
+    holders = [d for d in mirror.read_order() if d.failed is None]
+    for dest in list(holders):
+        try:
+            if dest.store.exists(CONFIG) or any(True for _ in dest.store.list(keys.PREFIX)):
+                continue
+        except StoreError as exc:
+            mirror.mark_failed(dest, exc)
+            continue
+        sources = [d for d in holders if d is not dest]
+        slot_keys = sorted({i.key for s in sources for i in _safe_list(s, keys.PREFIX)})
+        for key in slot_keys + [CONFIG]:
+            dest.store.put(key, rep._fetch(key, sources))
+        done.append(dest.description)
+    return done
+
+
+def _safe_list(dest: DestinationState, prefix: str) -> list[ObjectInfo]:
+    try:
+        return list(dest.store.list(prefix))
+    except StoreError:
+        return []

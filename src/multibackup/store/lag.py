@@ -1,0 +1,70 @@
+"""The record of destinations that fell behind, kept between runs.
+
+A destination that failed during a run misses the rest of that run's writes and deletes.
+The record names it, says since when and why, and lists the deletes it missed, so that
+``sync`` (and the next run of a plan) knows what to catch up and does not copy deleted
+objects back. It lives in the local state directory, one JSON file per repository id, and
+holds destination descriptions only (never credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from typing import Any
+
+from multibackup.store.mirror import MirrorStore
+
+
+def state_dir() -> str:
+    env = os.environ.get("MULTIBACKUP_STATE_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                             "state")
+    return os.path.join(base, "multibackup")
+
+
+class LagRecord:
+    """Lagging destinations of one repository: description -> since, error, missed deletes."""
+
+    def __init__(self, repo_id: str, root: str | None = None) -> None:
+        self.path = os.path.join(root or state_dir(), "mirror", f"{repo_id}.json")
+        self.lagging: dict[str, dict[str, Any]] = {}
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            if isinstance(data, dict) and isinstance(data.get("lagging"), dict):
+                self.lagging = data["lagging"]
+        except (OSError, ValueError):
+            pass  # no record (or an unreadable one): sync compares listings anyway
+
+    def note_run(self, mirror: MirrorStore) -> list[str]:
+        """Add the destinations that failed in this run; returns their descriptions."""
+        failed = []
+        for dest in mirror.failures:
+            entry = self.lagging.setdefault(dest.description, {
+                "since": datetime.fromtimestamp(dest.failed_at or 0, UTC).isoformat(),
+                "missed_deletes": []})
+            entry["error"] = dest.failed
+            missed = entry.setdefault("missed_deletes", [])
+            # locks belong to one run: a stale one on the lagging copy expires on its own
+            missed.extend(k for k in dest.missed_deletes
+                          if k not in missed and not k.startswith("locks/"))
+            failed.append(dest.description)
+        return failed
+
+    def missed_deletes(self) -> dict[str, list[str]]:
+        return {d: list(e.get("missed_deletes", [])) for d, e in self.lagging.items()}
+
+    def clear(self, description: str) -> None:
+        self.lagging.pop(description, None)
+
+    def save(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".lag-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"lagging": self.lagging}, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
