@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +87,24 @@ class S3Server:
     endpoint: str
     process: subprocess.Popen[bytes]
     workdir: Path
+    ports: dict[str, int]
+    log: Any
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+    def restart(self) -> S3Server:
+        """The same server again: same ports, same data."""
+        return start_weed(self.workdir, self.ports)
 
     def client(self):
         import boto3
@@ -105,27 +124,28 @@ class S3Server:
                 "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1"}
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """SeaweedFS ``weed mini`` on 127.0.0.1 with an auth config, as in production S3."""
-    work = tmp_path_factory.mktemp("seaweedfs")
-    (work / "data").mkdir()
-    (work / "log").mkdir()
+def start_weed(work: Path, ports: dict[str, int] | None = None) -> S3Server:
+    """Start SeaweedFS ``weed mini`` with its data in ``work``; ``ports`` restarts it in place.
+
+    Every port is explicit, so several servers (and test sessions) on one machine never
+    collide, and a killed server can come back on the same address with the same data.
+    """
+    (work / "data").mkdir(exist_ok=True)
+    (work / "log").mkdir(exist_ok=True)
     (work / "s3.json").write_text(json.dumps({"identities": [{
         "name": "admin", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    port = _free_port()
-    # Every port explicit, so several test sessions on one machine never collide.
-    others = [f"-{name}={_free_port()}" for name in (
-        "master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port",
-        "volume.port.grpc", "admin.port", "admin.port.grpc")]
+    names = ("s3.port", "master.port", "master.port.grpc", "filer.port", "filer.port.grpc",
+             "volume.port", "volume.port.grpc", "admin.port", "admin.port.grpc")
+    ports = ports or {name: _free_port() for name in names}
     cmd = [_weed_binary(), f"-logdir={work / 'log'}", "mini", f"-dir={work / 'data'}",
            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-           f"-s3.config={work / 's3.json'}", f"-s3.port={port}", "-webdav=false",
-           "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", *others]
-    log = open(work / "stdout.log", "wb")  # noqa: SIM115 - closed at teardown
+           f"-s3.config={work / 's3.json'}", "-webdav=false",
+           "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+           *(f"-{name}={port}" for name, port in ports.items())]
+    log = open(work / "stdout.log", "ab")  # noqa: SIM115 - closed by stop()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
-    server = S3Server(f"http://127.0.0.1:{port}", proc, work)
+    server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", proc, work, ports, log)
     deadline = time.monotonic() + 90
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -133,20 +153,20 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             raise RuntimeError(f"weed mini exited: {(work / 'stdout.log').read_text()[-2000:]}")
         try:
             server.client().list_buckets()
-            break
+            return server
         except Exception as exc:  # not ready yet
             last = exc
             time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError(f"weed mini did not become ready: {last}")
+    proc.kill()
+    raise RuntimeError(f"weed mini did not become ready: {last}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS ``weed mini`` on 127.0.0.1 with an auth config, as in production S3."""
+    server = start_weed(tmp_path_factory.mktemp("seaweedfs"))
     yield server
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    server.stop()
 
 
 @pytest.fixture
