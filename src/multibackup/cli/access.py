@@ -153,8 +153,9 @@ def open_mirrored(mirror: MirrorStore, password: str, cache_dir: str | None) -> 
             pass
         theirs = {i.key for i in dest.store.list(keys.PREFIX)}
         if not ours & theirs:
-            raise UsageError(f"{dest.description} holds a different repository: the "
-                             "destinations of a mirror must be copies of one repository")
+            raise UsageError(f"{dest.description} holds a different repository than "
+                             f"{primary.store.description}: the destinations of a mirror "
+                             "must be copies of one repository")
     primary.close()
     return Repository(mirror, primary.master, primary.config, primary.key_id,
                       cache_dir=cache_dir)
