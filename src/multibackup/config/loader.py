@@ -1,0 +1,484 @@
+"""Load and check a config file; every mistake is one line: ``file:line: key: reason``.
+
+The whole file is checked when it is loaded (names, types, locations, schedules, retention,
+references between plans and destinations), so a typo is reported before any backup runs,
+at the line to fix. Secrets are never read here: only where they come from is recorded.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import tomllib
+from dataclasses import asdict, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from multibackup.backends.location import CREDENTIAL_KEYS as BACKEND_CREDENTIALS
+from multibackup.backends.location import Location, parse_location
+from multibackup.backends.providers import provider_location
+from multibackup.config.locator import KeyLocator, KeyPath
+from multibackup.config.model import (
+    RETENTION_KEYS,
+    Config,
+    Defaults,
+    Destination,
+    Plan,
+    suggest,
+)
+from multibackup.config.schedule import ScheduleError, parse_schedule
+from multibackup.config.secret import SecretRef
+from multibackup.engine.forget import Policy, parse_duration
+from multibackup.errors import UsageError
+
+CONFIG_ENV = "MULTIBACKUP_CONFIG"
+SYSTEM_CONFIG = "/etc/multibackup/config.toml"
+
+_PASSWORD_KEYS = ("password_file", "password_env", "password_command")
+_DEFAULTS_KEYS = (*_PASSWORD_KEYS, "cache_dir", "host")
+_PLAN_KEYS = ("sources", "destinations", "exclude", "tags", "host", "compression", "schedule",
+              "retention", "retention_per_destination", *_PASSWORD_KEYS)
+_PLACE_KEYS = ("location", "region", "endpoint", "addressing")
+
+# How each credential may be written: SECRET only as a reference, ID as a string or a
+# reference, PATH as a string (a file the backend opens itself). Which kind of store takes
+# which credential is the backends' CREDENTIAL_KEYS; a key added there and not listed here
+# counts as SECRET until it is.
+SECRET, ID, PATH = "secret", "id", "path"
+CREDENTIAL_FORMS = {
+    "access_key_id": ID, "secret_access_key": SECRET, "session_token": SECRET,  # S3
+    "account_name": ID, "account_key": SECRET, "sas_token": SECRET,  # Azure
+    "credential": SECRET, "credential_path": PATH,  # GCS
+    "username": ID, "password": SECRET,  # WebDAV, SFTP
+    "key_file": PATH, "key_passphrase": SECRET, "known_hosts": PATH,  # SFTP
+    "host_key_policy": ID,
+}
+_CREDENTIALS = tuple(sorted({k for keys in BACKEND_CREDENTIALS.values() for k in keys}))
+# Keys besides location and credentials that each kind of location takes.
+_PLACE_BY_SCHEME = {"s3": ("region", "endpoint", "addressing"), "azblob": ("endpoint",),
+                    "gcs": ("endpoint",)}
+_PROVIDER_KEYS = ("provider", "bucket", "prefix", "region", "endpoint", "addressing",
+                  "account_id", *sorted(BACKEND_CREDENTIALS["s3"]))
+_KIND_NAMES = {"fs": "local paths", "memory": "memory locations", "s3": "S3 locations",
+               "azblob": "Azure locations", "gcs": "GCS locations",
+               "webdav": "WebDAV locations", "sftp": "SFTP locations"}
+_DESTINATION_KEYS = tuple(dict.fromkeys((*_PLACE_KEYS, *_PROVIDER_KEYS, *_CREDENTIALS)))
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_USE_REF = 'write it as { env = "VARIABLE" } or { file = "/path" }, not in the config itself'
+
+
+def find_config() -> str:
+    """The config file to use: $MULTIBACKUP_CONFIG, else the user's, else the system's."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return os.path.expanduser(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    user = os.path.join(base, "multibackup", "config.toml")
+    for candidate in (user, SYSTEM_CONFIG):
+        if os.path.exists(candidate):
+            return candidate
+    raise UsageError(f"no config file: give --config, set {CONFIG_ENV}, or create {user} "
+                     f"or {SYSTEM_CONFIG}")
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and check a config file (default: :func:`find_config`); raises UsageError."""
+    file = find_config() if path is None else os.fspath(path)
+    try:
+        with open(file, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"{file}:{line}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(file, text, exc) from None
+    return _Reader(file, KeyLocator(text)).config(data)
+
+
+def _syntax_error(file: str, text: str, exc: tomllib.TOMLDecodeError) -> UsageError:
+    """tomllib's "Reason (at line L, column C)" in the file:line: key: shape."""
+    message = str(exc)
+    m = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+    if m:
+        line = int(m.group(1))
+        reason = f"{message[:m.start()]} (column {m.group(2)})"
+    elif message.endswith(" (at end of document)"):
+        line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+        reason = message[:-len(" (at end of document)")] + " at the end of the file"
+    else:
+        line, reason = 1, message
+    # tomllib names tables as tuples, "('plans', 'web')": show them as written in the file
+    reason = re.sub(r"\(((?:'[^']*', )*'[^']*'),?\)",
+                    lambda m: _dotted(tuple(ast.literal_eval(f"[{m.group(1)}]"))), reason)
+    key = _key_on_line(text, line)
+    where = f"{key}: " if key else ""
+    return UsageError(f"{file}:{line}: {where}invalid TOML: {reason[:1].lower()}{reason[1:]}")
+
+
+def _key_on_line(text: str, line: int) -> str:
+    """Best guess at the key written on a line of a file that does not parse."""
+    table = ""
+    for n, row in enumerate(text.splitlines()[:line], start=1):
+        header = re.match(r"\s*\[\[?\s*([^\]#]+?)\s*\]", row)
+        if header:
+            table = header.group(1)
+            if n == line:
+                return table
+            continue
+        if n == line:
+            key = re.match(r"\s*([A-Za-z0-9_\-.\"' ]+?)\s*=", row)
+            if key:
+                return f"{table}.{key.group(1)}" if table else key.group(1)
+    return table
+
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part if _NAME.match(part) else '"' + part.replace('"', '\\"') + '"'
+            out += f".{name}" if out else name
+    return out
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"
+
+
+class _Reader:
+    """Checks the parsed data against the schema, with the locator for line numbers."""
+
+    def __init__(self, file: str, locator: KeyLocator) -> None:
+        self.file = file
+        self.locator = locator
+
+    def error(self, path: KeyPath, message: str, at: KeyPath | None = None) -> UsageError:
+        line = self.locator.line_of(at or path)
+        return UsageError(f"{self.file}:{line}: {_dotted(path)}: {message}")
+
+    # ---- typed access --------------------------------------------------------------
+
+    def table(self, value: Any, path: KeyPath, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a table, got {_kind(value)}")
+        for key in value:
+            if key not in allowed:
+                raise self.error((*path, key), "unknown key" + suggest(key, allowed))
+        return value
+
+    def names(self, value: Any, path: KeyPath, what: str) -> dict[str, Any]:
+        """A table of named tables ([destinations.NAME], [plans.NAME])."""
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a table of {what}s, got {_kind(value)}")
+        for name, item in value.items():
+            if not _NAME.match(name):
+                raise self.error((*path, name), f"invalid {what} name: use letters, digits, "
+                                                "'-' and '_'")
+            if not isinstance(item, dict):
+                raise self.error((*path, name), f"expected a table, got {_kind(item)}")
+        return value
+
+    def string(self, table: dict[str, Any], path: KeyPath, key: str,
+               required: bool = False) -> str | None:
+        if key not in table:
+            if required:
+                raise self.error((*path, key), "missing (required)", at=path)
+            return None
+        value = table[key]
+        if not isinstance(value, str):
+            raise self.error((*path, key), f"expected a string, got {_kind(value)}")
+        if not value.strip():
+            raise self.error((*path, key), "must not be empty")
+        return value
+
+    def strings(self, table: dict[str, Any], path: KeyPath, key: str,
+                required: bool = False) -> list[str]:
+        if key not in table:
+            if required:
+                raise self.error((*path, key), "missing (required)", at=path)
+            return []
+        value = table[key]
+        if not isinstance(value, list):
+            raise self.error((*path, key), f"expected an array of strings, got {_kind(value)}")
+        if required and not value:
+            raise self.error((*path, key), "must not be empty")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error((*path, key, i), f"expected a string, got {_kind(item)}")
+            if not item.strip():
+                raise self.error((*path, key, i), "must not be empty")
+        return list(value)
+
+    def integer(self, table: dict[str, Any], path: KeyPath, key: str, lo: int,
+                hi: int | None = None) -> int | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error((*path, key), f"expected an integer, got {_kind(value)}")
+        if value < lo or (hi is not None and value > hi):
+            bound = f"from {lo} to {hi}" if hi is not None else f"{lo} or more"
+            raise self.error((*path, key), f"{value} is out of range: use {bound}")
+        return value
+
+    def path_value(self, table: dict[str, Any], path: KeyPath, key: str,
+                   echo: bool = True) -> str | None:
+        """A local path: ~ expanded, and absolute, since the working directory varies.
+
+        ``echo=False`` keeps the text out of the error: someone may have written the
+        password itself where its file belongs.
+        """
+        text = self.string(table, path, key)
+        if text is None:
+            return None
+        expanded = os.path.expanduser(text)
+        if not os.path.isabs(expanded):
+            raise self.error((*path, key), f"{text!r} is not an absolute path" if echo
+                             else "must be an absolute path")
+        return expanded
+
+    def argv(self, value: Any, path: KeyPath) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.error(path, "expected an array: the program and its arguments "
+                                   "(run without a shell)")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise self.error((*path, i), "expected a non-empty string")
+        return tuple(value)
+
+    def reference(self, value: Any, path: KeyPath, how: str) -> SecretRef:
+        """A credential: a { env | file | command } table, or a plain string unless SECRET."""
+        if isinstance(value, str):
+            if how == SECRET:
+                raise self.error(path, f"secrets must not be written in the config: {_USE_REF}")
+            if not value.strip():
+                raise self.error(path, "must not be empty")
+            if how == PATH:
+                key = str(path[-1])
+                return SecretRef("value", self.path_value({key: value}, path[:-1], key) or "")
+            return SecretRef("value", value)
+        if how == PATH:
+            raise self.error(path, f"expected a path (a string), got {_kind(value)}")
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected {{ env = \"VARIABLE\" }} or {{ file = \"/path\" }}, "
+                                   f"got {_kind(value)}")
+        self.table(value, path, ("env", "file", "command"))
+        if len(value) != 1:
+            raise self.error(path, "give exactly one of env, file or command")
+        kind, source = next(iter(value.items()))
+        if kind == "command":
+            return SecretRef("command", self.argv(source, (*path, kind)))
+        if kind == "env":
+            return SecretRef("env", self.env_name(value, path, "env"))
+        return SecretRef("file", self.path_value(value, path, "file", echo=False) or "")
+
+    def env_name(self, table: dict[str, Any], path: KeyPath, key: str) -> str:
+        name = self.string(table, path, key) or ""
+        if not _ENV_NAME.match(name):  # not echoed: it may be the secret written by mistake
+            raise self.error((*path, key), "not an environment variable name (letters, "
+                                           "digits and '_'; the value itself never goes here)")
+        return name
+
+    def password(self, table: dict[str, Any], path: KeyPath) -> SecretRef | None:
+        given = [k for k in _PASSWORD_KEYS if k in table]
+        if len(given) > 1:
+            raise self.error((*path, given[1]), f"give only one of {', '.join(given)}")
+        if not given:
+            return None
+        key = given[0]
+        if key == "password_command":
+            return SecretRef("command", self.argv(table[key], (*path, key)))
+        if key == "password_env":
+            return SecretRef("env", self.env_name(table, path, key))
+        return SecretRef("file", self.path_value(table, path, key, echo=False) or "")
+
+    # ---- sections ------------------------------------------------------------------
+
+    def config(self, data: dict[str, Any]) -> Config:
+        self.table(data, (), ("defaults", "destinations", "plans"))
+        defaults = self.defaults(data.get("defaults", {}))
+        raw_destinations = self.names(data.get("destinations", {}), ("destinations",),
+                                      "destination")
+        destinations = {name: self.destination(name, table)
+                        for name, table in raw_destinations.items()}
+        raw_plans = self.names(data.get("plans", {}), ("plans",), "plan")
+        plans = {name: self.plan(name, table, defaults, destinations)
+                 for name, table in raw_plans.items()}
+        return Config(self.file, defaults, destinations, plans)
+
+    def defaults(self, value: Any) -> Defaults:
+        path: KeyPath = ("defaults",)
+        table = self.table(value, path, _DEFAULTS_KEYS)
+        return Defaults(password=self.password(table, path),
+                        cache_dir=self.path_value(table, path, "cache_dir"),
+                        host=self.string(table, path, "host"))
+
+    def destination(self, name: str, table: dict[str, Any]) -> Destination:
+        path: KeyPath = ("destinations", name)
+        self.table(table, path, _DESTINATION_KEYS)
+        if "location" in table and "provider" in table:
+            raise self.error((*path, "provider"), "give either location or provider, not both")
+        if "provider" in table:
+            location = self.provider(table, path)
+            allowed, kind = _PROVIDER_KEYS, f"provider {table['provider']!r}"
+        elif "location" in table:
+            location = self.location(table, path)
+            allowed = ("location", *_PLACE_BY_SCHEME.get(location.scheme, ()),
+                       *sorted(BACKEND_CREDENTIALS.get(location.scheme, ())))
+            kind = _KIND_NAMES.get(location.scheme, f"{location.scheme} locations")
+        else:
+            raise self.error((*path, "location"), "missing (required): give location "
+                                                  "(or provider with bucket)", at=path)
+        for key in table:
+            if key not in allowed:
+                takes = ", ".join(k for k in allowed if k not in ("location", "provider"))
+                raise self.error((*path, key), f"not used by {kind} (they take: "
+                                               f"{takes or 'nothing more'})")
+        credentials = {key: self.reference(table[key], (*path, key),
+                                           CREDENTIAL_FORMS.get(key, SECRET))
+                       for key in table if key in _CREDENTIALS}
+        return Destination(name, location, credentials, provider=table.get("provider"))
+
+    def location(self, table: dict[str, Any], path: KeyPath) -> Location:
+        text = self.string(table, path, "location", required=True) or ""
+        at = (*path, "location")
+        try:
+            has_password = "://" in text and urlsplit(text).password is not None
+        except ValueError:
+            has_password = False
+        if has_password:  # not echoed, unlike other location errors
+            raise self.error(at, "a password must not be written in the location: give "
+                                 'password = { env = "VARIABLE" } or { file = "/path" }')
+        if "://" not in text and not text.startswith("s3:"):
+            local = os.path.expanduser(text.removeprefix("local:"))
+            if not os.path.isabs(local):
+                raise self.error(at, f"{text!r} is not an absolute path")
+            text = "local:" + local
+        place = {k: self.string(table, path, k) for k in ("region", "endpoint", "addressing")}
+        try:
+            location = parse_location(text, s3_endpoint=place["endpoint"],
+                                      s3_region=place["region"],
+                                      s3_addressing=place["addressing"])
+        except UsageError as exc:
+            raise self.error(at, str(exc)) from None
+        if place["endpoint"] and location.scheme in ("azblob", "gcs"):
+            endpoint = place["endpoint"].rstrip("/")
+            if not endpoint.startswith(("http://", "https://")):
+                raise self.error((*path, "endpoint"), f"invalid endpoint {endpoint!r}: "
+                                                      "expected http(s)://host")
+            location = replace(location, endpoint=endpoint)
+        return location
+
+    def provider(self, table: dict[str, Any], path: KeyPath) -> Location:
+        provider = self.string(table, path, "provider") or ""
+        bucket = self.string(table, path, "bucket", required=True) or ""
+        prefix = table.get("prefix", "")
+        if not isinstance(prefix, str):
+            raise self.error((*path, "prefix"), f"expected a string, got {_kind(prefix)}")
+        try:
+            return provider_location(
+                provider, bucket, prefix, region=self.string(table, path, "region"),
+                endpoint=self.string(table, path, "endpoint"),
+                addressing=self.string(table, path, "addressing"),
+                account_id=self.string(table, path, "account_id"))
+        except UsageError as exc:
+            raise self.error((*path, "provider"), str(exc)) from None
+
+    def plan(self, name: str, table: dict[str, Any], defaults: Defaults,
+             destinations: dict[str, Destination]) -> Plan:
+        path: KeyPath = ("plans", name)
+        self.table(table, path, _PLAN_KEYS)
+        sources = self.strings(table, path, "sources", required=True)
+        for i, source in enumerate(sources):
+            sources[i] = os.path.normpath(os.path.expanduser(source))
+            if not os.path.isabs(sources[i]):
+                raise self.error((*path, "sources"), f"{source!r} is not an absolute path",
+                                 at=(*path, "sources", i))
+            if sources[i] in sources[:i]:
+                raise self.error((*path, "sources"), f"{source!r} is listed twice",
+                                 at=(*path, "sources", i))
+        targets = self.strings(table, path, "destinations", required=True)
+        for i, target in enumerate(targets):
+            at = (*path, "destinations", i)
+            if target not in destinations:
+                raise self.error((*path, "destinations"), f"unknown destination {target!r}"
+                                 + suggest(target, destinations), at=at)
+            if target in targets[:i]:
+                raise self.error((*path, "destinations"), f"{target!r} is listed twice", at=at)
+        schedule = None
+        text = self.string(table, path, "schedule")
+        if text is not None:
+            try:
+                schedule = parse_schedule(text)
+            except ScheduleError as exc:
+                raise self.error((*path, "schedule"), str(exc)) from None
+        retention = None
+        if "retention" in table:
+            retention = self.retention(table["retention"], (*path, "retention"), None)
+        per_destination = {}
+        if "retention_per_destination" in table:
+            per_path = (*path, "retention_per_destination")
+            raw = table["retention_per_destination"]
+            if not isinstance(raw, dict):
+                raise self.error(per_path, f"expected a table, got {_kind(raw)}")
+            for target, value in raw.items():
+                if target not in targets:
+                    raise self.error((*per_path, target), f"{target!r} is not one of this "
+                                     f"plan's destinations ({', '.join(targets)})")
+                per_destination[target] = self.retention(value, (*per_path, target), retention)
+        return Plan(name=name, sources=sources, destinations=targets,
+                    exclude=self.strings(table, path, "exclude"),
+                    tags=self.strings(table, path, "tags"),
+                    host=self.string(table, path, "host") or defaults.host,
+                    compression=self.integer(table, path, "compression", 0, 22),
+                    schedule=schedule, retention=retention,
+                    retention_per_destination=per_destination,
+                    password_source=self.password(table, path) or defaults.password)
+
+    def retention(self, value: Any, path: KeyPath, base: Policy | None) -> Policy:
+        """A policy; with ``base``, its keys are laid over the plan's policy."""
+        table = self.table(value, path, tuple(RETENTION_KEYS))
+        values = asdict(base) if base is not None else {}
+        for key, attr in RETENTION_KEYS.items():
+            if key == "keep_within":
+                within = self.string(table, path, key)
+                if within is not None:
+                    try:
+                        parse_duration(within)
+                    except UsageError as exc:
+                        raise self.error((*path, key), str(exc)) from None
+                    values[attr] = within
+            elif key == "keep_tags":
+                if key in table:
+                    values[attr] = self.strings(table, path, key)
+            else:
+                count = self.integer(table, path, key, 0)
+                if count is not None:
+                    values[attr] = count
+        policy = Policy(**values)
+        if policy.empty():
+            raise self.error(path, "keeps nothing: give at least one keep_* above 0")
+        return policy

@@ -1,0 +1,168 @@
+"""What a loaded config file holds: destinations, plans and defaults, as frozen objects.
+
+Secrets are held only as references (:class:`SecretRef`) and read when used, so these
+objects can be printed, logged and compared without exposing a key or password.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from multibackup.backends import location as locations
+from multibackup.backends.base import ObjectStore
+from multibackup.backends.location import Location
+from multibackup.config.schedule import Schedule
+from multibackup.config.secret import ResolvedCredentials, SecretRef
+from multibackup.engine.forget import Policy
+from multibackup.errors import UsageError
+
+#: Config key for each ``Policy`` field (the same words as forget's --keep-* options).
+RETENTION_KEYS = {"keep_last": "last", "keep_hourly": "hourly", "keep_daily": "daily",
+                  "keep_weekly": "weekly", "keep_monthly": "monthly", "keep_yearly": "yearly",
+                  "keep_within": "within", "keep_tags": "tags"}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """``[defaults]``: settings every plan inherits unless it sets its own."""
+
+    password: SecretRef | None = None
+    cache_dir: str | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One named place a repository lives: where (``location``) and how to log in.
+
+    ``credentials`` maps backend credential names (``access_key_id``, ``key_file``...) to
+    references; ``provider`` is the preset name when the destination was given as one.
+    """
+
+    name: str
+    location: Location
+    credentials: dict[str, SecretRef] = field(default_factory=dict)
+    provider: str | None = None
+
+    def describe(self) -> str:
+        """The location, safe to print."""
+        return self.location.describe()
+
+    def resolve_credentials(self) -> ResolvedCredentials:
+        """Read every credential now (env vars, files, commands); errors name the source only."""
+        return ResolvedCredentials(
+            (key, ref.resolve(f"destination {self.name!r}: {key}"))
+            for key, ref in self.credentials.items())
+
+    def open_store(self, retries: int = 4) -> ObjectStore:
+        """Open this destination's store with its credentials, read at this moment.
+
+        Without credential keys the store takes them from the environment, as on the
+        command line (AWS_ACCESS_KEY_ID...); with any, only the ones given are used.
+        """
+        credentials = self.resolve_credentials() if self.credentials else None
+        return locations.open_store(self.location, retries=retries, credentials=credentials)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``[plans.NAME]``: what to back up, to which destinations, when, and what to keep.
+
+    ``retention`` applies to every destination; ``retention_per_destination`` holds the
+    effective policy (the plan's with the destination's keys laid over it) for the
+    destinations that override it. ``compression`` is used when the plan creates a
+    repository. ``password_source`` is the plan's own or the one from ``[defaults]``.
+    """
+
+    name: str
+    sources: list[str]
+    destinations: list[str]
+    exclude: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    host: str | None = None
+    compression: int | None = None
+    schedule: Schedule | None = None
+    retention: Policy | None = None
+    retention_per_destination: dict[str, Policy] = field(default_factory=dict)
+    password_source: SecretRef | None = None
+
+    def retention_for(self, destination: str) -> Policy | None:
+        """The policy forget applies on one destination (None: keep everything)."""
+        return self.retention_per_destination.get(destination, self.retention)
+
+    def password(self) -> str:
+        """The repository password, read now; never logged."""
+        if self.password_source is None:
+            raise UsageError(f"plan {self.name!r} has no password: set password_file, "
+                             f"password_env or password_command in [plans.{self.name}] "
+                             "or [defaults]")
+        return self.password_source.resolve(f"plan {self.name!r}: password")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded config file; ``path`` is the file it came from."""
+
+    path: str
+    defaults: Defaults
+    destinations: dict[str, Destination]
+    plans: dict[str, Plan]
+
+    def plan(self, name: str) -> Plan:
+        """The named plan, or a one-line error suggesting the closest name."""
+        return _lookup(self.plans, name, "plan", self.path)
+
+    def destination(self, name: str) -> Destination:
+        """The named destination, or a one-line error suggesting the closest name."""
+        return _lookup(self.destinations, name, "destination", self.path)
+
+    def destinations_of(self, plan: Plan) -> list[Destination]:
+        """A plan's destinations, in the order it lists them."""
+        return [self.destinations[name] for name in plan.destinations]
+
+
+def _lookup(items: dict[str, Any], name: str, what: str, path: str) -> Any:
+    if name in items:
+        return items[name]
+    raise UsageError(f"unknown {what} {name!r} in {path}{suggest(name, items)}")
+
+
+def suggest(word: str, known: Any) -> str:
+    """' (did you mean 'x'?)' for a near miss, else ' (known: a, b)', or '' if none known."""
+    known = sorted(known)
+    close = difflib.get_close_matches(word, known, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (known: {', '.join(known)})" if known else ""
+
+
+def policy_to_dict(policy: Policy) -> dict[str, Any]:
+    """A policy as the config keys that are set, e.g. ``{"keep_daily": 7}``."""
+    by_field = {f: key for key, f in RETENTION_KEYS.items()}
+    return {by_field[f.name]: getattr(policy, f.name) for f in fields(policy)
+            if getattr(policy, f.name)}
+
+
+def describe_plans(config: Config) -> list[dict[str, Any]]:
+    """Every plan as plain, secret-free data, for ``plan list`` (text or JSON)."""
+    out = []
+    for plan in config.plans.values():
+        out.append({
+            "name": plan.name,
+            "sources": list(plan.sources),
+            "destinations": [{"name": d.name, "location": d.describe()}
+                             for d in config.destinations_of(plan)],
+            "schedule": plan.schedule.text if plan.schedule else None,
+            "schedule_cron": plan.schedule.cron if plan.schedule else None,
+            "retention": policy_to_dict(plan.retention) if plan.retention else None,
+            "retention_per_destination": {name: policy_to_dict(p) for name, p
+                                          in plan.retention_per_destination.items()},
+            "exclude": list(plan.exclude),
+            "tags": list(plan.tags),
+            "host": plan.host,
+            "compression": plan.compression,
+            "password": plan.password_source.describe() if plan.password_source else None,
+        })
+    return out
