@@ -15,19 +15,14 @@ import sys
 
 from multibackup.backends import open_store, parse_location
 from multibackup.backends.base import ObjectStore
+from multibackup.engine.mirrored import bootstrap_empty, open_repository
 from multibackup.errors import (
-    IntegrityError,
-    MultibackupError,
-    ObjectNotFound,
-    RepositoryNotFound,
     StoreError,
     UsageError,
 )
-from multibackup.repository import keys
-from multibackup.repository.blob import open_file
 from multibackup.repository.cache import default_cache_dir
-from multibackup.repository.repository import CONFIG, RepoConfig, Repository
-from multibackup.store.mirror import DestinationState, MirrorStore, UnavailableStore
+from multibackup.repository.repository import Repository
+from multibackup.store.mirror import MirrorStore, UnavailableStore
 
 
 def _read_secret_file(path: str, what: str) -> str:
@@ -105,57 +100,10 @@ def open_repo(args: argparse.Namespace, cache: bool = True,
     if cache and not store.is_local and not args.no_cache:
         cache_dir = args.cache_dir or default_cache_dir()
     password = get_password(args)
-    if isinstance(store, MirrorStore):
-        repo = open_mirrored(store, password, cache_dir)
-        if bootstrap:
-            from multibackup.engine.replicate import bootstrap_empty
-
-            for desc in bootstrap_empty(store, repo.cipher):
-                print(f"note: {desc} was empty: it now holds the repository's keys and "
-                      "config, and gets the rest by 'multibackup sync'", file=sys.stderr)
-    else:
-        repo = Repository.open(store, password, cache_dir=cache_dir)
+    repo = open_repository(store, password, cache_dir)
+    if isinstance(store, MirrorStore) and bootstrap:
+        for desc in bootstrap_empty(store, repo.cipher):
+            print(f"note: {desc} was empty: it now holds the repository's keys and "
+                  "config, and gets the rest by 'multibackup sync'", file=sys.stderr)
     args.repo_id = repo.config.id
     return repo
-
-
-def open_mirrored(mirror: MirrorStore, password: str, cache_dir: str | None) -> Repository:
-    """Open a mirrored repository after checking its destinations hold one repository."""
-    primary: Repository | None = None
-    configs: list[tuple[DestinationState, bytes]] = []
-    for dest in mirror.read_order():
-        try:
-            raw = dest.store.get(CONFIG)
-        except ObjectNotFound:
-            continue
-        except StoreError as exc:
-            mirror.mark_failed(dest, exc)
-            continue
-        configs.append((dest, raw))
-        if primary is None:
-            try:
-                primary = Repository.open(dest.store, password)
-            except IntegrityError:
-                continue  # a damaged config here; another copy may open
-    if primary is None:
-        if not configs and not mirror.live:
-            raise StoreError(f"no destination is reachable; first: {mirror.destinations[0].failed}")
-        if not configs:
-            raise RepositoryNotFound(
-                f"no repository at {mirror.description} (run 'multibackup init' first)")
-        raise IntegrityError("the repository config is damaged on every destination")
-    ours = {i.key for i in primary.store.list(keys.PREFIX)}
-    for dest, raw in configs:
-        try:
-            RepoConfig.decode(open_file(primary.cipher, b"config", raw, "config"))
-            continue
-        except MultibackupError:
-            pass
-        theirs = {i.key for i in dest.store.list(keys.PREFIX)}
-        if not ours & theirs:
-            raise UsageError(f"{dest.description} holds a different repository than "
-                             f"{primary.store.description}: the destinations of a mirror "
-                             "must be copies of one repository")
-    primary.close()
-    return Repository(mirror, primary.master, primary.config, primary.key_id,
-                      cache_dir=cache_dir)

@@ -290,34 +290,3 @@ class Replicator:
                     except StoreError as exc:
                         survey.copies[i].failed[key] = f"delete: {exc}"
         return survey
-
-
-def bootstrap_empty(mirror: MirrorStore, cipher: Cipher) -> list[str]:
-    """Give destinations that hold nothing the key slots and config of the repository.
-
-    A destination newly added to a mirrored set starts empty; with keys and config it is a
-    (still empty) copy of the repository that a sync fills. Returns what was initialised.
-    """
-    done = []
-    rep = Replicator(mirror, cipher)
-    holders = [d for d in mirror.read_order() if d.failed is None]
-    for dest in list(holders):
-        try:
-            if dest.store.exists(CONFIG) or any(True for _ in dest.store.list(keys.PREFIX)):
-                continue
-        except StoreError as exc:
-            mirror.mark_failed(dest, exc)
-            continue
-        sources = [d for d in holders if d is not dest]
-        slot_keys = sorted({i.key for s in sources for i in _safe_list(s, keys.PREFIX)})
-        for key in slot_keys + [CONFIG]:
-            dest.store.put(key, rep._fetch(key, sources))
-        done.append(dest.description)
-    return done
-
-
-def _safe_list(dest: DestinationState, prefix: str) -> list[ObjectInfo]:
-    try:
-        return list(dest.store.list(prefix))
-    except StoreError:
-        return []

@@ -1,0 +1,107 @@
+"""Opening a repository that lives on several destinations.
+
+The destinations of a mirror must be copies of one repository. Opening checks that before
+anything is written: a destination whose config does not open with the repository's key
+and that shares no key slot with the others holds another repository and is refused. A
+destination that is still empty can be given the key slots and config, which makes it an
+empty copy that ``sync`` then fills.
+"""
+
+from __future__ import annotations
+
+from multibackup.backends.base import ObjectInfo, ObjectStore
+from multibackup.engine.replicate import Replicator
+from multibackup.errors import (
+    IntegrityError,
+    MultibackupError,
+    ObjectNotFound,
+    RepositoryNotFound,
+    StoreError,
+    UsageError,
+)
+from multibackup.repository import keys
+from multibackup.repository.blob import open_file
+from multibackup.repository.crypto import Cipher
+from multibackup.repository.repository import CONFIG, RepoConfig, Repository
+from multibackup.store.mirror import DestinationState, MirrorStore
+
+
+def open_repository(store: ObjectStore, password: str,
+                    cache_dir: str | None = None) -> Repository:
+    """Open a repository on one store or on a mirror (checked as described above)."""
+    if isinstance(store, MirrorStore):
+        return open_mirrored(store, password, cache_dir)
+    return Repository.open(store, password, cache_dir=cache_dir)
+
+
+def open_mirrored(mirror: MirrorStore, password: str, cache_dir: str | None) -> Repository:
+    """Open a mirrored repository after checking its destinations hold one repository."""
+    primary: Repository | None = None
+    configs: list[tuple[DestinationState, bytes]] = []
+    for dest in mirror.read_order():
+        try:
+            raw = dest.store.get(CONFIG)
+        except ObjectNotFound:
+            continue
+        except StoreError as exc:
+            mirror.mark_failed(dest, exc)
+            continue
+        configs.append((dest, raw))
+        if primary is None:
+            try:
+                primary = Repository.open(dest.store, password)
+            except IntegrityError:
+                continue  # a damaged config here; another copy may open
+    if primary is None:
+        if not configs and not mirror.live:
+            raise StoreError(f"no destination is reachable; first: {mirror.destinations[0].failed}")
+        if not configs:
+            raise RepositoryNotFound(
+                f"no repository at {mirror.description} (run 'multibackup init' first)")
+        raise IntegrityError("the repository config is damaged on every destination")
+    ours = {i.key for i in primary.store.list(keys.PREFIX)}
+    for dest, raw in configs:
+        try:
+            RepoConfig.decode(open_file(primary.cipher, b"config", raw, "config"))
+            continue
+        except MultibackupError:
+            pass
+        theirs = {i.key for i in dest.store.list(keys.PREFIX)}
+        if not ours & theirs:
+            raise UsageError(f"{dest.description} holds a different repository than "
+                             f"{primary.store.description}: the destinations of a mirror "
+                             "must be copies of one repository")
+    primary.close()
+    return Repository(mirror, primary.master, primary.config, primary.key_id,
+                      cache_dir=cache_dir)
+
+
+def bootstrap_empty(mirror: MirrorStore, cipher: Cipher) -> list[str]:
+    """Give destinations that hold nothing the key slots and config of the repository.
+
+    A destination newly added to a mirrored set starts empty; with keys and config it is a
+    (still empty) copy of the repository that a sync fills. Returns what was initialised.
+    """
+    done = []
+    rep = Replicator(mirror, cipher)
+    holders = [d for d in mirror.read_order() if d.failed is None]
+    for dest in list(holders):
+        try:
+            if dest.store.exists(CONFIG) or any(True for _ in dest.store.list(keys.PREFIX)):
+                continue
+        except StoreError as exc:
+            mirror.mark_failed(dest, exc)
+            continue
+        sources = [d for d in holders if d is not dest]
+        slot_keys = sorted({i.key for s in sources for i in _safe_list(s, keys.PREFIX)})
+        for key in slot_keys + [CONFIG]:
+            dest.store.put(key, rep._fetch(key, sources))
+        done.append(dest.description)
+    return done
+
+
+def _safe_list(dest: DestinationState, prefix: str) -> list[ObjectInfo]:
+    try:
+        return list(dest.store.list(prefix))
+    except StoreError:
+        return []
