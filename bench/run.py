@@ -5,7 +5,12 @@ repeated (tools interleaved, so a noisy moment hits everyone) and reported as th
 with its range; the headline is the ratio multibackup / restic against the targets of
 the benchmark issue. Results go to bench/results/latest.{json,md}.
 
+The mirror scenario (``--skip-mirror`` to leave it out, ``--only-mirror`` to run it alone)
+times one multibackup backup written to three destinations (local dir, SeaweedFS S3, an
+OpenSSH SFTP server) against one destination, and against restic backup + 2x restic copy.
+
 Usage: python bench/run.py [--rounds N] [--borg-rounds N] [--skip-s3] [--only TOOL,...]
+       [--mirror-rounds N] [--skip-mirror | --only-mirror] [--results DIR]
 (bench/run.sh installs the peers first).
 """
 
@@ -28,6 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import dataset  # noqa: E402
+import mirror  # noqa: E402
 
 WORK = HERE / "work"
 RESULTS = HERE / "results"
@@ -38,6 +44,7 @@ VENV_BIN = Path(sys.executable).parent
 TARGETS = {  # multibackup / restic, from the benchmark issue
     "backup-full": 0.6, "backup-nochange": 0.5, "backup-mutated": 0.8, "restore": 0.7,
     "check-read-data": 0.8, "repo-size": 1.0, "peak-rss": 1.0,
+    "mirror-3-vs-1": mirror.TARGET,  # multibackup 3 destinations / multibackup 1 (local)
 }
 SCENARIOS = ["backup-full", "backup-nochange", "backup-mutated", "restore", "check-read-data",
              "s3-backup-full"]
@@ -64,16 +71,18 @@ class Results:
 
 
 def measure(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-            server_pid: int | None = None) -> Measure:
+            server_pid: int | list[int] | None = None) -> Measure:
     """Run a command under /usr/bin/time: wall, user+sys CPU and peak RSS.
 
     Not os.wait4 on our own child: Linux carries a process's peak RSS across fork and
     exec, so a child of this (large) process would report our memory, not its own.
+    ``server_pid``: one server process or several, whose CPU over the run is recorded.
     """
+    pids = [server_pid] if isinstance(server_pid, int) else list(server_pid or [])
     full_env = dict(os.environ)
     full_env.update(env or {})
     subprocess.run(["sync"], check=False)
-    srv0 = _proc_cpu(server_pid) if server_pid else 0.0
+    srv0 = sum(_proc_cpu(p) for p in pids)
     stats = Path(f"/tmp/bench-time-{os.getpid()}")
     start = time.monotonic()
     proc = subprocess.run(["/usr/bin/time", "-q", "-f", "%U %S %M", "-o", str(stats), *cmd],
@@ -81,8 +90,10 @@ def measure(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None 
                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     wall = time.monotonic() - start
     user, sys_, rss_kib = stats.read_text().split()[-3:]
+    if pids:
+        time.sleep(0.3)  # lets a server reap its per-connection children (sshd)
     m = Measure(wall, float(user) + float(sys_), int(rss_kib) / 1024, proc.returncode,
-                server_cpu=(_proc_cpu(server_pid) - srv0) if server_pid else 0.0)
+                server_cpu=sum(_proc_cpu(p) for p in pids) - srv0)
     if proc.returncode != 0:
         m.note = proc.stdout.decode(errors="replace")[-600:]
         print(f"    ! {' '.join(cmd[:3])} exited {proc.returncode}: {m.note[-300:]}", flush=True)
@@ -90,9 +101,10 @@ def measure(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None 
 
 
 def _proc_cpu(pid: int) -> float:
+    """User + system CPU of a process and of its children it has reaped (sshd's sessions)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
 
@@ -255,9 +267,11 @@ class S3Server:
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEY,
                             aws_secret_access_key=S3_SECRET, region_name="us-east-1")
 
-    def bucket_bytes(self, bucket: str) -> int:
+    def bucket_bytes(self, bucket: str, prefix: str = "") -> int:
         total = 0
-        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                         Prefix=prefix)
+        for page in pages:
             total += sum(o["Size"] for o in page.get("Contents", []))
         return total
 
@@ -334,7 +348,8 @@ def cleanup(work: Path) -> None:
     """Deleting a GiB restore slows the next big write on this VM for a while (online
     discard), so restores and repositories are kept during the run and removed here."""
     for p in work.iterdir():
-        if p.name.startswith(("restore-", "repo-", "copy-baseline", "cache-", "data", "s3")):
+        if p.name.startswith(("restore-", "repo-", "copy-baseline", "cache-", "data", "s3",
+                              "mirror-", "sshd", "sftp-root")):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -381,6 +396,147 @@ def run_s3_round(tool_name: str, pristine: Path, work: Path, s3: S3Server, res: 
     res.add(tool_name, "s3-backup-full", m)
 
 
+def run_mirror_round(pristine: Path, work: Path, s3: S3Server, ssh: mirror.SSHServer | None,
+                     res: Results, rnd: int, only: set[str], third: str,
+                     restic_rounds: int) -> dict[str, Any]:
+    """First backups: multibackup to 1 local / 1 S3 / 1 SFTP / all 3 destinations at once,
+    and restic backup (local) + copy to S3 + copy to SFTP. Round 0 also verifies the
+    3-destination repository: a restore from each destination alone, and check --read-data.
+
+    ``third`` is "sftp", or "local" (a second directory) where SFTP is not available.
+    Each run gets a new repository, cache and (S3) bucket: a new SeaweedFS bucket is a new
+    collection whose volumes are allocated on its first write, a cost every run pays alike.
+    """
+    data = work / "data"
+    fresh_copy(pristine, data)
+    base = work / f"mirror-{rnd}"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir()
+    stamp = int(time.time())
+    pids = [p.pid for p in (s3.proc, ssh.proc if ssh else None) if p]
+    aws = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+           "AWS_REGION": "us-east-1"}
+    sftp_env = ssh.env() if ssh else {}
+    mb = str(VENV_BIN / "multibackup")
+    info: dict[str, Any] = {}
+
+    def s3_location(name: str) -> str:
+        bucket = f"bench-mirror-{rnd}-{name}-{stamp}"
+        s3.client().create_bucket(Bucket=bucket)
+        return f"s3:{s3.endpoint}/{bucket}/repo"
+
+    def third_location(name: str) -> str:
+        if third == "sftp" and ssh:
+            return ssh.location(f"{rnd}-{name}")
+        return str(base / f"second-{name}")
+
+    def third_path(name: str) -> Path:
+        return ssh.root / f"{rnd}-{name}" if third == "sftp" and ssh else base / f"second-{name}"
+
+    def mb_env(name: str) -> dict[str, str]:
+        return {**aws, **sftp_env, "MULTIBACKUP_PASSWORD": PASSWORD,
+                "MULTIBACKUP_CACHE_DIR": str(base / f"cache-{name}")}
+
+    def repo_args(locations: list[str]) -> list[str]:
+        return [arg for loc in locations for arg in ("-r", loc)]
+
+    mb3: list[str] = []
+
+    def multibackup(step: str, name: str, locations: list[str]) -> None:
+        env = mb_env(name)
+        m = measure([mb, *repo_args(locations), "init", "-q"], env=env)
+        if m.rc == 0:
+            m = measure([mb, *repo_args(locations), "backup", "-q", "."], cwd=data, env=env,
+                        server_pid=pids)
+        res.add("multibackup", step, m)
+
+    def mb_local() -> None:
+        multibackup("mirror-local", "local", [str(base / "mb-local")])
+
+    def mb_s3() -> None:
+        multibackup("mirror-s3", "s3", [s3_location("mb-s3")])
+
+    def mb_sftp() -> None:
+        multibackup("mirror-sftp", "sftp", [third_location("mb-sftp")])
+
+    def mb_three() -> None:
+        mb3[:] = [str(base / "mb3-local"), s3_location("mb3"), third_location("mb3")]
+        multibackup("mirror-3", "three", mb3)
+
+    def restic() -> None:
+        src = base / "restic-local"
+        pw = base / "restic-password"
+        pw.write_text(PASSWORD)
+        env = {**aws, "RESTIC_PASSWORD": PASSWORD, "RESTIC_CACHE_DIR": str(base / "cache-restic")}
+        opts = ["-o", f"sftp.command={ssh.restic_command()}"] if third == "sftp" and ssh else []
+        s3_repo = s3_location("restic")
+        third_repo = (ssh.restic_repo(f"{rnd}-restic") if third == "sftp" and ssh
+                      else str(base / "second-restic"))
+        from_src = ["--from-repo", str(src), "--from-password-file", str(pw)]
+        ok = measure(["restic", "-r", str(src), "init", "-q"], env=env).rc == 0
+        for repo in (s3_repo, third_repo):
+            ok = ok and measure(["restic", "-r", repo, *opts, "init", "-q", *from_src,
+                                 "--copy-chunker-params"], env=env).rc == 0
+        if not ok:
+            res.add("restic", "mirror-3", Measure(0, 0, 0, 1, note="init failed"))
+            return
+        runs = [measure(["restic", "-r", str(src), "backup", "-q", "."], cwd=data, env=env,
+                        server_pid=pids)]
+        for repo in (s3_repo, third_repo):
+            runs.append(measure(["restic", "-r", repo, *opts, "copy", "-q", *from_src], env=env,
+                                server_pid=pids))
+        for step, m in zip(("mirror-local", "mirror-copy-s3", "mirror-copy-sftp"), runs,
+                           strict=True):
+            res.add("restic", step, m)
+        res.add("restic", "mirror-3", Measure(
+            sum(m.wall for m in runs), sum(m.cpu for m in runs), max(m.rss_mib for m in runs),
+            next((m.rc for m in runs if m.rc), 0), server_cpu=sum(m.server_cpu for m in runs)))
+
+    jobs = []
+    if "multibackup" in only:
+        jobs += [("multibackup, local", mb_local), ("multibackup, S3", mb_s3),
+                 ("multibackup, SFTP" if third == "sftp" else "multibackup, second local dir",
+                  mb_sftp), ("multibackup, 3 destinations", mb_three)]
+    if "restic" in only and rnd < restic_rounds:
+        jobs.append(("restic backup + 2 copies", restic))
+    shift = (rnd * 3) % len(jobs) if jobs else 0
+    for label, job in jobs[shift:] + jobs[:shift]:
+        print(f"  mirror round {rnd + 1}: {label}", flush=True)
+        job()
+    if rnd == 0 and mb3:
+        info["bytes"] = {"local": dir_bytes(Path(mb3[0])),
+                         "S3": s3.bucket_bytes(mb3[1].split("/")[-2], "repo/"),
+                         third.upper() if third == "sftp" else "second local":
+                             dir_bytes(third_path("mb3"))}
+        info["verify"] = _verify_mirror(mb3, data, base, mb_env("verify"), third)
+    return info
+
+
+def _verify_mirror(locations: list[str], data: Path, base: Path, env: dict[str, str],
+                   third: str) -> dict[str, str]:
+    """Restore from each destination alone (no cache: every byte from that destination),
+    compare with the source, then check --read-data across all of them."""
+    mb = str(VENV_BIN / "multibackup")
+    out = {}
+    for name, loc in zip(("local", "S3", "SFTP" if third == "sftp" else "second local"),
+                         locations, strict=True):
+        target = base / f"restore-{name.replace(' ', '-')}"
+        m = measure([mb, "-r", loc, "--no-cache", "restore", "-q", "latest", "--target",
+                     str(target)], env=env)
+        if m.rc:
+            verdict = f"FAILED (exit {m.rc})"
+        else:
+            same = _same_tree(data, target / str(data).lstrip("/"))
+            verdict = "verified" if same else "MISMATCH"
+        out[name] = f"{verdict}, {m.wall:.1f} s"
+        print(f"    restore from {name} alone compared with the source: {verdict}", flush=True)
+    m = measure([mb, *[a for loc in locations for a in ("-r", loc)], "check", "-q",
+                 "--read-data"], env=env)
+    out["check"] = f"exit {m.rc}, {m.wall:.1f} s"
+    print(f"    check --read-data of all three: exit {m.rc}", flush=True)
+    return out
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -414,6 +570,7 @@ def summarize(res: Results, meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     r["added-after-mutation"] = ratio("backup-mutated", "added_bytes")
     rss = [ratio(s, "rss_mib_max") for s in SCENARIOS if ratio(s, "rss_mib_max") is not None]
     r["peak-rss"] = max(rss) if rss else None
+    r.update(mirror.ratios(sc))
     return doc, markdown(doc)
 
 
@@ -424,11 +581,23 @@ def _fmt(x: float) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     sc, r, meta = doc["scenarios"], doc["ratios"], doc["meta"]
     tools = ["multibackup", "restic", "borg", "rclone", "cp -a"]
+    main = any(step in sc for step in SCENARIOS)
     lines = [f"Machine: {meta['machine']}; {meta['date']}; dataset {meta['dataset']} "
              f"({meta['dataset_bytes'] / 2**30:.2f} GiB, {meta['dataset_files']} files); "
-             f"{meta['rounds']} rounds (borg {meta['borg_rounds']}), median wall seconds "
-             "[range].", "",
-             "| scenario | " + " | ".join(tools) + " | multibackup / restic | target |",
+             + (f"{meta['rounds']} rounds (borg {meta['borg_rounds']}), median wall seconds "
+                "[range]." if main else "the mirror scenario alone.")]
+    if main:
+        lines += _main_tables(sc, r, tools)
+    lines += mirror.markdown(doc)
+    if any(v is not None for v in r.values()):
+        lines += ["", "Ratios (multibackup / restic unless named; lower is better): " + ", ".join(
+            f"{k} {v}" + (f" (target <= {TARGETS[k]})" if k in TARGETS else "")
+            for k, v in r.items() if v is not None) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _main_tables(sc: dict[str, Any], r: dict[str, Any], tools: list[str]) -> list[str]:
+    lines = ["", "| scenario | " + " | ".join(tools) + " | multibackup / restic | target |",
              "|---|" + "---|" * (len(tools) + 2)]
     for step in SCENARIOS:
         if step not in sc:
@@ -463,10 +632,7 @@ def markdown(doc: dict[str, Any]) -> str:
     if mut:
         added = ", ".join(f"{t} +{mut[t]['added_bytes'] / 2**20:.1f} MiB" for t in tools if t in mut)
         lines += ["", f"Repository growth from the ~5% mutation: {added}."]
-    lines += ["", "Ratios (multibackup / restic; lower is better): " + ", ".join(
-        f"{k} {v}" + (f" (target <= {TARGETS[k]})" if k in TARGETS else "")
-        for k, v in r.items() if v is not None) + "."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> int:
@@ -475,41 +641,68 @@ def main() -> int:
     ap.add_argument("--borg-rounds", type=int, default=1)
     ap.add_argument("--s3-rounds", type=int, default=2)
     ap.add_argument("--skip-s3", action="store_true")
+    ap.add_argument("--mirror-rounds", type=int, default=2)
+    ap.add_argument("--mirror-restic-rounds", type=int, default=1,
+                    help="rounds of restic backup + 2 copies in the mirror scenario (the first "
+                         "N of --mirror-rounds)")
+    ap.add_argument("--skip-mirror", action="store_true",
+                    help="leave out the mirror scenario (one backup to three destinations)")
+    ap.add_argument("--only-mirror", action="store_true",
+                    help="run the mirror scenario alone (results go to bench/work/"
+                         "results-mirror unless --results is given)")
+    ap.add_argument("--mirror-third", choices=("sftp", "local"), default="sftp",
+                    help="third destination of the mirror scenario: SFTP (default), or a "
+                         "second local directory where SFTP is not available")
     ap.add_argument("--only", default="multibackup,restic,borg,rclone")
     ap.add_argument("--work", default=str(WORK))
+    ap.add_argument("--results", default=None,
+                    help="directory for latest.{json,md} (default bench/results); the README "
+                         "table is updated only for the default")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite latest.md and the README from latest.json, run nothing")
     args = ap.parse_args()
+    if args.only_mirror and args.skip_mirror:
+        ap.error("--only-mirror and --skip-mirror exclude each other")
+    work = Path(args.work)
+    results = Path(args.results) if args.results else (
+        work / "results-mirror" if args.only_mirror else RESULTS)
+    readme = results.resolve() == RESULTS.resolve()
     if args.report_only:
-        md = markdown(json.loads((RESULTS / "latest.json").read_text()))
-        (RESULTS / "latest.md").write_text(md)
-        update_readme(md)
+        md = markdown(json.loads((results / "latest.json").read_text()))
+        (results / "latest.md").write_text(md)
+        if readme:
+            update_readme(md)
         print(md)
         return 0
     only = set(args.only.split(","))
-    work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     pristine, stamp = prepare_data(work)
     cleanup(work)
     res = Results()
     started = time.monotonic()
-    local_tools: list[Tool] = [t(work) for t in (Multibackup, Restic, Borg) if t.name in only]
-    for rnd in range(args.rounds):
+    local_tools: list[Tool] = [t(work) for t in (Multibackup, Restic, Borg)
+                               if t.name in only and not args.only_mirror]
+    for rnd in range(args.rounds if local_tools else 0):
         order = local_tools[rnd % len(local_tools):] + local_tools[:rnd % len(local_tools)]
         for tool in order:
             if isinstance(tool, Borg) and rnd >= args.borg_rounds:
                 continue
             print(f"round {rnd + 1}/{args.rounds}: {tool.name} (local)", flush=True)
             run_local_round(tool, pristine, work, res, rnd)
-    if not args.skip_s3:
+    s3_rounds = 0 if args.skip_s3 or args.only_mirror else args.s3_rounds
+    mirror_rounds = 0 if args.skip_mirror else args.mirror_rounds
+    mirror_info: dict[str, Any] = {}
+    if s3_rounds or mirror_rounds:
         s3 = S3Server(work)
         s3.start()
         try:
-            for rnd in range(args.s3_rounds):
+            for rnd in range(s3_rounds):
                 for name in ("multibackup", "restic", "rclone"):
                     if name in only and (name != "rclone" or rnd == 0):
-                        print(f"round {rnd + 1}/{args.s3_rounds}: {name} (S3)", flush=True)
+                        print(f"round {rnd + 1}/{s3_rounds}: {name} (S3)", flush=True)
                         run_s3_round(name, pristine, work, s3, res, rnd)
+            if mirror_rounds:
+                mirror_info = run_mirror(args, pristine, work, s3, res, only)
         finally:
             s3.stop()
     cleanup(work)
@@ -520,13 +713,39 @@ def main() -> int:
             "dataset_files": sum(len(f) for _, _, f in os.walk(pristine)),
             "rounds": args.rounds, "borg_rounds": args.borg_rounds,
             "versions": _versions(), "suite_seconds": round(time.monotonic() - started, 1)}
+    if mirror_rounds:
+        meta["mirror"] = mirror_info
     doc, md = summarize(res, meta)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1, default=str))
-    (RESULTS / "latest.md").write_text(md)
-    update_readme(md)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "latest.json").write_text(json.dumps(doc, indent=1, default=str))
+    (results / "latest.md").write_text(md)
+    if readme:
+        update_readme(md)
     print(md)
+    print(f"results in {results}", flush=True)
     return 0
+
+
+def run_mirror(args: argparse.Namespace, pristine: Path, work: Path, s3: S3Server,
+               res: Results, only: set[str]) -> dict[str, Any]:
+    """The mirror scenario's rounds, with its own sshd; returns what the report needs."""
+    started = time.monotonic()
+    ssh = mirror.SSHServer(work) if args.mirror_third == "sftp" else None
+    info: dict[str, Any] = {"rounds": args.mirror_rounds, "third": args.mirror_third,
+                            "restic_rounds": min(args.mirror_rounds, args.mirror_restic_rounds)}
+    try:
+        if ssh:
+            ssh.start()
+        for rnd in range(args.mirror_rounds):
+            print(f"round {rnd + 1}/{args.mirror_rounds}: mirror (1 vs 3 destinations)",
+                  flush=True)
+            info.update(run_mirror_round(pristine, work, s3, ssh, res, rnd, only,
+                                         args.mirror_third, args.mirror_restic_rounds))
+    finally:
+        if ssh:
+            ssh.stop()
+    info["seconds"] = round(time.monotonic() - started, 1)
+    return info
 
 
 def update_readme(md: str) -> None:

