@@ -18,7 +18,7 @@ from multibackup.engine.replicate import Replicator, Survey
 from multibackup.errors import UsageError
 from multibackup.repository.repository import Repository
 from multibackup.store.lag import LagRecord
-from multibackup.store.mirror import DestinationState, MirrorStore
+from multibackup.store.mirror import MirrorStore
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 3
 
@@ -27,16 +27,6 @@ def _mirror_of(repo: Repository, command: str) -> MirrorStore:
     if not isinstance(repo.store, MirrorStore):
         raise UsageError(f"'{command}' needs several destinations: give -r once per destination")
     return repo.store
-
-
-def _excluder(record: LagRecord):  # type: ignore[no-untyped-def]
-    """Objects deleted while some destination was down must not be copied back anywhere."""
-    deleted = {k for keys in record.missed_deletes().values() for k in keys}
-
-    def exclude(dest: DestinationState, key: str) -> bool:
-        return key in deleted
-
-    return exclude
 
 
 def _print_survey(out: Printer, survey: Survey, verb: str) -> None:
@@ -72,6 +62,7 @@ def _clear_healed(record: LagRecord, survey: Survey) -> None:
     for c in survey.copies:
         if c.in_sync:
             record.clear(c.description)
+    record.forget_gone({k for lst in survey.listings for k in (lst or {})})
     record.save()
 
 
@@ -82,7 +73,7 @@ def cmd_sync(args: argparse.Namespace, out: Printer) -> int:
     record = LagRecord(repo.config.id)
     with repo, repo.lock(command="sync"):
         progress = Progress()
-        rep = Replicator(mirror, repo.cipher, progress=progress, exclude=_excluder(record))
+        rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
         with out.progress(progress, "sync"):
             survey = rep.survey(read_data=False)
             survey = rep.heal(survey, damaged=True, missed_deletes=record.missed_deletes())
@@ -103,7 +94,7 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     with out.progress(progress, "check"):
         r = checker.run()
     progress = Progress()
-    rep = Replicator(mirror, repo.cipher, progress=progress, exclude=_excluder(record))
+    rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
     with out.progress(progress, "compare"):
         survey = rep.survey(read_data=args.read_data)
     for w in r.warnings:
@@ -136,7 +127,7 @@ def cmd_repair_copies(args: argparse.Namespace, out: Printer) -> int:
     record = LagRecord(repo.config.id)
     with repo, repo.lock(command="repair copies"):
         progress = Progress()
-        rep = Replicator(mirror, repo.cipher, progress=progress, exclude=_excluder(record))
+        rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
         with out.progress(progress, "verify"):
             survey = rep.survey(read_data=not getattr(args, "fast", False))
         found = {c.description: (len(c.missing), len(c.damaged)) for c in survey.copies}

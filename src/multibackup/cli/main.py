@@ -21,6 +21,7 @@ from multibackup import __version__
 from multibackup.cli.access import get_new_password, get_password, get_store, open_repo
 from multibackup.cli.copies import check_all, cmd_repair_copies, cmd_sync, finish_mirror
 from multibackup.cli.output import Printer, human_bytes
+from multibackup.cli.plans import add_plan_parser
 from multibackup.engine.backup import Archiver, find_parent
 from multibackup.engine.check import Checker
 from multibackup.engine.diff import diff_trees
@@ -460,12 +461,14 @@ def _global_options() -> argparse.ArgumentParser:
     g.add_argument("--cache-dir", default=d,
                    help="local cache for remote repositories (env MULTIBACKUP_CACHE_DIR)")
     g.add_argument("--no-cache", action="store_true", default=d, help="do not use a local cache")
+    g.add_argument("--config", default=d,
+                   help="config file with destinations and plans (env MULTIBACKUP_CONFIG)")
     return g
 
 
 _DEFAULTS = {"repo": None, "password_file": None, "json": False, "quiet": False,
              "s3_endpoint": None, "s3_region": None, "s3_addressing": None,
-             "cache_dir": None, "no_cache": False}
+             "cache_dir": None, "no_cache": False, "config": None}
 
 
 #: Commands that write: a destination failing during one of them misses writes (it lags).
@@ -578,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo, "run a self-contained demonstration")
     sp.add_argument("--dir", help="work directory (default: a new temporary directory)")
+
+    add_plan_parser(sub, [g])
 
     add("version", cmd_version, "print the version")
     return p

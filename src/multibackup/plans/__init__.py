@@ -1,0 +1,1 @@
+"""Plans: running a configured backup plan and keeping its history."""

@@ -1,0 +1,232 @@
+"""One run of a plan: catch up, back up once to every destination, apply retention.
+
+This is the unit of work the CLI runs now and the server's workers will run later, so it
+takes a loaded config and a plan name and returns a record; it prints nothing. Steps:
+
+1. open every destination (one that cannot be opened is a failed destination, not a
+   failed run) and the repository on them, creating it on the first run;
+2. catch up destinations recorded as lagging, or given only keys and config now;
+3. back up the plan's sources once, written to every destination at once;
+4. forget by the plan's retention on each destination (a destination may have its own
+   policy), then prune through the mirror: a pack is deleted only when no snapshot kept on
+   any destination uses it, so per-destination retention never removes data a kept
+   snapshot needs.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from multibackup.backends.base import ObjectStore
+from multibackup.config.model import Config, Plan
+from multibackup.engine.backup import Archiver, find_parent
+from multibackup.engine.forget import apply_policy
+from multibackup.engine.mirrored import bootstrap_empty, open_repository
+from multibackup.engine.progress import Progress
+from multibackup.engine.prune import prune
+from multibackup.engine.replicate import Replicator
+from multibackup.errors import MultibackupError, RepositoryNotFound, StoreError
+from multibackup.repository.cache import default_cache_dir
+from multibackup.repository.repository import DEFAULT_PACK_SIZE, SNAPSHOTS, Repository
+from multibackup.sources.fs import Excludes
+from multibackup.store.lag import LagRecord
+from multibackup.store.mirror import MirrorStore, UnavailableStore
+
+EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 3
+
+
+@dataclass
+class RunRecord:
+    """What a plan run did; kept in the plan's history and shown by ``plan status``."""
+
+    plan: str
+    started: str
+    finished: str = ""
+    status: str = "running"  # ok | partial | failed
+    exit_code: int = 0
+    repository: str | None = None
+    created: bool = False
+    snapshot: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    destinations: list[dict[str, Any]] = field(default_factory=list)
+    caught_up: dict[str, int] = field(default_factory=dict)  # destination -> objects copied
+    forgotten: dict[str, list[str]] = field(default_factory=dict)  # destination -> snapshots
+    pruned: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _open_stores(config: Config, plan: Plan) -> tuple[ObjectStore, dict[str, str]]:
+    """The plan's store (a mirror if it names several destinations) and name by description."""
+    stores: list[ObjectStore] = []
+    names: dict[str, str] = {}
+    for dest in config.destinations_of(plan):
+        try:
+            store: ObjectStore = dest.open_store()
+        except MultibackupError as exc:  # unreachable or misconfigured: the others go on
+            store = UnavailableStore(dest.describe(), StoreError(str(exc)))
+        stores.append(store)
+        names[store.description] = dest.name
+    if len(stores) == 1:
+        return stores[0], names
+    return MirrorStore(stores), names
+
+
+def _open_or_create(store: ObjectStore, plan: Plan, password: str, cache_dir: str | None,
+                    record: RunRecord) -> Repository:
+    try:
+        return open_repository(store, password, cache_dir)
+    except RepositoryNotFound:
+        if isinstance(store, MirrorStore) and store.failures:
+            # the repository may exist on the destination we cannot reach: never fork it
+            raise
+    Repository.init(store, password, compression=plan.compression or 3,
+                    pack_size=DEFAULT_PACK_SIZE).close()
+    record.created = True
+    record.notes.append(f"created the repository on {store.description}")
+    return open_repository(store, password, cache_dir)
+
+
+def run_plan(config: Config, name: str, progress: Progress | None = None,
+             on_step: Callable[[str], None] | None = None) -> RunRecord:
+    """Run a plan once; errors end up in the record (status 'failed'), never raised."""
+    plan = config.plan(name)
+    record = RunRecord(plan.name, datetime.now(UTC).isoformat())
+    step = on_step or (lambda _text: None)
+    store: ObjectStore | None = None
+    names: dict[str, str] = {}
+    try:
+        store, names = _open_stores(config, plan)
+        password = plan.password()
+        cache_dir = None if store.is_local else (config.defaults.cache_dir
+                                                 or default_cache_dir())
+        repo = _open_or_create(store, plan, password, cache_dir, record)
+        record.repository = repo.config.id
+        with repo:
+            _run(repo, plan, names, record, progress or Progress(), step)
+    except MultibackupError as exc:
+        record.errors.append(str(exc))
+        record.exit_code = exc.exit_code if exc.exit_code != EXIT_OK else EXIT_FATAL
+    except OSError as exc:
+        record.errors.append(f"{exc.filename + ': ' if exc.filename else ''}"
+                             f"{exc.strerror or exc}")
+        record.exit_code = EXIT_FATAL
+    finally:
+        if isinstance(store, MirrorStore):
+            _finish_mirror(store, names, record)
+            store.close()
+    if record.exit_code == EXIT_OK and (record.errors or any(
+            not d["ok"] for d in record.destinations)):
+        record.exit_code = EXIT_PARTIAL
+    record.status = {EXIT_OK: "ok", EXIT_PARTIAL: "partial"}.get(record.exit_code, "failed")
+    record.finished = datetime.now(UTC).isoformat()
+    return record
+
+
+def _run(repo: Repository, plan: Plan, names: dict[str, str], record: RunRecord,
+         progress: Progress, step: Callable[[str], None]) -> None:
+    mirror = repo.store if isinstance(repo.store, MirrorStore) else None
+    lag = LagRecord(repo.config.id)
+    bootstrapped: list[str] = []
+    if mirror is not None:
+        bootstrapped = bootstrap_empty(mirror, repo.cipher)
+        for desc in bootstrapped:
+            record.notes.append(f"{names.get(desc, desc)} was empty: it got the repository's "
+                                "keys and config")
+    hostname = plan.host or socket.gethostname()
+    with repo.lock(command=f"plan {plan.name}"):
+        if mirror is not None and (bootstrapped or any(
+                d.description in lag.lagging for d in mirror.live)):
+            step("catching up lagging destinations")
+            rep = Replicator(mirror, repo.cipher, progress=progress, exclude=lag.excluder())
+            survey = rep.heal(rep.survey(), damaged=True, missed_deletes=lag.missed_deletes())
+            for c in survey.copies:
+                if c.copied or c.deleted:
+                    record.caught_up[names.get(c.description, c.description)] = c.copied
+                if c.in_sync:
+                    lag.clear(c.description)
+            lag.save()
+        step("backing up")
+        report = repo.load_index()
+        if report.recovered_packs:
+            record.notes.append(f"indexed {len(report.recovered_packs)} pack(s) left by an "
+                                "interrupted run")
+        parent = find_parent(repo, plan.sources, hostname)
+        archiver = Archiver(repo, Excludes(tuple(plan.exclude)), progress=progress)
+        snap = archiver.run(plan.sources, parent=parent, tags=plan.tags, hostname=hostname)
+        record.snapshot = snap.id
+        record.summary = archiver.summary.to_json()
+        record.errors += [f"source: {e}" for e in archiver.summary.errors]
+    if plan.retention is None and not plan.retention_per_destination:
+        return
+    step("applying retention")
+    with repo.lock(exclusive=True, command=f"plan {plan.name} retention"):
+        removed = _forget(repo, plan, names, lag, record)
+        if removed:
+            record.pruned = prune(repo, progress=progress).to_json()
+        if isinstance(repo.store, MirrorStore):
+            lag.forget_gone({i.key for i in repo.store.list(SNAPSHOTS)})
+    lag.save()
+
+
+def _forget(repo: Repository, plan: Plan, names: dict[str, str], lag: LagRecord,
+            record: RunRecord) -> int:
+    """Apply each destination's policy to the snapshots that destination holds."""
+    snaps = {s.id: s for s in repo.snapshots(strict=True)}
+    mirror = repo.store if isinstance(repo.store, MirrorStore) else None
+    if mirror is None:
+        policy = plan.retention_for(next(iter(names.values()), ""))
+        if policy is None:
+            return 0
+        gone = [s for d in apply_policy(list(snaps.values()), policy).values() for s in d.remove]
+        for s in gone:
+            repo.remove_snapshot(s.id)
+        record.forgotten[next(iter(names.values()), "")] = [s.id for s in gone]
+        return len(gone)
+    total = 0
+    for dest in mirror.live:
+        name = names.get(dest.description, dest.description)
+        policy = plan.retention_for(name)
+        if policy is None:
+            continue
+        try:
+            held = [snaps[i.key[len(SNAPSHOTS):]] for i in dest.store.list(SNAPSHOTS)
+                    if i.key[len(SNAPSHOTS):] in snaps]
+            gone = [s for d in apply_policy(held, policy).values() for s in d.remove]
+            for s in gone:
+                dest.store.delete(SNAPSHOTS + s.id)
+        except StoreError as exc:
+            mirror.mark_failed(dest, exc)
+            continue
+        lag.mark_absent(dest.description, [SNAPSHOTS + s.id for s in gone])
+        record.forgotten[name] = [s.id for s in gone]
+        total += len(gone)
+    return total
+
+
+def _finish_mirror(mirror: MirrorStore, names: dict[str, str], record: RunRecord) -> None:
+    record.destinations = [{**d.to_json(), "name": names.get(d.description, d.description)}
+                           for d in mirror.destinations]
+    if record.repository and mirror.failures:
+        lag = LagRecord(record.repository)
+        lag.note_run(mirror)
+        lag.save()
+        for d in mirror.failures:
+            record.notes.append(f"{names.get(d.description, d.description)} failed and is "
+                                f"behind the others: {d.failed}")
+
+
+def elapsed(record: RunRecord) -> float:
+    """Seconds the run took."""
+    try:
+        return (datetime.fromisoformat(record.finished)
+                - datetime.fromisoformat(record.started)).total_seconds()
+    except ValueError:
+        return 0.0
