@@ -130,7 +130,7 @@ def start_weed(work: Path, ports: dict[str, int] | None = None) -> S3Server:
     Every port is explicit, so several servers (and test sessions) on one machine never
     collide, and a killed server can come back on the same address with the same data.
     """
-    (work / "data").mkdir(exist_ok=True)
+    (work / "data").mkdir(parents=True, exist_ok=True)
     (work / "log").mkdir(exist_ok=True)
     (work / "s3.json").write_text(json.dumps({"identities": [{
         "name": "admin", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
