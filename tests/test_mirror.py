@@ -1,0 +1,287 @@
+"""One repository mirrored on S3, SFTP and local disk, with real servers that fail.
+
+Every test here checks what a user would: the bytes restored, what check reports for each
+copy, the exit code and message of a run that lost a destination.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CLI, S3Server, make_tree, snapshot_of_tree, start_weed
+
+
+class Mirror:
+    """The CLI with one ``-r`` per destination."""
+
+    def __init__(self, cli: CLI, *locations: str) -> None:
+        self.cli = cli
+        self.locations = list(locations)
+
+    def __call__(self, *args: str, ok: bool = True, only: str | None = None,
+                 timeout: float = 240):
+        repos = [only] if only else self.locations
+        flags = [x for r in repos for x in ("-r", r)]
+        return self.cli(*flags, *args, ok=ok, timeout=timeout)
+
+    def popen(self, *args: str):
+        flags = [x for r in self.locations for x in ("-r", r)]
+        return self.cli.popen(*flags, *args)
+
+
+@pytest.fixture
+def env_for(tmp_path: Path, s3_server: S3Server) -> dict[str, str]:
+    return {**s3_server.env(), "MULTIBACKUP_STATE_DIR": str(tmp_path / "state")}
+
+
+@pytest.fixture
+def three(tmp_path: Path, s3_server: S3Server, sftp_server, env_for) -> Mirror:
+    """S3 (SeaweedFS), SFTP (OpenSSH) and a local directory."""
+    s3 = f"s3://{s3_server.new_bucket()}/repo"
+    sftp = sftp_server.location(f"mirror-{tmp_path.name}")
+    local = str(tmp_path / "local-repo")
+    cli = CLI("", env={**env_for, **sftp_server.env()})
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    m = Mirror(cli, s3, sftp, local)
+    m("init", "--pack-size", "1")
+    return m
+
+
+def _summary(result) -> dict:
+    return [json.loads(line) for line in result.out.splitlines() if line.startswith("{")][-1]
+
+
+def _restored_equal(m: Mirror, source: Path, target: Path, only: str | None = None) -> None:
+    r = m("restore", "latest", "-t", str(target), "--json", only=only)
+    got = snapshot_of_tree(target / str(source).lstrip("/"))
+    assert got == snapshot_of_tree(source)
+    return _summary(r)
+
+
+def test_every_destination_is_a_complete_repository(three: Mirror, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    r = three("backup", str(src), "--json")
+    doc = _summary(r)
+    assert [d["ok"] for d in doc["destinations"]] == [True, True, True]
+    assert all(d["writes"] > 0 for d in doc["destinations"])
+    for i, loc in enumerate(three.locations):
+        snaps = three("snapshots", "--json", only=loc).json()
+        assert [s["id"] for s in snaps] == [doc["snapshot_id"]]
+        three("check", "--read-data", only=loc)
+        _restored_equal(three, src, tmp_path / f"out{i}", only=loc)
+    r = three("check", "--read-data", "--json")
+    copies = r.json()["copies"]
+    assert copies["ok"] and all(c["in_sync"] for c in copies["destinations"])
+
+
+def _big_tree(root: Path, mib: int) -> Path:
+    rng = random.Random(7)
+    root.mkdir(parents=True)
+    for i in range(mib // 4):
+        (root / f"blob{i:03}.bin").write_bytes(rng.randbytes(4 * 1024 * 1024))
+    (root / "notes.txt").write_text("hello\n" * 1000)
+    return root
+
+
+def test_s3_killed_mid_backup_then_sync(tmp_path: Path, sftp_server, env_for) -> None:
+    weed = start_weed(tmp_path / "weed")
+    try:
+        bucket = "mirror-kill"
+        weed.client().create_bucket(Bucket=bucket)
+        s3 = f"s3:{weed.endpoint}/{bucket}/repo"
+        local = tmp_path / "local-repo"
+        cli = CLI("", env={**env_for, **sftp_server.env()})
+        cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+        m = Mirror(cli, s3, sftp_server.location(f"kill-{tmp_path.name}"), str(local))
+        m("init", "--pack-size", "1")
+        src = _big_tree(tmp_path / "src", 96)
+        proc = m.popen("backup", str(src), "--json")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill S3 once the run is well under way
+            packs = list((local / "data").glob("*/*")) if (local / "data").exists() else []
+            if len(packs) >= 8 or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the backup finished before the server could be killed"
+        weed.stop(kill=True)
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 3, err
+        s3_desc = f"s3://{bucket}/repo"
+        assert f"destination {s3_desc} failed" in err
+        assert "completed on 2 of 3 destinations" in err
+        doc = [json.loads(x) for x in out.splitlines() if x.startswith("{")][-1]
+        states = {d["destination"]: d["ok"] for d in doc["destinations"]}
+        assert states[s3_desc] is False and sum(states.values()) == 2
+        lag = json.loads(next((tmp_path / "state" / "mirror").glob("*.json")).read_text())
+        assert s3_desc in lag["lagging"]
+
+        # the two survivors are complete on their own
+        for loc in m.locations[1:]:
+            m("check", "--read-data", only=loc)
+        _restored_equal(m, src, tmp_path / "out-local", only=str(local))
+
+        # while S3 is still down, check says so and sync cannot finish
+        r = m("sync", ok=False)
+        assert r.code == 3
+
+        weed = weed.restart()
+        r = m("sync", "--json")
+        copies = {c["destination"]: c for c in r.json()["destinations"]}
+        assert copies[s3_desc]["copied"] > 0 and copies[s3_desc]["in_sync"]
+        r = m("check", "--read-data", "--json")
+        assert r.json()["copies"]["ok"]
+        sizes = {c["objects"] for c in r.json()["copies"]["destinations"]}
+        assert len(sizes) == 1  # all copies hold the same objects
+        lag = json.loads(next((tmp_path / "state" / "mirror").glob("*.json")).read_text())
+        assert lag["lagging"] == {}
+        _restored_equal(m, src, tmp_path / "out-s3", only=s3)
+    finally:
+        weed.stop(kill=True)
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _objects(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p.parts[len(root.parts)] in ("data", "index", "snapshots"))
+
+
+def test_damage_on_two_destinations_found_repaired_and_restore_in_between(
+        three: Mirror, tmp_path: Path, s3_server: S3Server, sftp_server) -> None:
+    src = make_tree(tmp_path / "src")
+    (src / "more.bin").write_bytes(random.Random(3).randbytes(3 * 1024 * 1024))
+    three("backup", str(src))
+    (src / "page1.html").write_text("changed\n")
+    three("backup", str(src))
+    rng = random.Random(11)
+    local = Path(three.locations[2])
+    sftp_root = Path(sftp_server.root) / f"mirror-{tmp_path.name}"
+    expected: dict[str, set[str]] = {}
+    touched: set[str] = set()  # each object stays intact on at least one destination
+    for desc, root in ((three.locations[2], local), (three.locations[1], sftp_root)):
+        names = [n for n in _objects(root) if n not in touched]
+        victims = rng.sample(names, 5)
+        touched.update(victims)
+        for name in victims[:2]:
+            (root / name).unlink()
+        for name in victims[2:]:
+            _flip(root / name)
+        expected[desc] = set(victims)
+    # S3: one object deleted through the API
+    bucket = three.locations[0].split("/")[2]
+    client = s3_server.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="repo/data/")["Contents"]
+            if o["Key"][len("repo/"):] not in touched]
+    gone = rng.choice(keys)
+    client.delete_object(Bucket=bucket, Key=gone)
+    expected[three.locations[0]] = {gone[len("repo/"):]}
+
+    r = three("check", "--read-data", "--json", ok=False)
+    assert r.code == 1
+    found = {c["destination"]: set(c["missing"]) | set(c["damaged"])
+             for c in r.json()["copies"]["destinations"]}
+    assert found == expected
+
+    summary = _restored_equal(three, src, tmp_path / "out-damaged")
+    assert summary["errors"] == []
+
+    r = three("repair", "--json")
+    assert r.json()["ok"]
+    r = three("check", "--read-data", "--json")
+    assert r.json()["copies"]["ok"]
+    for loc in three.locations:
+        three("check", "--read-data", only=loc)
+
+
+def test_restore_reads_around_damaged_copies(three: Mirror, tmp_path: Path, sftp_server) -> None:
+    src = make_tree(tmp_path / "src")
+    three("backup", str(src))
+    local = Path(three.locations[2])
+    sftp_root = Path(sftp_server.root) / f"mirror-{tmp_path.name}"
+    for root in (local, sftp_root):  # only the S3 copy stays intact
+        for name in _objects(root):
+            if name.startswith("data/"):
+                _flip(root / name)
+    summary = _restored_equal(three, src, tmp_path / "out")
+    assert summary["errors"] == []
+    # The local copy is the fastest, so it was read first and every damaged blob read again.
+    assert summary["fallback_reads"] > 0
+
+
+def test_destination_down_from_the_start(tmp_path: Path, s3_server: S3Server, env_for) -> None:
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    m = Mirror(cli, a, b)
+    m("init")
+    src = make_tree(tmp_path / "src", big=False)
+    down = "s3:http://127.0.0.1:9/nobucket/repo"  # nothing listens on port 9
+    m3 = Mirror(cli, a, b, down)
+    r = m3("backup", str(src), ok=False)
+    assert r.code == 3
+    assert "destination s3://nobucket/repo failed" in r.err
+    assert "cannot reach" in r.err
+    assert env_for["AWS_SECRET_ACCESS_KEY"] not in r.out + r.err
+    m3("check", only=a)
+
+
+def test_destination_holding_another_repository_is_refused(tmp_path: Path, env_for) -> None:
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    cli("-r", a, "init")
+    cli("-r", b, "init")
+    before = sorted(os.listdir(Path(b) / "keys"))
+    src = make_tree(tmp_path / "src", big=False)
+    r = Mirror(cli, a, b)("backup", str(src), ok=False)
+    assert r.code == 2
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "holds a different repository than" in lines[0]
+    assert a in lines[0] and b in lines[0]
+    assert not (Path(b) / "snapshots").exists() or not os.listdir(Path(b) / "snapshots")
+    assert sorted(os.listdir(Path(b) / "keys")) == before
+
+
+def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) -> None:
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    ab = Mirror(cli, a, b)
+    ab("init")
+    src = make_tree(tmp_path / "src")
+    ab("backup", str(src))
+    first = ab("snapshots", "--json").json()[0]["id"]
+
+    # a third, empty destination joins: it gets keys and config at once, the rest by sync
+    abc = Mirror(cli, a, b, c)
+    r = abc("backup", str(src), "--force")
+    assert f"{c} was empty" in r.err
+    r = abc("sync", "--json")
+    assert all(d["in_sync"] for d in r.json()["destinations"])
+    assert [s["id"] for s in abc("snapshots", "--json", only=c).json()][0] == first
+    abc("check", "--read-data", only=c)
+
+    # c is down while the first snapshot is forgotten and pruned
+    os.rename(c, c + ".away")
+    Path(c).write_text("not a directory")
+    r = abc("forget", first, "--prune", ok=False)
+    assert r.code == 3
+    os.unlink(c)
+    os.rename(c + ".away", c)
+    assert first in [s["id"] for s in abc("snapshots", "--json", only=c).json()]
+    r = abc("sync", "--json")
+    assert sum(d["deleted"] for d in r.json()["destinations"]) > 0
+    for loc in (a, b, c):  # the forgotten snapshot stays forgotten everywhere
+        assert first not in [s["id"] for s in abc("snapshots", "--json", only=loc).json()]
+    r = abc("check", "--read-data", "--json")
+    assert r.json()["copies"]["ok"]
+    _restored_equal(abc, src, tmp_path / "out", only=c)
