@@ -24,6 +24,7 @@ ROWS = [
     ("multibackup, 1 destination: S3 only", "mirror-s3", "multibackup"),
     ("multibackup, 1 destination: SFTP only", "mirror-sftp", "multibackup"),
     ("multibackup, 3 destinations: local + S3 + SFTP", "mirror-3", "multibackup"),
+    ("multibackup, 3 destinations: 3 local dirs (no servers)", "mirror-3-local", "multibackup"),
     ("restic backup, local", "mirror-local", "restic"),
     ("restic copy local -> S3", "mirror-copy-s3", "restic"),
     ("restic copy local -> SFTP", "mirror-copy-sftp", "restic"),
@@ -136,6 +137,7 @@ def ratios(sc: dict[str, Any]) -> dict[str, float | None]:
 
     return {"mirror-3-vs-1": div(three, local),
             "mirror-3-vs-slowest-single": div(three, slowest),
+            "mirror-3-local-dirs-vs-1": div(_wall(sc, "mirror-3-local", "multibackup"), local),
             "mirror-3-vs-restic-backup-2-copies": div(three, restic3)}
 
 
@@ -184,7 +186,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
               f"3 destinations / 1 local = **{three if three is not None else '-'}** "
               f"(target <= {TARGET}{verdict}); 3 destinations / slowest single destination"
               f"{' (' + _dest(slowest, third) + ')' if slowest else ''} = "
-              f"{_fmt(r.get('mirror-3-vs-slowest-single'))}; multibackup 3 destinations / "
+              f"{_fmt(r.get('mirror-3-vs-slowest-single'))}; 3 local dirs / 1 local dir (the "
+              f"fan-out itself, no server CPU) = {_fmt(r.get('mirror-3-local-dirs-vs-1'))}; "
+              "multibackup 3 destinations / "
               f"(restic backup + 2 copies) = {_fmt(r.get('mirror-3-vs-restic-backup-2-copies'))}."]
     sizes = info.get("bytes") or {}
     if sizes:

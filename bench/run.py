@@ -399,8 +399,9 @@ def run_s3_round(tool_name: str, pristine: Path, work: Path, s3: S3Server, res: 
 def run_mirror_round(pristine: Path, work: Path, s3: S3Server, ssh: mirror.SSHServer | None,
                      res: Results, rnd: int, only: set[str], third: str,
                      restic_rounds: int) -> dict[str, Any]:
-    """First backups: multibackup to 1 local / 1 S3 / 1 SFTP / all 3 destinations at once,
-    and restic backup (local) + copy to S3 + copy to SFTP. Round 0 also verifies the
+    """First backups: multibackup to 1 local / 1 S3 / 1 SFTP / all 3 destinations at once /
+    3 local dirs at once (the fan-out without server CPU), and restic backup (local) + copy
+    to S3 + copy to SFTP. Round 0 also verifies the
     3-destination repository: a restore from each destination alone, and check --read-data.
 
     ``third`` is "sftp", or "local" (a second directory) where SFTP is not available.
@@ -463,6 +464,10 @@ def run_mirror_round(pristine: Path, work: Path, s3: S3Server, ssh: mirror.SSHSe
         mb3[:] = [str(base / "mb3-local"), s3_location("mb3"), third_location("mb3")]
         multibackup("mirror-3", "three", mb3)
 
+    def mb_three_local() -> None:
+        multibackup("mirror-3-local", "three-local",
+                    [str(base / f"mb3-local-dir{i}") for i in (1, 2, 3)])
+
     def restic() -> None:
         src = base / "restic-local"
         pw = base / "restic-password"
@@ -496,7 +501,8 @@ def run_mirror_round(pristine: Path, work: Path, s3: S3Server, ssh: mirror.SSHSe
     if "multibackup" in only:
         jobs += [("multibackup, local", mb_local), ("multibackup, S3", mb_s3),
                  ("multibackup, SFTP" if third == "sftp" else "multibackup, second local dir",
-                  mb_sftp), ("multibackup, 3 destinations", mb_three)]
+                  mb_sftp), ("multibackup, 3 destinations", mb_three),
+                 ("multibackup, 3 local dirs", mb_three_local)]
     if "restic" in only and rnd < restic_rounds:
         jobs.append(("restic backup + 2 copies", restic))
     shift = (rnd * 3) % len(jobs) if jobs else 0
