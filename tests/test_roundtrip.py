@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -149,8 +150,15 @@ def test_password_file_and_repository_option(tmp_path: Path, cli: CLI) -> None:
 
 
 def test_demo_runs_and_verifies(tmp_path: Path, cli: CLI) -> None:
-    r = cli("demo", "--dir", str(tmp_path / "demo"))
-    assert "byte-identical" in r.out and "no errors" in r.out
+    r = cli("demo", "--dir", str(tmp_path / "demo"), "--json")
+    doc = [json.loads(x) for x in r.out.splitlines() if x.startswith("{")][-1]
+    assert doc == {"work": str(tmp_path / "demo"), "snapshots": doc["snapshots"],
+                   "verified": True, "healed": True, "check_ok": True}
+    # the demo's destinations really are one repository, complete on each
+    for name in ("disk", "cloud-a", "cloud-b"):
+        repo = cli("-r", str(tmp_path / "demo" / name), "snapshots", "--json",
+                   env={"MULTIBACKUP_PASSWORD": "demo-password"}).json()
+        assert [s["id"] for s in repo] == doc["snapshots"]
 
 
 def test_remote_repository_uses_verified_local_cache(tmp_path: Path, s3_cli: CLI, s3_server) -> None:
