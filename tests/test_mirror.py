@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -285,3 +286,38 @@ def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) 
     r = abc("check", "--read-data", "--json")
     assert r.json()["copies"]["ok"]
     _restored_equal(abc, src, tmp_path / "out", only=c)
+
+
+def test_full_disk_and_wrong_credentials_do_not_fail_the_run(tmp_path: Path,
+                                                             s3_server: S3Server,
+                                                             env_for) -> None:
+    """One destination fills up, another rejects the credentials: the third gets it all."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
+    try:
+        bucket = s3_server.new_bucket()
+        s3 = f"s3://{bucket}/repo"
+        good = str(tmp_path / "good")
+        cli = CLI("", env=env_for)
+        cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+        m = Mirror(cli, good, str(mnt), s3)
+        m("init", "--pack-size", "1")
+        src = _big_tree(tmp_path / "src", 12)
+        wrong = {"AWS_SECRET_ACCESS_KEY": "not-the-secret-7c1e"}
+        r = m.cli(*[x for loc in m.locations for x in ("-r", loc)], "backup", str(src),
+                  "--json", ok=False, env=wrong)
+        assert r.code == 3, r.err
+        assert f"destination {mnt} failed" in r.err and "no space left" in r.err
+        assert f"destination {s3} failed" in r.err
+        assert "not-the-secret-7c1e" not in r.out + r.err
+        assert "completed on 1 of 3 destinations" in r.err
+        m("check", "--read-data", only=good)
+        _restored_equal(m, src, tmp_path / "out", only=good)
+        # the full disk's earlier state is intact: the first (empty) repository still opens
+        m("snapshots", only=str(mnt))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
