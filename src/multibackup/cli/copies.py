@@ -66,18 +66,28 @@ def _clear_healed(record: LagRecord, survey: Survey) -> None:
     record.save()
 
 
-def cmd_sync(args: argparse.Namespace, out: Printer) -> int:
-    """Catch every destination up with the others (copy only what it lacks)."""
-    repo = open_repo(args, bootstrap=True)
-    mirror = _mirror_of(repo, "sync")
+def _heal(args: argparse.Namespace, out: Printer, command: str, read_data: bool,
+          ) -> tuple[Survey, dict[str, tuple[int, int]]]:
+    """Survey every copy, then heal it; returns the survey after healing and what the
+    survey found per destination (missing, damaged) before it."""
+    repo = open_repo(args, cache=False, bootstrap=True)
+    mirror = _mirror_of(repo, command)
     record = LagRecord(repo.config.id)
-    with repo, repo.lock(command="sync"):
+    with repo, repo.lock(command=command):
         progress = Progress()
         rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
-        with out.progress(progress, "sync"):
-            survey = rep.survey(read_data=False)
+        with out.progress(progress, "verify" if read_data else "compare"):
+            survey = rep.survey(read_data=read_data)
+        found = {c.description: (len(c.missing), len(c.damaged)) for c in survey.copies}
+        with out.progress(progress, command):
             survey = rep.heal(survey, damaged=True, missed_deletes=record.missed_deletes())
     _clear_healed(record, survey)
+    return survey, found
+
+
+def cmd_sync(args: argparse.Namespace, out: Printer) -> int:
+    """Catch every destination up with the others (copy only what it lacks)."""
+    survey, _ = _heal(args, out, "sync", read_data=False)
     out.emit(survey.to_json())
     _print_survey(out, survey, "copied")
     return EXIT_OK if survey.ok else EXIT_PARTIAL
@@ -122,18 +132,7 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
 
 def cmd_repair_copies(args: argparse.Namespace, out: Printer) -> int:
     """Rewrite missing or damaged objects on each destination from a verified copy."""
-    repo = open_repo(args, cache=False, bootstrap=True)
-    mirror = _mirror_of(repo, "repair")
-    record = LagRecord(repo.config.id)
-    with repo, repo.lock(command="repair copies"):
-        progress = Progress()
-        rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
-        with out.progress(progress, "verify"):
-            survey = rep.survey(read_data=not getattr(args, "fast", False))
-        found = {c.description: (len(c.missing), len(c.damaged)) for c in survey.copies}
-        with out.progress(progress, "repair"):
-            survey = rep.heal(survey, damaged=True, missed_deletes=record.missed_deletes())
-    _clear_healed(record, survey)
+    survey, found = _heal(args, out, "repair", read_data=not getattr(args, "fast", False))
     out.emit({**survey.to_json(), "found": {d: {"missing": m, "damaged": x}
                                             for d, (m, x) in found.items()}})
     for desc, (m, x) in found.items():
