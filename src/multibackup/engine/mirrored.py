@@ -39,6 +39,8 @@ def open_mirrored(mirror: MirrorStore, password: str, cache_dir: str | None) -> 
     primary: Repository | None = None
     configs: list[tuple[DestinationState, bytes]] = []
     for dest in mirror.read_order():
+        if dest.failed is not None:
+            continue  # the probe found it unreachable
         try:
             raw = dest.store.get(CONFIG)
         except ObjectNotFound:

@@ -171,7 +171,9 @@ class MirrorStore:
                 dest.store.get(self._probe_key)
             except ObjectNotFound:
                 pass  # reachable; the probe object may not exist yet
-            except StoreError:
+            except StoreError as exc:
+                # unreachable now: no later read or write waits for it again in this run
+                self.mark_failed(dest, exc)
                 return float("inf")
             return time.perf_counter() - start
 
