@@ -77,7 +77,7 @@ def _heal(args: argparse.Namespace, out: Printer, command: str, read_data: bool,
         progress = Progress()
         rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
         with out.progress(progress, "verify" if read_data else "compare"):
-            survey = rep.survey(read_data=read_data)
+            survey = rep.survey(read_data=read_data, read_metadata=command != "sync")
         found = {c.description: (len(c.missing), len(c.damaged)) for c in survey.copies}
         with out.progress(progress, command):
             survey = rep.heal(survey, damaged=True, missed_deletes=record.missed_deletes())

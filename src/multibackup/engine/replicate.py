@@ -139,11 +139,12 @@ class Replicator:
 
     # ---- survey -----------------------------------------------------------------------
 
-    def survey(self, read_data: bool = False) -> Survey:
+    def survey(self, read_data: bool = False, read_metadata: bool = True) -> Survey:
         """List every destination and find what each lacks or holds damaged.
 
         Sizes are compared always; the small metadata objects (keys, config, index files,
-        snapshots) are read and verified always; data packs only with ``read_data``.
+        snapshots) are read and verified with ``read_metadata``, data packs with
+        ``read_data``. A catch-up needs neither: it only looks for what is missing.
         """
         dests = self.mirror.destinations
         copies = [CopyReport(d.description) for d in dests]
@@ -184,7 +185,7 @@ class Replicator:
                 if key != CONFIG and sizes.count(size) * 2 < len(sizes):
                     copies[i].damaged[key] = f"size {size} differs from the other copies"
                     continue
-                if read_data or not key.startswith(DATA):
+                if read_data or (read_metadata and not key.startswith(DATA)):
                     checks.append((i, key, size))
         self.progress.total_items = len(checks)
         self.progress.total_bytes = sum(s for _, _, s in checks)

@@ -146,7 +146,7 @@ def _run(repo: Repository, plan: Plan, names: dict[str, str], record: RunRecord,
                 d.description in lag.lagging for d in mirror.live)):
             step("catching up lagging destinations")
             rep = Replicator(mirror, repo.cipher, progress=progress, exclude=lag.excluder())
-            survey = rep.heal(rep.survey(), damaged=True, missed_deletes=lag.missed_deletes())
+            survey = rep.heal(rep.survey(read_metadata=False), damaged=True, missed_deletes=lag.missed_deletes())
             for c in survey.copies:
                 if c.copied or c.deleted:
                     record.caught_up[names.get(c.description, c.description)] = c.copied
