@@ -225,9 +225,14 @@ class MirrorStore:
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         return self.get_verified(key, lambda b: b, offset, length)
 
+    def _readable(self) -> list[DestinationState]:
+        """Read order without destinations already found down (all of them if every one is)."""
+        order = self.read_order()
+        return [d for d in order if d.failed is None] or order
+
     def stat(self, key: str) -> ObjectInfo:
         errors: list[StoreError] = []
-        for dest in self.read_order():
+        for dest in self._readable():
             try:
                 return dest.store.stat(key)
             except StoreError as exc:
@@ -236,14 +241,15 @@ class MirrorStore:
 
     def exists(self, key: str) -> bool:
         errors: list[StoreError] = []
-        for dest in self.read_order():
+        dests = self._readable()
+        for dest in dests:
             try:
                 if dest.store.exists(key):
                     return True
             except StoreError as exc:
                 errors.append(exc)
                 continue
-        if len(errors) == len(self.destinations):
+        if len(errors) == len(dests):
             raise errors[0]
         return False
 
