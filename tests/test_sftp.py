@@ -11,10 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 from conftest import CLI, _free_port, make_tree, snapshot_of_tree
 from servers_sftp import SFTPServer, start_sftp_server
 
+from multibackup.backends import sftp_store
 from multibackup.backends.base import ObjectInfo, ObjectStore
 from multibackup.backends.sftp_store import SFTPStore
 from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError
@@ -93,6 +95,99 @@ def test_transfer_speed_16mib(server: SFTPServer) -> None:
         get_times.append(time.perf_counter() - started)
     print(f"16 MiB put {min(put_times):.3f} s, get {min(get_times):.3f} s")
     assert min(put_times) < 1.0 and min(get_times) < 1.0
+
+
+def test_connections_are_tuned_for_cheap_transfers(server: SFTPServer) -> None:
+    """AES-GCM, no compression, no Nagle delay, and the server's request size limits."""
+    store = server.store("tuned", connections=1)
+    store.put("warm-up", b"x")
+    conn = store._acquire()
+    try:
+        transport = conn.client.get_transport()
+        assert transport is not None
+        assert transport.local_cipher == transport.remote_cipher == "aes128-gcm@openssh.com"
+        assert transport.local_compression == transport.remote_compression == "none"
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        # OpenSSH (8.6+) states 255 KiB for both in limits@openssh.com
+        assert conn.sftp.read_size == conn.sftp.write_size == 255 * 1024
+    finally:
+        store._release(conn)
+
+
+def test_no_weak_algorithms_are_offered() -> None:
+    transport = sftp_store._transport(socket.socket())
+    try:
+        options = transport.get_security_options()
+        assert options.ciphers[0] == "aes128-gcm@openssh.com"
+        assert not [c for c in options.ciphers if "cbc" in c]
+        assert not [m for m in options.digests if "md5" in m or m.endswith("-96")]
+    finally:
+        transport.close()
+
+
+class _FakeLimits:
+    """Just enough of an SFTP client to answer (or refuse) limits@openssh.com."""
+
+    read_size = write_size = sftp_store._CHUNK
+
+    def __init__(self, *limits: int) -> None:
+        self.limits = limits
+
+    def _request(self, kind: int, *args: object) -> tuple[int, paramiko.Message]:
+        if not self.limits:
+            raise OSError("Operation unsupported")
+        msg = paramiko.Message()
+        for value in self.limits:
+            msg.add_int64(value)
+        msg.rewind()
+        return sftp_store.CMD_EXTENDED_REPLY, msg
+
+
+@pytest.mark.parametrize(("limits", "sizes"), [
+    ((), (32 * 1024, 32 * 1024)),  # no limits@openssh.com: the size every server takes
+    ((0, 0, 0, 64), (32 * 1024, 32 * 1024)),  # no limits stated
+    ((256 * 1024, 255 * 1024, 255 * 1024, 64), (255 * 1024, 255 * 1024)),  # OpenSSH
+    ((64 * 1024, 0, 1 << 30, 64), (63 * 1024, 63 * 1024)),  # the packet size bounds both
+    ((0, 16 * 1024, 1 << 30, 0), (16 * 1024, 255 * 1024)),  # lower kept, higher capped
+])
+def test_request_sizes_follow_the_servers_limits(limits: tuple[int, ...],
+                                                 sizes: tuple[int, int]) -> None:
+    fake = _FakeLimits(*limits)
+    sftp_store._SFTP.learn_limits(fake)  # type: ignore[arg-type]
+    assert (fake.read_size, fake.write_size) == sizes
+
+
+@pytest.mark.parametrize(("read_size", "write_size"), [(1000, 777), (32 * 1024, 32 * 1024)])
+def test_round_trip_with_other_request_sizes(server: SFTPServer, read_size: int,
+                                             write_size: int) -> None:
+    """Servers without limits@openssh.com get 32 KiB requests; odd sizes cross every edge."""
+    store = server.store(f"sizes-{read_size}", connections=1)
+    store.put("warm-up", b"x")
+    conn = store._acquire()
+    conn.sftp.read_size, conn.sftp.write_size = read_size, write_size
+    store._release(conn)
+    data = os.urandom(3 * MiB + 12345)
+    store.put("obj", data)
+    assert (server.root / f"sizes-{read_size}" / "obj").read_bytes() == data
+    assert store.get("obj") == data
+    assert store.get("obj", 999, 2 * MiB + 1) == data[999:999 + 2 * MiB + 1]
+    store.put_new("new", data[:write_size * 3])
+    assert store.get("new") == data[:write_size * 3]
+
+
+def test_reads_larger_than_the_server_sends_are_completed(server: SFTPServer) -> None:
+    """Asking for more than the server answers per read (OpenSSH: 255 KiB) gives short
+    reads, which are asked for again from where they stopped."""
+    store = server.store("short-reads", connections=1)
+    data = os.urandom(3 * MiB + 5)
+    store.put("obj", data)
+    conn = store._acquire()
+    conn.sftp.read_size = MiB
+    store._release(conn)
+    assert store.get("obj") == data
+    assert store.get("obj", 7, 2 * MiB) == data[7:7 + 2 * MiB]
+    with pytest.raises(StoreError, match="short read: got 5 of 1048581 bytes"):
+        store.get("obj", 3 * MiB, MiB + 5)
 
 
 def test_put_replaces_and_put_new_is_create_only(server: SFTPServer) -> None:

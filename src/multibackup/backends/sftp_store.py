@@ -7,10 +7,13 @@ OpenDAL has no SFTP service, so this module speaks SFTP itself. Design points:
   is one TCP stream with one cipher state, which would serialise them.
 - Writes go to ``<root>/.tmp/<random>`` and are renamed into place, so a reader never sees
   a partial object and an interrupted upload leaves only a temp file (``sweep_temporary``).
-- Transfers keep up to 64 requests of 32 KiB in flight and check every reply. paramiko's
-  own pipelined file writes drop the status of each write and of the final close, so a
-  full disk would go unnoticed and a truncated file would be renamed into place; hence the
-  request loop here, on paramiko's SFTP request primitives.
+- Transfers keep 2 MiB of requests in flight (255 KiB each when the server states such
+  limits, as OpenSSH does, else 32 KiB) and check every reply. paramiko's own pipelined
+  file writes drop the status of each write and of the final close, so a full disk would
+  go unnoticed and a truncated file would be renamed into place; hence the request loop
+  here (``_Transfer``), which frames requests and parses replies itself, without copies.
+- Client CPU is what SFTP costs most (paramiko is pure Python per SSH packet): AES-GCM is
+  preferred, requests are as large as the server allows, and see the constants below.
 - Errors are reduced to one line that names the problem (authentication, host key,
   unreachable server, permission, full disk) and never carries a password or passphrase.
 """
@@ -24,6 +27,7 @@ import posixpath
 import random
 import socket
 import stat as stat_mod
+import struct
 import threading
 import time
 import uuid
@@ -50,7 +54,6 @@ from paramiko.sftp import (
     SFTP_FLAG_WRITE,
     SFTP_OK,
     SFTPError,
-    int64,
 )
 from paramiko.sftp_attr import SFTPAttributes
 from paramiko.ssh_exception import (
@@ -71,13 +74,46 @@ _log = logging.getLogger(__name__)
 
 TMP_DIR = ".tmp"
 HOST_KEY_POLICIES = ("strict", "accept-new", "insecure")
-#: bytes per read or write request: every SFTP server handles 32 KiB (OpenSSH's own client
-#: uses it too); more in flight, rather than bigger requests, is what hides latency
+# Transfer tuning. Measured on loopback OpenSSH 9.2, 2 cores with AES-NI: 40 puts of 16 MiB
+# and 160 ranged gets of 4 MiB, from 4 threads. Client CPU went from 2.7-3.4 s to about
+# 1.2 s (puts) and from 3.2-4.6 s to about 1.3 s (gets); each comment says what its choice
+# saved.
+#
+#: bytes per read or write request when the server does not state its limits: every SFTP
+#: server handles 32 KiB (OpenSSH's own client falls back to it too)
 _CHUNK = 32 * 1024
-_IN_FLIGHT = 64
-#: the channel window must hold every reply in flight, or the server stalls
+#: the most we ask for per request when the server states higher limits (OpenSSH 8.6+
+#: states 255 KiB for both in limits@openssh.com). 255 KiB instead of 32 KiB requests cut
+#: client CPU by about a third (puts 2.2 -> 1.5 s, gets 2.8 -> 1.8 s) and sshd CPU by a
+#: quarter: a 32 KiB write plus its header took two SSH packets, and each request costs
+#: a reply to parse. 128 KiB measured no better.
+_MAX_CHUNK = 255 * 1024
+#: bytes of requests in flight per transfer (64 x 32 KiB, or 8 x 255 KiB). 1 MiB used a
+#: little less CPU but made 4 parallel gets 10-20 % slower; 4 MiB gained nothing
+_IN_FLIGHT_BYTES = 2 * 1024 * 1024
+#: the channel window must hold every reply in flight, or the server stalls (8 MiB: no gain)
 _WINDOW = 4 * 1024 * 1024
+# The channel's maximum packet size stays paramiko's 32 KiB: sshd sends at most 32 KiB of
+# channel data per packet however large we allow (256 KiB changed neither packet counts
+# nor CPU), and it accepts at most 32 KiB per packet from us.
 _KEEPALIVE = 30
+_HEAD = struct.Struct(">IBI")  # SFTP packet length, type, request id
+_U32 = struct.Struct(">I")
+_OFFSET_SIZE = struct.Struct(">QI")
+_MAX_REPLY = 16 * 1024 * 1024  # as paramiko: a longer reply means the stream is garbage
+#: cipher preference (the client's order decides). paramiko prefers aes128-ctr with a
+#: separate HMAC, computed and compared in Python per packet; AES-GCM is one call into
+#: OpenSSL (AES-NI) per packet: puts 3.2 -> 2.2 s, gets 4.5 -> 2.8 s of client CPU, and
+#: sshd 25 % less. aes256-gcm measured the same as aes128-gcm. CTR stays for servers
+#: without GCM; CBC and 3DES are dropped as insecure (OpenSSH no longer offers them).
+_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr",
+            "aes256-ctr")
+#: MACs, used only with CTR. paramiko's order: with aes128-ctr, hmac-sha2-256 measured
+#: 0.8 s less client CPU on the puts than hmac-sha2-256-etm@openssh.com; both are sound.
+#: HMAC-SHA1 (still in OpenSSH's defaults) last, for old servers; MD5 and truncated MACs
+#: are dropped.
+_MACS = ("hmac-sha2-256", "hmac-sha2-512", "hmac-sha2-256-etm@openssh.com",
+         "hmac-sha2-512-etm@openssh.com", "hmac-sha1")
 _USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 _SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 _STATVFS_READ_ONLY = 0x1
@@ -167,45 +203,142 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         raise _UnknownHost(hostname, key)
 
 
-class _Replies:
-    """Collects the replies to requests in flight on one SFTP channel.
+class _SFTP(paramiko.SFTPClient):
+    """An SFTP client that knows how much the server takes per read and write request."""
 
-    paramiko hands each reply to the object registered with its request (``_async_request``)
-    through ``_async_response``; keeping the request's purpose here lets replies arrive in
-    any order, as the protocol allows.
+    read_size = _CHUNK
+    write_size = _CHUNK
+
+    def learn_limits(self) -> None:
+        """Ask for the server's request size limits (``limits@openssh.com``, OpenSSH 8.6+).
+
+        Other servers answer "unsupported" and get 32 KiB requests, as do stated limits of 0
+        ("no limit stated"). Higher limits are capped at ``_MAX_CHUNK``, lower ones kept.
+        """
+        try:
+            kind, msg = self._request(CMD_EXTENDED, "limits@openssh.com")
+        except OSError:
+            return
+        if kind != CMD_EXTENDED_REPLY:
+            return
+        max_packet, max_read, max_write = (msg.get_int64() for _ in range(3))
+        # a request's header and a reply's framing must fit in a packet too
+        packet_room = max_packet - 1024 if max_packet > 1024 else 0
+        for name, limit in (("read_size", max_read), ("write_size", max_write)):
+            if limit or packet_room:
+                setattr(self, name, min(x for x in (limit, packet_room, _MAX_CHUNK) if x > 0))
+
+
+class _Transfer:
+    """Reads or writes of one open file with many requests in flight; every reply checked.
+
+    Requests are framed and replies parsed here, between the caller's buffer (a memoryview
+    of the object; a preallocated bytearray for reads) and the SSH channel, which stays
+    paramiko's. paramiko's generic request path makes several more copies of each byte:
+    into a Message and out again, then of the rest of the request for each SSH packet sent,
+    and on the way back it re-concatenates each reply as its pieces arrive and copies the
+    data out twice. Measured once the cipher and request sizes were tuned, framing here
+    saves 5-15 % of the client CPU (A/B in one process, one connection, per 160 MiB: puts
+    0.30 -> 0.27 s, gets 0.58 -> 0.55 s; 4 threads' gets 1.9 -> 1.6 s).
+
+    Request ids come from the SFTPClient's counter; replies are consumed here and never
+    reach paramiko's dispatcher, which is safe as a connection serves one thread at a time,
+    a transfer collects all its replies before it ends, and after a connection error the
+    connection is discarded.
     """
 
-    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+    def __init__(self, sftp: paramiko.SFTPClient, handle: bytes) -> None:
         self.sftp = sftp
+        self.channel = sftp.sock
+        self.handle = _U32.pack(len(handle)) + handle
         self.pending: dict[int, tuple[int, int]] = {}  # request id -> (offset, length)
         self.error: Exception | None = None
         self.eof = False
-        self.data: list[tuple[int, int, bytes]] = []  # (offset, asked length, bytes)
 
-    def send(self, kind: int, offset: int, length: int, *args: Any) -> None:
-        num = self.sftp._async_request(self, kind, *args)
-        self.pending[num] = (offset, length)
+    def _request_id(self) -> int:
+        with self.sftp._lock:
+            num = self.sftp.request_number
+            self.sftp.request_number = num + 1
+        return num
 
-    def wait_one(self) -> None:
-        self.sftp._read_response()  # reads one reply and hands it to its owner
+    def write(self, offset: int, data: memoryview) -> None:
+        num, size = self._request_id(), len(data)
+        head = (_HEAD.pack(1 + 4 + len(self.handle) + 12 + size, CMD_WRITE, num) + self.handle
+                + _OFFSET_SIZE.pack(offset, size))
+        self._send(b"".join((head, data)))  # one frame: no small SSH packet per request
+        self.pending[num] = (offset, size)
 
-    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
-        offset, length = self.pending.pop(num)
-        if t == CMD_DATA:
-            self.data.append((offset, length, msg.get_string()))
-        elif t == CMD_STATUS:
-            code = msg.get_int()
+    def read(self, offset: int, size: int) -> None:
+        num = self._request_id()
+        self._send(_HEAD.pack(1 + 4 + len(self.handle) + 12, CMD_READ, num) + self.handle
+                   + _OFFSET_SIZE.pack(offset, size))
+        self.pending[num] = (offset, size)
+
+    def _send(self, frame: bytes) -> None:
+        view = memoryview(frame)
+        while view:
+            sent = self.channel.send(view)  # one SSH packet (paramiko copies from the view)
+            if sent <= 0:
+                raise EOFError("the SFTP channel closed")
+            view = view[sent:]
+
+    def _recv_into(self, view: memoryview) -> None:
+        while view:
+            data = self.channel.recv(len(view))
+            if not data:
+                raise EOFError("the SFTP channel closed")
+            view[:len(data)] = data
+            view = view[len(data):]
+
+    def _recv(self, size: int) -> bytes:
+        if size == 0:
+            return b""  # a recv would wait for data
+        data = self.channel.recv(size)
+        if len(data) == size:
+            return data
+        if not data:
+            raise EOFError("the SFTP channel closed")
+        buf = bytearray(size)
+        buf[:len(data)] = data
+        self._recv_into(memoryview(buf)[len(data):])
+        return bytes(buf)
+
+    def wait_one(self, into: memoryview | None = None, base: int = 0) -> tuple[int, int, int]:
+        """Read one reply. Data for a read lands in ``into`` at the read's offset - ``base``
+        (or is dropped when ``into`` is None); returns (offset, asked length, bytes got)."""
+        length, kind, num = _HEAD.unpack(self._recv(_HEAD.size))
+        if not 5 <= length <= _MAX_REPLY:
+            raise SFTPError(f"garbage SFTP reply (length {length})")
+        rest = length - 5
+        if num not in self.pending:
+            raise SFTPError(f"SFTP reply to unknown request {num}")
+        offset, size = self.pending.pop(num)
+        if kind == CMD_DATA and rest >= 4:
+            (count,) = _U32.unpack(self._recv(4))
+            rest -= 4
+            if count > rest:
+                raise SFTPError("malformed SFTP data reply")
+            if count == 0:
+                self.eof = True  # no data where some was asked for: at the end
+            got = min(count, size)  # a server sending more than asked: keep what was asked
+            if into is not None:
+                self._recv_into(into[offset - base:offset - base + got])
+                rest -= got
+            self._recv(rest)
+            return offset, size, got
+        body = self._recv(rest)
+        if kind == CMD_STATUS and rest >= 4:
+            code = _U32.unpack_from(body)[0]
             if code == SFTP_EOF:
                 self.eof = True
             elif code != SFTP_OK and self.error is None:
-                msg.rewind()
-                msg.get_int()  # request id
                 try:
-                    self.sftp._convert_status(msg)
+                    self.sftp._convert_status(paramiko.Message(body))
                 except Exception as exc:  # the status as paramiko reports it (IOError)
                     self.error = exc
         elif self.error is None:
-            self.error = SFTPError(f"unexpected reply type {t}")
+            self.error = SFTPError(f"unexpected reply type {kind}")
+        return offset, size, 0
 
     def drain(self) -> None:
         while self.pending:
@@ -229,6 +362,24 @@ class _Connection:
         except Exception:
             pass
         self.client.close()
+
+
+def _transport(*args: Any, **kwargs: Any) -> paramiko.Transport:
+    """A paramiko Transport with our cipher and MAC preferences (``_CIPHERS``, ``_MACS``).
+
+    ``SSHClient.connect`` calls it instead of ``Transport``; a server offering none of them
+    fails with the usual "cannot agree on algorithms" error.
+    """
+    transport = paramiko.Transport(*args, **kwargs)
+    options = transport.get_security_options()
+    options.ciphers = [name for name in _CIPHERS if name in options.ciphers]
+    options.digests = [name for name in _MACS if name in options.digests]
+    return transport
+
+
+def _in_flight(size: int) -> int:
+    """How many requests of ``size`` bytes a transfer keeps in flight."""
+    return max(4, min(64, _IN_FLIGHT_BYTES // size))
 
 
 def _alive(sftp: paramiko.SFTPClient) -> bool:
@@ -365,6 +516,14 @@ class SFTPStore:
             reason = exc.strerror or type(exc).__name__
             raise _ConnectFailed(f"cannot reach the server ({reason} at {address})",
                                  transient=True) from None
+        # Nagle's algorithm held back small requests (reads, window adjustments, opens,
+        # closes) until an ACK the server delayed: one thread's 160 gets of 4 MiB took 5.8 s
+        # with it, 1.3 s without; 4 threads' 2.3 s -> 1.5 s. The bulk of a write still fills
+        # whole segments, and client CPU did not change.
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         client = paramiko.SSHClient()
         try:
             for kind, key in self._known_keys().items():
@@ -373,18 +532,24 @@ class SFTPStore:
             pkey = self._private_key()
             password = self._password.value if self._password else None
             default_keys = pkey is None and password is None
+            # ``timeout`` bounds the whole negotiation; it must outlast the banner timeout,
+            # or on a silent server the two raced and the loser (the connection closed
+            # under the banner read) looked like a dropped connection and was retried
             client.connect(self.host, self.port, username=self.username or None,
-                           password=password, pkey=pkey, sock=sock, timeout=self._timeout,
+                           password=password, pkey=pkey, sock=sock, timeout=2 * self._timeout,
                            allow_agent=default_keys, look_for_keys=default_keys,
                            banner_timeout=self._timeout, auth_timeout=self._timeout,
-                           channel_timeout=self._timeout)
+                           channel_timeout=self._timeout,
+                           # zlib in Python on encrypted packs only costs CPU
+                           compress=False, transport_factory=_transport)
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(_KEEPALIVE)
             channel = transport.open_session(window_size=_WINDOW, timeout=self._timeout)
             channel.settimeout(self._timeout)
             channel.invoke_subsystem("sftp")
-            sftp = paramiko.SFTPClient(channel)
+            sftp = _SFTP(channel)
+            sftp.learn_limits()
         except BaseException as exc:
             client.close()
             sock.close()
@@ -596,18 +761,20 @@ class SFTPStore:
         """
         view = memoryview(data).cast("B")
         handle = self._open_handle(sftp, path, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL)
-        replies = _Replies(sftp)
+        xfer = _Transfer(sftp, handle)
+        size = getattr(sftp, "write_size", _CHUNK)
+        in_flight = _in_flight(size)
         pos = 0
-        while pos < len(view) and replies.error is None:
-            while pos < len(view) and len(replies.pending) < _IN_FLIGHT:
-                chunk = view[pos:pos + _CHUNK]
-                replies.send(CMD_WRITE, pos, len(chunk), handle, int64(pos), chunk)
+        while pos < len(view) and xfer.error is None:
+            while pos < len(view) and len(xfer.pending) < in_flight:
+                chunk = view[pos:pos + size]
+                xfer.write(pos, chunk)
                 pos += len(chunk)
-            replies.wait_one()
-        replies.drain()
-        if replies.error is not None:
+            xfer.wait_one()
+        xfer.drain()
+        if xfer.error is not None:
             _close_quietly(sftp, handle)
-            raise replies.error
+            raise xfer.error
         sftp._request(CMD_CLOSE, handle)  # a failing close (NFS, quota) is a failed write
 
     def _download(self, sftp: paramiko.SFTPClient, path: str, offset: int,
@@ -622,28 +789,24 @@ class SFTPStore:
                 raise StoreError(f"offset {offset} is beyond the end of the object")
         handle = self._open_handle(sftp, path, SFTP_FLAG_READ)
         buf = bytearray(length)
+        view = memoryview(buf)
         got = 0
-        replies = _Replies(sftp)
-        todo = deque((o, min(_CHUNK, offset + length - o))
-                     for o in range(offset, offset + length, _CHUNK))
-        while (todo or replies.pending) and replies.error is None and not replies.eof:
-            while todo and len(replies.pending) < _IN_FLIGHT:
-                start, size = todo.popleft()
-                replies.send(CMD_READ, start, size, handle, int64(start), size)
-            replies.wait_one()
-            for start, size, data in replies.data:
-                data = data[:size]
-                buf[start - offset:start - offset + len(data)] = data
-                got += len(data)
-                if 0 < len(data) < size:  # servers may answer with less than asked
-                    todo.append((start + len(data), size - len(data)))
-                elif not data:
-                    replies.eof = True
-            replies.data.clear()
-        replies.drain()
+        xfer = _Transfer(sftp, handle)
+        size = getattr(sftp, "read_size", _CHUNK)
+        in_flight = _in_flight(size)
+        todo = deque((o, min(size, offset + length - o))
+                     for o in range(offset, offset + length, size))
+        while (todo or xfer.pending) and xfer.error is None and not xfer.eof:
+            while todo and len(xfer.pending) < in_flight:
+                xfer.read(*todo.popleft())
+            start, asked, n = xfer.wait_one(view, offset)
+            got += n
+            if 0 < n < asked:  # servers may answer with less than asked
+                todo.append((start + n, asked - n))
+        xfer.drain()
         _close_quietly(sftp, handle)
-        if replies.error is not None:
-            raise replies.error
+        if xfer.error is not None:
+            raise xfer.error
         if got != length:
             raise StoreError(f"short read: got {got} of {length} bytes (is the object shorter?)")
         return bytes(buf)
