@@ -97,7 +97,7 @@ def bootstrap_empty(mirror: MirrorStore, cipher: Cipher) -> list[str]:
         sources = [d for d in holders if d is not dest]
         slot_keys = sorted({i.key for s in sources for i in _safe_list(s, keys.PREFIX)})
         for key in slot_keys + [CONFIG]:
-            dest.store.put(key, rep._fetch(key, sources))
+            dest.store.put(key, rep.fetch_verified(key, sources))
         done.append(dest.description)
     return done
 

@@ -216,7 +216,9 @@ class Replicator:
 
     # ---- healing ----------------------------------------------------------------------
 
-    def _fetch(self, key: str, holders: Iterable[DestinationState]) -> bytes:
+    def fetch_verified(self, key: str, holders: Iterable[DestinationState]) -> bytes:
+        """The object from the first of ``holders`` whose copy verifies; nothing unverified
+        is ever handed on to be written elsewhere."""
         errors = []
         for dest in holders:
             try:
@@ -252,7 +254,7 @@ class Replicator:
                        and key in survey.listings[dests.index(d)]  # type: ignore[operator]
                        and key not in survey.copies[dests.index(d)].damaged]
             try:
-                data = self._fetch(key, sources)
+                data = self.fetch_verified(key, sources)
                 target.store.put(key, data)
             except (StoreError, IntegrityError) as exc:
                 with self._lock:
