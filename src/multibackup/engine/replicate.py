@@ -235,7 +235,7 @@ class Replicator:
         damaged copies) from verified copies elsewhere; then apply ``missed_deletes``
         (destination description -> keys deleted elsewhere while it was down)."""
         dests = self.mirror.destinations
-        order = self.mirror.read_order()
+        order = [(dests.index(d), d) for d in self.mirror.read_order()]  # fastest first
         work: list[tuple[int, str]] = []
         for i, copy in enumerate(survey.copies):
             if not copy.reachable:
@@ -249,10 +249,9 @@ class Replicator:
         def copy_one(item: tuple[int, str]) -> None:
             i, key = item
             target = dests[i]
-            sources = [d for d in order if d is not target
-                       and survey.listings[dests.index(d)] is not None
-                       and key in survey.listings[dests.index(d)]  # type: ignore[operator]
-                       and key not in survey.copies[dests.index(d)].damaged]
+            sources = [d for j, d in order if j != i
+                       and key in (survey.listings[j] or {})
+                       and key not in survey.copies[j].damaged]
             try:
                 data = self.fetch_verified(key, sources)
                 target.store.put(key, data)

@@ -182,13 +182,14 @@ def _forget(repo: Repository, plan: Plan, names: dict[str, str], lag: LagRecord,
     snaps = {s.id: s for s in repo.snapshots(strict=True)}
     mirror = repo.store if isinstance(repo.store, MirrorStore) else None
     if mirror is None:
-        policy = plan.retention_for(next(iter(names.values()), ""))
+        name = next(iter(names.values()), "")
+        policy = plan.retention_for(name)
         if policy is None:
             return 0
         gone = [s for d in apply_policy(list(snaps.values()), policy).values() for s in d.remove]
         for s in gone:
             repo.remove_snapshot(s.id)
-        record.forgotten[next(iter(names.values()), "")] = [s.id for s in gone]
+        record.forgotten[name] = [s.id for s in gone]
         return len(gone)
     total = 0
     for dest in mirror.live:
