@@ -160,7 +160,7 @@ def test_describe_plans_gives_safe_plain_data(full: Config) -> None:
         "retention_per_destination": {"ali": {"keep_daily": 7, "keep_weekly": 4,
                                                "keep_monthly": 12}},
         "exclude": ["*.tmp", "cache/"], "tags": ["web"], "host": "web1", "compression": 3,
-        "password": "file /etc/multibackup/password"}
+        "password": "file /etc/multibackup/password", "hooks": {}}
     assert mail["destinations"] == [
         {"name": "box", "location": "sftp://backup@box.example.com:2222/srv/backups/site"}]
     assert mail["retention"] is None
@@ -270,7 +270,7 @@ ERRORS = [
         [destinations.l]
         location = "/b"
         """, "config.toml:4: plans.web.frequency: unknown key (known: compression, destinations, "
-        "exclude, host, password_command, password_env, password_file, retention, "
+        "exclude, hooks, host, password_command, password_env, password_file, retention, "
         "retention_per_destination, schedule, sources, tags)", id="unknown-key-known-list"),
     pytest.param("""\
         [destinations.l]
@@ -451,8 +451,8 @@ ERRORS = [
         [plans.web]
         sources = ["/a", "srv"]
         destinations = ["l"]
-        """, "config.toml:4: plans.web.sources: 'srv' is not an absolute path",
-        id="relative-source"),
+        """, "config.toml:4: plans.web.sources: 'srv' is neither an absolute path, a URL nor "
+        "a source in [sources]", id="relative-source"),
     pytest.param("""\
         [plans."my plan"]
         sources = ["/a"]

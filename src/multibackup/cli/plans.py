@@ -39,6 +39,8 @@ def cmd_plan_list(args: argparse.Namespace, out: Printer) -> int:
             extra = f"  (keeps: {_policy_text(own)})" if own else ""
             out.result(f"  destination:  {d['name']:<12} {d['location']}{extra}")
         out.result(f"  schedule:     {p['schedule'] or 'none (run by hand)'}")
+        for stage, cmds in p["hooks"].items():
+            out.result(f"  hooks {stage + ':':<7} {'; '.join(cmds)}")
         out.result(f"  retention:    {_policy_text(p['retention'])}")
     return 0
 
@@ -57,7 +59,18 @@ def cmd_plan_run(args: argparse.Namespace, out: Printer) -> int:
         out.warn(f"note: {note}")
     for err in record.errors:
         out.warn(f"error: {err}")
-    if record.snapshot:
+    for h in record.hooks:
+        state = "ok" if h["error"] is None else h["error"]
+        out.line(f"  hook {h['stage']}: {h['command']}: {state}")
+    for src in record.sources:
+        if src["ok"]:
+            s = src["summary"]
+            out.line(f"  source {src['name']}: snapshot {src['snapshot'][:8]} saved; "
+                     f"{s.get('total_files', 0)} file(s), "
+                     f"{human_bytes(s.get('total_bytes', 0))}")
+        else:
+            out.line(f"  source {src['name']}: FAILED ({src.get('error', '')})")
+    if record.snapshot and not record.sources:
         s = record.summary
         out.line(f"plan {record.plan}: snapshot {record.snapshot[:8]} saved; "
                  f"{s.get('total_files', 0)} files, {human_bytes(s.get('total_bytes', 0))}, "

@@ -24,13 +24,17 @@ from multibackup.config.model import (
     Config,
     Defaults,
     Destination,
+    Hooks,
     Plan,
+    Source,
     suggest,
 )
 from multibackup.config.schedule import ScheduleError, parse_schedule
 from multibackup.config.secret import SecretRef
 from multibackup.engine.forget import Policy, parse_duration
 from multibackup.errors import UsageError
+from multibackup.sources.url import MODULES as SOURCE_MODULES
+from multibackup.sources.url import scheme_of
 
 CONFIG_ENV = "MULTIBACKUP_CONFIG"
 SYSTEM_CONFIG = "/etc/multibackup/config.toml"
@@ -38,7 +42,8 @@ SYSTEM_CONFIG = "/etc/multibackup/config.toml"
 _PASSWORD_KEYS = ("password_file", "password_env", "password_command")
 _DEFAULTS_KEYS = (*_PASSWORD_KEYS, "cache_dir", "host")
 _PLAN_KEYS = ("sources", "destinations", "exclude", "tags", "host", "compression", "schedule",
-              "retention", "retention_per_destination", *_PASSWORD_KEYS)
+              "retention", "retention_per_destination", "hooks", *_PASSWORD_KEYS)
+_HOOK_KEYS = ("before", "after", "failure", "finally", "timeout")
 _PLACE_KEYS = ("location", "region", "endpoint", "addressing")
 
 # How each credential may be written: SECRET only as a reference, ID as a string or a
@@ -64,6 +69,9 @@ _KIND_NAMES = {"fs": "local paths", "memory": "memory locations", "s3": "S3 loca
                "azblob": "Azure locations", "gcs": "GCS locations",
                "webdav": "WebDAV locations", "sftp": "SFTP locations"}
 _DESTINATION_KEYS = tuple(dict.fromkeys((*_PLACE_KEYS, *_PROVIDER_KEYS, *_CREDENTIALS)))
+# [sources.NAME]: a URL and whatever credentials its kind takes (database and FTP passwords,
+# SSH keys, a bucket's cloud keys).
+_SOURCE_KEYS = ("url", *sorted(CREDENTIAL_FORMS))
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -318,16 +326,67 @@ class _Reader:
     # ---- sections ------------------------------------------------------------------
 
     def config(self, data: dict[str, Any]) -> Config:
-        self.table(data, (), ("defaults", "destinations", "plans"))
+        self.table(data, (), ("defaults", "destinations", "sources", "plans"))
         defaults = self.defaults(data.get("defaults", {}))
         raw_destinations = self.names(data.get("destinations", {}), ("destinations",),
                                       "destination")
         destinations = {name: self.destination(name, table)
                         for name, table in raw_destinations.items()}
+        raw_sources = self.names(data.get("sources", {}), ("sources",), "source")
+        sources = {name: self.source(name, table) for name, table in raw_sources.items()}
         raw_plans = self.names(data.get("plans", {}), ("plans",), "plan")
-        plans = {name: self.plan(name, table, defaults, destinations)
+        plans = {name: self.plan(name, table, defaults, destinations, sources)
                  for name, table in raw_plans.items()}
-        return Config(self.file, defaults, destinations, plans)
+        return Config(self.file, defaults, destinations, plans, sources)
+
+    def source(self, name: str, table: dict[str, Any]) -> Source:
+        path: KeyPath = ("sources", name)
+        self.table(table, path, _SOURCE_KEYS)
+        url = self.string(table, path, "url", required=True) or ""
+        self.source_url(url, (*path, "url"))
+        credentials = {key: self.reference(table[key], (*path, key),
+                                           CREDENTIAL_FORMS.get(key, SECRET))
+                       for key in table if key != "url"}
+        return Source(name, url, credentials)
+
+    def source_url(self, url: str, at: KeyPath) -> None:
+        """A source URL's own mistakes (no password in it, a known form) at its line."""
+        try:
+            has_password = urlsplit(url).password is not None
+        except ValueError:
+            has_password = False
+        if has_password:
+            raise self.error(at, "a password must not be written in the URL: give "
+                                 'password = { env = "VARIABLE" } in [sources.NAME]')
+        scheme = scheme_of(url)
+        if scheme is None:
+            raise self.error(at, f"{url!r} is not a URL (scheme://...)")
+        if scheme not in SOURCE_MODULES:
+            try:
+                parse_location(url)
+            except UsageError as exc:
+                raise self.error(at, str(exc)) from None
+
+    def hooks(self, value: Any, path: KeyPath) -> Hooks:
+        table = self.table(value, path, _HOOK_KEYS)
+        stages = {}
+        for key in ("before", "after", "failure", "finally"):
+            raw = table.get(key, [])
+            if not isinstance(raw, list):
+                raise self.error((*path, key), f"expected a list of commands, got {_kind(raw)}")
+            cmds = []
+            for i, cmd in enumerate(raw):
+                at = (*path, key, i)
+                if isinstance(cmd, str):
+                    if not cmd.strip():
+                        raise self.error((*path, key), "empty command", at=at)
+                    cmds.append(("/bin/sh", "-c", cmd))
+                else:
+                    cmds.append(self.argv(cmd, at))
+            stages[key] = tuple(cmds)
+        timeout = self.integer(table, path, "timeout", 1)
+        return Hooks(before=stages["before"], after=stages["after"], failure=stages["failure"],
+                     finally_=stages["finally"], timeout=timeout or 600)
 
     def defaults(self, value: Any) -> Defaults:
         path: KeyPath = ("defaults",)
@@ -408,18 +467,32 @@ class _Reader:
             raise self.error((*path, "provider"), str(exc)) from None
 
     def plan(self, name: str, table: dict[str, Any], defaults: Defaults,
-             destinations: dict[str, Destination]) -> Plan:
+             destinations: dict[str, Destination], named: dict[str, Source]) -> Plan:
         path: KeyPath = ("plans", name)
         self.table(table, path, _PLAN_KEYS)
-        sources = self.strings(table, path, "sources", required=True)
-        for i, source in enumerate(sources):
-            sources[i] = os.path.normpath(os.path.expanduser(source))
-            if not os.path.isabs(sources[i]):
-                raise self.error((*path, "sources"), f"{source!r} is not an absolute path",
-                                 at=(*path, "sources", i))
-            if sources[i] in sources[:i]:
-                raise self.error((*path, "sources"), f"{source!r} is listed twice",
-                                 at=(*path, "sources", i))
+        given = self.strings(table, path, "sources", required=True)
+        sources: list[str] = []
+        remote: list[Source] = []
+        seen: list[str] = []
+        for i, source in enumerate(given):
+            at = (*path, "sources", i)
+            if scheme_of(source) is not None:
+                self.source_url(source, at)
+                remote.append(Source(source, source))
+                key = source
+            elif os.path.isabs(os.path.expanduser(source)):
+                key = os.path.normpath(os.path.expanduser(source))
+                sources.append(key)
+            elif source in named:
+                remote.append(named[source])
+                key = named[source].url
+            else:
+                hint = suggest(source, named) if named else ""
+                raise self.error((*path, "sources"), f"{source!r} is neither an absolute path, "
+                                 f"a URL nor a source in [sources]{hint}", at=at)
+            if key in seen:
+                raise self.error((*path, "sources"), f"{source!r} is listed twice", at=at)
+            seen.append(key)
         targets = self.strings(table, path, "destinations", required=True)
         for i, target in enumerate(targets):
             at = (*path, "destinations", i)
@@ -449,7 +522,9 @@ class _Reader:
                     raise self.error((*per_path, target), f"{target!r} is not one of this "
                                      f"plan's destinations ({', '.join(targets)})")
                 per_destination[target] = self.retention(value, (*per_path, target), retention)
-        return Plan(name=name, sources=sources, destinations=targets,
+        hooks = self.hooks(table["hooks"], (*path, "hooks")) if "hooks" in table else Hooks()
+        return Plan(name=name, sources=sources, destinations=targets, remote=remote,
+                    hooks=hooks,
                     exclude=self.strings(table, path, "exclude"),
                     tags=self.strings(table, path, "tags"),
                     host=self.string(table, path, "host") or defaults.host,

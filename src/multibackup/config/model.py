@@ -17,6 +17,7 @@ from multibackup.config.schedule import Schedule
 from multibackup.config.secret import ResolvedCredentials, SecretRef
 from multibackup.engine.forget import Policy
 from multibackup.errors import UsageError
+from multibackup.sources.base import TreeSource
 
 #: Config key for each ``Policy`` field (the same words as forget's --keep-* options).
 RETENTION_KEYS = {"keep_last": "last", "keep_hourly": "hourly", "keep_daily": "daily",
@@ -67,9 +68,52 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class Source:
+    """A non-local source: ``[sources.NAME]``, or a URL written straight into a plan.
+
+    ``credentials`` maps names (``password``, ``key_file``, ``access_key_id``...) to
+    references, read only when the source is opened.
+    """
+
+    name: str
+    url: str
+    credentials: dict[str, SecretRef] = field(default_factory=dict)
+
+    def open(self) -> TreeSource:
+        """Connect now, with the credentials read at this moment."""
+        from multibackup.sources.url import open_source
+
+        credentials = ResolvedCredentials(
+            (key, ref.resolve(f"source {self.name!r}: {key}"))
+            for key, ref in self.credentials.items())
+        return open_source(self.url, credentials)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """``[plans.NAME.hooks]``: commands run around a plan's backup, each an argv.
+
+    ``before`` runs first; if one fails the backup does not run. ``after`` runs when the
+    backup succeeded (also partly), ``failure`` when the run failed (a failed ``before``
+    included), ``finally`` always, last — the place to leave maintenance mode.
+    """
+
+    before: tuple[tuple[str, ...], ...] = ()
+    after: tuple[tuple[str, ...], ...] = ()
+    failure: tuple[tuple[str, ...], ...] = ()
+    finally_: tuple[tuple[str, ...], ...] = ()
+    timeout: int = 600  # seconds per command
+
+    def empty(self) -> bool:
+        return not (self.before or self.after or self.failure or self.finally_)
+
+
+@dataclass(frozen=True)
 class Plan:
     """``[plans.NAME]``: what to back up, to which destinations, when, and what to keep.
 
+    ``sources`` are local absolute paths (one snapshot for all of them); ``remote`` are the
+    URL sources, each backed up into a snapshot of its own.
     ``retention`` applies to every destination; ``retention_per_destination`` holds the
     effective policy (the plan's with the destination's keys laid over it) for the
     destinations that override it. ``compression`` is used when the plan creates a
@@ -87,6 +131,8 @@ class Plan:
     retention: Policy | None = None
     retention_per_destination: dict[str, Policy] = field(default_factory=dict)
     password_source: SecretRef | None = None
+    remote: list[Source] = field(default_factory=list)
+    hooks: Hooks = field(default_factory=Hooks)
 
     def retention_for(self, destination: str) -> Policy | None:
         """The policy forget applies on one destination (None: keep everything)."""
@@ -109,6 +155,7 @@ class Config:
     defaults: Defaults
     destinations: dict[str, Destination]
     plans: dict[str, Plan]
+    sources: dict[str, Source] = field(default_factory=dict)
 
     def plan(self, name: str) -> Plan:
         """The named plan, or a one-line error suggesting the closest name."""
@@ -151,7 +198,12 @@ def describe_plans(config: Config) -> list[dict[str, Any]]:
     for plan in config.plans.values():
         out.append({
             "name": plan.name,
-            "sources": list(plan.sources),
+            "sources": list(plan.sources) + [
+                s.url if s.name == s.url else f"{s.name} ({s.url})" for s in plan.remote],
+            "hooks": {stage: [" ".join(c) for c in getattr(plan.hooks, attr)]
+                      for stage, attr in (("before", "before"), ("after", "after"),
+                                          ("failure", "failure"), ("finally", "finally_"))
+                      if getattr(plan.hooks, attr)},
             "destinations": [{"name": d.name, "location": d.describe()}
                              for d in config.destinations_of(plan)],
             "schedule": plan.schedule.text if plan.schedule else None,

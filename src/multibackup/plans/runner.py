@@ -6,11 +6,17 @@ takes a loaded config and a plan name and returns a record; it prints nothing. S
 1. open every destination (one that cannot be opened is a failed destination, not a
    failed run) and the repository on them, creating it on the first run;
 2. catch up destinations recorded as lagging, or given only keys and config now;
-3. back up the plan's sources once, written to every destination at once;
+3. back up the plan's sources once, written to every destination at once: the local paths
+   into one snapshot, each URL source (a database, a remote host, a bucket) into its own;
+   a source that fails fails the run, and never leaves a snapshot claiming it is complete;
 4. forget by the plan's retention on each destination (a destination may have its own
    policy), then prune through the mirror: a pack is deleted only when no snapshot kept on
    any destination uses it, so per-destination retention never removes data a kept
    snapshot needs.
+
+Hooks wrap all of it: ``before`` commands first (a failure there means no backup),
+``after`` on success, ``failure`` on failure, ``finally`` always; their output goes into
+the record.
 """
 
 from __future__ import annotations
@@ -22,14 +28,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from multibackup.backends.base import ObjectStore
-from multibackup.config.model import Config, Plan
+from multibackup.config.model import Config, Plan, Source
 from multibackup.engine.backup import Archiver, find_parent
 from multibackup.engine.forget import apply_policy
 from multibackup.engine.mirrored import bootstrap_empty, open_repository
 from multibackup.engine.progress import Progress
 from multibackup.engine.prune import prune
 from multibackup.engine.replicate import Replicator
-from multibackup.errors import MultibackupError, RepositoryNotFound, StoreError
+from multibackup.engine.source_backup import SourceArchiver, find_source_parent
+from multibackup.errors import (
+    MultibackupError,
+    RepositoryNotFound,
+    SourceError,
+    StoreError,
+    UsageError,
+)
+from multibackup.plans.hooks import run_stage
 from multibackup.repository.cache import default_cache_dir
 from multibackup.repository.repository import DEFAULT_PACK_SIZE, SNAPSHOTS, Repository
 from multibackup.sources.fs import Excludes
@@ -50,8 +64,10 @@ class RunRecord:
     exit_code: int = 0
     repository: str | None = None
     created: bool = False
-    snapshot: str | None = None
+    snapshot: str | None = None  # of the local paths, else of the first source
     summary: dict[str, Any] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)  # per URL source
+    hooks: list[dict[str, Any]] = field(default_factory=list)
     destinations: list[dict[str, Any]] = field(default_factory=list)
     caught_up: dict[str, int] = field(default_factory=dict)  # destination -> objects copied
     forgotten: dict[str, list[str]] = field(default_factory=dict)  # destination -> snapshots
@@ -100,6 +116,46 @@ def run_plan(config: Config, name: str, progress: Progress | None = None,
     plan = config.plan(name)
     record = RunRecord(plan.name, datetime.now(UTC).isoformat())
     step = on_step or (lambda _text: None)
+    hooks = plan.hooks
+    blocked = None
+    if hooks.before:
+        step("running before hooks")
+        blocked = run_stage(hooks.before, stage="before", plan=plan.name,
+                            timeout=hooks.timeout, log=record.hooks)
+    if blocked is not None:
+        record.errors.append(f"{blocked}: the backup did not run")
+        record.exit_code = EXIT_FATAL
+    else:
+        _backup_run(config, plan, record, progress, step)
+    _settle(record)
+    env = {"MULTIBACKUP_STATUS": record.status}
+    late: list[str | None] = []
+    if record.status != "failed" and hooks.after:
+        step("running after hooks")
+        late.append(run_stage(hooks.after, stage="after", plan=plan.name, env=env,
+                              timeout=hooks.timeout, log=record.hooks))
+    if record.status == "failed" and hooks.failure:
+        late.append(run_stage(hooks.failure, stage="failure", plan=plan.name, env=env,
+                              timeout=hooks.timeout, log=record.hooks, stop_on_error=False))
+    if hooks.finally_:
+        late.append(run_stage(hooks.finally_, stage="finally", plan=plan.name, env=env,
+                              timeout=hooks.timeout, log=record.hooks, stop_on_error=False))
+    record.errors += [msg for msg in late if msg is not None]
+    _settle(record)
+    record.finished = datetime.now(UTC).isoformat()
+    return record
+
+
+def _settle(record: RunRecord) -> None:
+    """Exit code and status from what happened so far."""
+    if record.exit_code == EXIT_OK and (record.errors or any(
+            not d["ok"] for d in record.destinations)):
+        record.exit_code = EXIT_PARTIAL
+    record.status = {EXIT_OK: "ok", EXIT_PARTIAL: "partial"}.get(record.exit_code, "failed")
+
+
+def _backup_run(config: Config, plan: Plan, record: RunRecord, progress: Progress | None,
+                step: Callable[[str], None]) -> None:
     store: ObjectStore | None = None
     names: dict[str, str] = {}
     try:
@@ -122,12 +178,8 @@ def run_plan(config: Config, name: str, progress: Progress | None = None,
         if isinstance(store, MirrorStore):
             _finish_mirror(store, names, record)
             store.close()
-    if record.exit_code == EXIT_OK and (record.errors or any(
-            not d["ok"] for d in record.destinations)):
-        record.exit_code = EXIT_PARTIAL
-    record.status = {EXIT_OK: "ok", EXIT_PARTIAL: "partial"}.get(record.exit_code, "failed")
-    record.finished = datetime.now(UTC).isoformat()
-    return record
+    if any(not s["ok"] for s in record.sources) and record.exit_code == EXIT_OK:
+        record.exit_code = EXIT_FATAL  # a database that was not backed up is a failed run
 
 
 def _run(repo: Repository, plan: Plan, names: dict[str, str], record: RunRecord,
@@ -158,12 +210,16 @@ def _run(repo: Repository, plan: Plan, names: dict[str, str], record: RunRecord,
         if report.recovered_packs:
             record.notes.append(f"indexed {len(report.recovered_packs)} pack(s) left by an "
                                 "interrupted run")
-        parent = find_parent(repo, plan.sources, hostname)
-        archiver = Archiver(repo, Excludes(tuple(plan.exclude)), progress=progress)
-        snap = archiver.run(plan.sources, parent=parent, tags=plan.tags, hostname=hostname)
-        record.snapshot = snap.id
-        record.summary = archiver.summary.to_json()
-        record.errors += [f"source: {e}" for e in archiver.summary.errors]
+        if plan.sources:
+            parent = find_parent(repo, plan.sources, hostname)
+            archiver = Archiver(repo, Excludes(tuple(plan.exclude)), progress=progress)
+            snap = archiver.run(plan.sources, parent=parent, tags=plan.tags, hostname=hostname)
+            record.snapshot = snap.id
+            record.summary = archiver.summary.to_json()
+            record.errors += [f"source: {e}" for e in archiver.summary.errors]
+        for src in plan.remote:
+            step(f"backing up {src.name}")
+            record.sources.append(_back_up_source(repo, plan, src, hostname, progress, record))
     if plan.retention is None and not plan.retention_per_destination:
         return
     step("applying retention")
@@ -174,6 +230,32 @@ def _run(repo: Repository, plan: Plan, names: dict[str, str], record: RunRecord,
         if isinstance(repo.store, MirrorStore):
             lag.forget_gone({i.key for i in repo.store.list(SNAPSHOTS)})
     lag.save()
+
+
+def _back_up_source(repo: Repository, plan: Plan, src: Source, hostname: str,
+                    progress: Progress, record: RunRecord) -> dict[str, Any]:
+    """One URL source into its own snapshot; its failure is recorded, not raised."""
+    result: dict[str, Any] = {"name": src.name, "url": src.url, "ok": False, "snapshot": None}
+    try:
+        source = src.open()
+        result["url"] = source.describe()
+        try:
+            parent = find_source_parent(repo, source.describe(), hostname)
+            archiver = SourceArchiver(repo, source, Excludes(tuple(plan.exclude)),
+                                      progress=progress)
+            snap = archiver.run(parent=parent, tags=plan.tags, hostname=hostname)
+        finally:
+            source.close()
+    except (SourceError, UsageError) as exc:
+        result["error"] = str(exc)
+        record.errors.append(f"source {src.name}: {exc}")
+        return result
+    result.update(ok=True, snapshot=snap.id, summary=archiver.summary.to_json())
+    record.errors += [f"source {src.name}: {e}" for e in archiver.summary.errors]
+    if record.snapshot is None:
+        record.snapshot = snap.id
+        record.summary = archiver.summary.to_json()
+    return result
 
 
 def _forget(repo: Repository, plan: Plan, names: dict[str, str], lag: LagRecord,
