@@ -16,6 +16,8 @@ class ObjectInfo:
     key: str
     size: int
     etag: str | None = None
+    #: last modification in ns since the epoch; 0 where the store leaves it out (SFTP, memory)
+    mtime_ns: int = 0
 
 
 @runtime_checkable

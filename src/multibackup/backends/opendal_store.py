@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import opendal
 from opendal import exceptions as oe
@@ -37,6 +38,19 @@ _AUTH_CODES = ("AuthenticationFailed", "AuthorizationFailure", "AuthorizationPer
                "InvalidAuthenticationInfo")
 _UNREACHABLE = ("Connection refused", "error sending request", "dns error", "timed out",
                 "Connection reset", "certificate")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _mtime_ns(meta: object) -> int:
+    """An object's last-modified time in ns since the epoch, 0 when the service has none."""
+    when = getattr(meta, "last_modified", None)
+    if not isinstance(when, datetime):
+        return 0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def _one_line(exc: Exception) -> str:
@@ -75,6 +89,8 @@ class OpenDALStore:
         #: False where the service has no conditional write (WebDAV): put_new then checks
         #: first and writes second, which is not safe against a concurrent writer.
         self.create_only_atomic = bool(op.capability().write_with_if_not_exists)
+        #: True where a read can be made conditional on the ETag (``get_if_match``)
+        self.reads_if_match = bool(op.capability().read_with_if_match)
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
                                      min_delay=0.2, max_delay=5.0))
@@ -189,7 +205,7 @@ class OpenDALStore:
             meta = self._op.stat(key)
         except Exception as exc:
             raise self._error(exc, "reading metadata of", key) from None
-        return ObjectInfo(key, meta.content_length, meta.etag)
+        return ObjectInfo(key, meta.content_length, meta.etag, _mtime_ns(meta))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         try:
@@ -199,7 +215,7 @@ class OpenDALStore:
                     continue
                 meta = entry.metadata
                 yield ObjectInfo(path, meta.content_length if meta else 0,
-                                 meta.etag if meta else None)
+                                 meta.etag if meta else None, _mtime_ns(meta))
         except oe.NotFound as exc:
             error = self._error(exc, "listing", prefix or "/")
             if not isinstance(error, ObjectNotFound):
@@ -207,6 +223,91 @@ class OpenDALStore:
             return
         except Exception as exc:
             raise self._error(exc, "listing", prefix or "/") from None
+
+    def list_children(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """One level below ``prefix`` (``""`` or ending in ``/``), like a directory listing.
+
+        Objects come with size, ETag and last-modified time; the common prefixes below
+        (sub-"directories") come as keys ending in ``/`` with size 0. For walking a bucket
+        as a tree without listing everything below each level again.
+        """
+        try:
+            for entry in self._op.list(prefix, recursive=False):
+                path = entry.path
+                if path == prefix or not path.startswith(prefix):
+                    continue  # some services list the directory itself
+                meta = entry.metadata
+                if path.endswith("/") or (meta is not None and meta.is_dir):
+                    yield ObjectInfo(path if path.endswith("/") else path + "/", 0)
+                    continue
+                yield ObjectInfo(path, meta.content_length if meta else 0,
+                                 meta.etag if meta else None, _mtime_ns(meta))
+        except oe.NotFound as exc:
+            error = self._error(exc, "listing", prefix or "/")
+            if not isinstance(error, ObjectNotFound):
+                raise error from None
+            return
+        except Exception as exc:
+            raise self._error(exc, "listing", prefix or "/") from None
+
+    def get_if_match(self, key: str, etag: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``, only from the version whose ETag is ``etag``.
+
+        Reading a large object in ranges could otherwise stitch two versions together
+        when it is replaced mid-read. Needs ``reads_if_match``; raises ``StoreError`` when
+        the object has changed.
+        """
+        if length == 0:
+            return b""
+        try:
+            data = self._op.read(key, offset=offset, size=length, if_match=etag)
+        except oe.ConditionNotMatch:
+            raise StoreError(f"{self.description}: reading {key}: the object changed while "
+                             "it was read") from None
+        except Exception as exc:
+            raise self._error(exc, "reading", key) from None
+        if len(data) != length:
+            raise StoreError(f"{self.description}: reading {key}: short or wrong-sized ranged read")
+        return data
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, create_only: bool = False,
+                   part_size: int = 16 << 20) -> int:
+        """Write an object from chunks without holding it whole; returns its size.
+
+        Large objects go up as a multipart upload of ``part_size`` parts, which becomes
+        visible only when complete: if ``chunks`` raises, the upload is abandoned (not
+        completed), so no truncated object appears. ``create_only`` is atomic where the
+        service has conditional writes, a check then a write elsewhere (as ``put_new``).
+        """
+        if create_only and not self.create_only_atomic and self.exists(key):
+            raise ObjectExists(f"{self.description}: writing {key}: object already exists")
+        options: dict[str, object] = {"chunk": part_size}
+        if create_only and self.create_only_atomic:
+            options["if_not_exists"] = True
+        try:
+            writer = self._op.open(key, "wb", **options)
+        except Exception as exc:
+            raise self._error(exc, "writing", key) from None
+        size = 0
+        # An exception from ``chunks`` propagates with the writer never closed: dropping
+        # it abandons the upload instead of completing a truncated object.
+        for chunk in chunks:
+            try:
+                writer.write(chunk)
+            except Exception as exc:
+                raise self._write_error(exc, key) from None
+            size += len(chunk)
+        try:
+            writer.close()
+        except Exception as exc:
+            raise self._write_error(exc, key) from None
+        return size
+
+    def _write_error(self, exc: Exception, key: str) -> StoreError:
+        error = self._error(exc, "writing", key)
+        if isinstance(error, StorageFull):
+            self._discard_partial(key)
+        return error
 
     def delete(self, key: str) -> None:
         try:
