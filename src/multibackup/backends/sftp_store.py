@@ -20,6 +20,7 @@ OpenDAL has no SFTP service, so this module speaks SFTP itself. Design points:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -500,6 +501,33 @@ class SFTPStore:
             else:
                 self._idle.append(conn)
             self._pool.notify()
+
+    @contextlib.contextmanager
+    def session(self, action: str, key: str) -> Iterator[paramiko.SFTPClient]:
+        """A pooled SFTP channel held for a caller's own requests.
+
+        For the SFTP tree source and restore target, which stream a file through one
+        channel instead of running one idempotent operation (``_run``). Connecting is
+        retried like ``_run`` does and fails with one line (``StoreError``); a channel whose
+        connection failed on the way is closed instead of going back to the pool.
+        """
+        for attempt in range(self._retries + 1):
+            try:
+                conn = self._acquire()
+                break
+            except _ConnectFailed as exc:
+                if attempt == self._retries or not exc.transient:
+                    raise StoreError(f"{self._where(action, key)}: {exc.message}") from None
+                self._backoff(attempt)
+        broken = True
+        try:
+            yield conn.sftp
+            broken = False
+        except Exception as exc:
+            broken = _connection_error(exc)
+            raise
+        finally:
+            self._release(conn, broken=broken or not conn.alive())
 
     def _connect(self) -> _Connection:
         """Open, verify and authenticate one SSH connection and start SFTP on it."""
