@@ -70,9 +70,29 @@ class TargetRestorer:
         self.includes = [("/" + i.strip("/")) if i.strip("/") else "/" for i in includes or []]
         self.progress = progress or Progress()
         self.summary = RestoreSummary()
+        self._order: dict[str, int] | None = None
+
+    def _selected_files(self, tree_id: bytes, rel: str) -> list[str]:
+        """Every file path the include filters select."""
+        out: list[str] = []
+        for node in self.repo.load_tree(tree_id):
+            path = join(rel, node.name)
+            take, descend = _included("/" + path, self.includes)
+            if not is_safe_name(node.name) or not (take or descend):
+                continue
+            if node.type == DIR and node.subtree is not None:
+                out += self._selected_files(node.subtree, path)
+            elif node.type == FILE and take:
+                out.append(path)
+        return out
 
     def _walk(self, tree_id: bytes, rel: str, pool: ThreadPoolExecutor) -> None:
-        for node in self.repo.load_tree(tree_id):
+        nodes = self.repo.load_tree(tree_id)
+        if self._order is not None:  # only the files the target planned, in its order
+            order = self._order
+            nodes = sorted((n for n in nodes if n.type == DIR or join(rel, n.name) in order),
+                           key=lambda n: order.get(join(rel, n.name), -1))
+        for node in nodes:
             if not is_safe_name(node.name):
                 self.summary.errors.append(f"{join(rel, node.name)!r}: unsafe name, skipped")
                 continue
@@ -102,6 +122,12 @@ class TargetRestorer:
 
     def run(self) -> RestoreSummary:
         self.progress.total_bytes = int(self.snapshot.summary.get("total_bytes", 0) or 0)
+        plan = getattr(self.target, "plan", None)
+        if plan is not None:
+            # A target that loads a server (a database) sees the whole selection first: it
+            # refuses a bad one before writing anything and says which files, in which order.
+            self._order = {p: i for i, p in enumerate(plan(self._selected_files(
+                self.snapshot.tree, "")))}
         with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="restore") as pool:
             self._walk(self.snapshot.tree, "", pool)
         return self.summary
