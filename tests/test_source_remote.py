@@ -22,7 +22,7 @@ from conftest import CLI, _free_port
 from servers_ftp import FTP_PASSWORD, FTPServer, start_ftp_server
 from servers_sftp import SFTPServer, start_sftp_server
 
-from multibackup.errors import MultibackupError, SourceError
+from multibackup.errors import MultibackupError, SourceError, SourceUnavailable
 from multibackup.sources.base import TreeSource
 from multibackup.sources.url import open_source
 
@@ -232,17 +232,18 @@ def test_sftp_file_changed_after_listing(sftp_server: SFTPServer) -> None:
 
 
 def _server_gone(source: TreeSource, stop: object) -> MultibackupError:
-    """After the server stops for good, the run ends: not a SourceError, which would only
-    skip a directory (the request on the dropped connection itself may fail as one)."""
+    """After the server stops for good, the run ends: SourceUnavailable, not a plain
+    SourceError, which would only skip a directory (the request on the dropped connection
+    itself may fail as one)."""
     source.list_dir("")
     stop()  # type: ignore[operator]
     for _ in range(3):
         try:
             source.list_dir("")
+        except SourceUnavailable as exc:
+            return exc
         except SourceError:
             continue
-        except MultibackupError as exc:
-            return exc
     raise AssertionError("a server that is gone did not end the run")
 
 

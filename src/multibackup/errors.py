@@ -62,3 +62,11 @@ class UsageError(MultibackupError):
 
 class SourceError(MultibackupError):
     """A backup source or restore target failed: unreachable, refused, or a dump that died."""
+
+
+class SourceUnavailable(SourceError):
+    """The source cannot be reached any more: the backup stops and writes no snapshot.
+
+    Unlike a single unreadable file (skipped and named), a lost server would leave a
+    snapshot that silently lacks everything not read yet.
+    """

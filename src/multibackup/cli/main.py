@@ -287,6 +287,8 @@ def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
 def _restore_to_url(args: argparse.Namespace, out: Printer) -> int:
     """Restore into a remote host, a bucket or a database server named by a URL."""
     target = open_target(args.target)
+    if args.overwrite and hasattr(target, "overwrite"):
+        target.overwrite = True  # targets that can replace files do so only when asked
     try:
         repo = open_repo(args)
         with repo, repo.lock(command="restore"):

@@ -58,6 +58,8 @@ CREDENTIAL_FORMS = {
     "username": ID, "password": SECRET,  # WebDAV, SFTP
     "key_file": PATH, "key_passphrase": SECRET, "known_hosts": PATH,  # SFTP
     "host_key_policy": ID,
+    "ca_file": PATH,  # FTPS sources
+    "tls_ca_file": PATH, "tls_cert_file": PATH, "tls_key_file": PATH,  # Redis sources
 }
 _CREDENTIALS = tuple(sorted({k for keys in BACKEND_CREDENTIALS.values() for k in keys}))
 # Keys besides location and credentials that each kind of location takes.

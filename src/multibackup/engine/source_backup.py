@@ -23,7 +23,7 @@ from typing import Any
 from multibackup import __version__
 from multibackup.engine.backup import BackupSummary, _user
 from multibackup.engine.progress import Progress
-from multibackup.errors import MultibackupError, SourceError
+from multibackup.errors import MultibackupError, SourceError, SourceUnavailable
 from multibackup.repository.blob import BlobType
 from multibackup.repository.chunker import Chunker
 from multibackup.repository.repository import Repository
@@ -96,6 +96,8 @@ class SourceArchiver:
         self._pool: ThreadPoolExecutor | None = None
 
     def _error(self, path: str, exc: BaseException | str) -> None:
+        if isinstance(exc, SourceUnavailable):
+            raise exc
         if self.source.complete_only:
             if isinstance(exc, MultibackupError):
                 raise exc
@@ -173,7 +175,11 @@ class SourceArchiver:
         try:
             listing = self.source.list_dir(path)
         except (OSError, SourceError) as exc:
-            self._error(path or "/", exc if isinstance(exc, SourceError)
+            if not path:  # the root itself: an empty snapshot would claim the source is empty
+                raise SourceUnavailable(f"{self.source.describe()}: cannot list: "
+                                        f"{exc if isinstance(exc, SourceError) else exc.strerror or exc}"
+                                        ) from None
+            self._error(path, exc if isinstance(exc, SourceError)
                         else (exc.strerror or str(exc)))
             listing = []
         for entry in listing:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from multibackup.errors import MultibackupError, SourceError, UsageError
+from multibackup.errors import SourceError, SourceUnavailable, UsageError
 from multibackup.sources.base import DIR, FILE, SYMLINK, UNKNOWN_SIZE, Entry, safe_relative
 from multibackup.sources.url import PASSWORD_ENV
 
@@ -387,7 +387,7 @@ class _Client:
         try:
             return self.pool.acquire()
         except _ConnectFailed as exc:
-            raise MultibackupError(f"{self.server.describe()}: {exc.message}") from None
+            raise SourceUnavailable(f"{self.server.describe()}: {exc.message}") from None
 
     def run(self, action: str, operation: Callable[[ftplib.FTP], Any]) -> Any:
         """``operation`` (idempotent: a listing, a check, a directory) on a pooled

@@ -48,7 +48,12 @@ from paramiko.sftp import (
 
 from multibackup.backends import sftp_store
 from multibackup.backends.sftp_store import SFTPStore
-from multibackup.errors import MultibackupError, SourceError, StoreError, UsageError
+from multibackup.errors import (
+    SourceError,
+    SourceUnavailable,
+    StoreError,
+    UsageError,
+)
 from multibackup.sources.base import DIR, FILE, SYMLINK, Entry, safe_relative
 from multibackup.sources.url import PASSWORD_ENV
 
@@ -159,7 +164,7 @@ class _Session:
         except StoreError as exc:
             if connected:  # the repository's, passing through a read
                 raise
-            raise MultibackupError(str(exc)) from None  # cannot connect: the server is gone
+            raise SourceUnavailable(str(exc)) from None  # cannot connect: the server is gone
         except (OSError, EOFError, paramiko.SSHException, UnicodeDecodeError) as exc:
             if sftp_store._connection_error(exc):
                 raise SourceError(f"connection to the server lost while {action} "
