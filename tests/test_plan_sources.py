@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CLI, PASSWORD, make_tree
+from servers_postgres import PGServer, pg_server  # noqa: F401 - the fixture
 
 from multibackup.config.loader import load_config
 from multibackup.errors import UsageError
@@ -173,3 +174,36 @@ def test_config_errors_for_sources_and_hooks(tmp_path: Path, body: str, message:
         load_config(cfg)
     assert message in str(err.value)
     assert "s3cret" not in str(err.value)
+
+
+def test_plan_reads_a_database_password_from_the_config_never_printing_it(
+        tmp_path: Path, pg_server: PGServer) -> None:  # noqa: F811 - the imported fixture
+    secret = "plan-db-pw-7c1e"
+    pg_server.psql(f"CREATE ROLE planner LOGIN SUPERUSER PASSWORD '{secret}'")
+    pg_server.psql("CREATE DATABASE plandb")
+    pg_server.psql("CREATE TABLE items(id int PRIMARY KEY, name text); "
+                   "INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5000) g",
+                   database="plandb")
+    cfg = _config(tmp_path, '["db"]', extra=f"""
+[sources.db]
+url = "{pg_server.url('plandb', user='planner')}"
+password = {{ env = "PLAN_DB_PASSWORD" }}
+""")
+    cli = _cli(tmp_path, cfg)
+    cli.env.pop("MULTIBACKUP_SOURCE_PASSWORD", None)
+    wrong = cli("plan", "run", "shop", ok=False, env={"PLAN_DB_PASSWORD": "wrong-pw-3b"})
+    assert wrong.code == 1 and "source db:" in wrong.err
+    assert "wrong-pw-3b" not in wrong.out + wrong.err
+    r = cli("plan", "run", "shop", "--json", env={"PLAN_DB_PASSWORD": secret})
+    assert secret not in r.out + r.err
+    doc = r.json()
+    assert doc["status"] == "ok" and doc["sources"][0]["ok"]
+    repo = CLI(str(tmp_path / "disk"))
+    snaps = repo("snapshots", "--json").json()
+    assert len(snaps) == 1  # the failed run left none
+    ls = repo("ls", snaps[0]["id"]).out
+    assert "/plandb.dump" in ls and "/globals.sql" in ls
+    repo("restore", "latest", "--include", "/plandb.dump", "--target",
+         pg_server.url("plancopy"), env={"MULTIBACKUP_SOURCE_PASSWORD": pg_server.password})
+    assert pg_server.psql("SELECT count(*), max(name) FROM items", database="plancopy") == \
+        "5000|item 999"
