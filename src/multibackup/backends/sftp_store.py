@@ -34,7 +34,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import paramiko
@@ -990,6 +990,37 @@ class SFTPStore:
                 raise
 
         self._run("writing", key, attempt)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Write an object from chunks without holding it whole; returns its size.
+
+        For migrations of objects too large for memory. Like ``put``, the bytes go to a temp
+        file that is renamed over the key only when complete, so a failure (or an exception
+        from ``chunks``) never leaves a truncated object. Not retried: ``chunks`` is consumed.
+        """
+        where = self._where("writing", key)
+        path = self._path(key)
+        tmp_dir = posixpath.join(self.root, TMP_DIR)
+        tmp = posixpath.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
+        size = 0
+        with self.session("writing", key) as sftp:
+            try:
+                self._ensure_dir(sftp, tmp_dir)
+                self._ensure_dir(sftp, posixpath.dirname(path))
+                with sftp.open(tmp, "wb") as fh:
+                    fh.set_pipelined(True)
+                    for chunk in chunks:
+                        fh.write(chunk)
+                        size += len(chunk)
+                self._rename(sftp, tmp, path, True)
+            except BaseException as exc:
+                if not _connection_error(exc) and _alive(sftp):
+                    with contextlib.suppress(OSError, EOFError):
+                        sftp.remove(tmp)
+                if isinstance(exc, OSError) and not _connection_error(exc):
+                    raise self._error(exc, where) from None
+                raise
+        return size
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)

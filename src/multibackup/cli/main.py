@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from multibackup import __version__
 from multibackup.cli.access import get_new_password, get_password, get_store, open_repo
 from multibackup.cli.copies import check_all, cmd_repair_copies, cmd_sync, finish_mirror
+from multibackup.cli.migrate import add_migrate_parser
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.cli.plans import add_plan_parser
 from multibackup.engine.backup import Archiver, find_parent
@@ -675,6 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "run a self-contained demonstration")
     sp.add_argument("--dir", help="work directory (default: a new temporary directory)")
 
+    add_migrate_parser(add)
     add_plan_parser(sub, [g])
 
     add("version", cmd_version, "print the version")

@@ -1,0 +1,150 @@
+"""``multibackup migrate SRC DST``: copy, sync or check objects between two locations.
+
+Credentials come from the environment as for repositories. When the two sides need
+different ones (two S3 accounts), ``MULTIBACKUP_SRC_<VAR>`` and ``MULTIBACKUP_DST_<VAR>``
+override ``<VAR>`` for that side only, e.g. ``MULTIBACKUP_DST_AWS_ACCESS_KEY_ID``; a side
+with any override of its kind takes its credentials from the overrides alone, so one
+account's key is never paired with another's secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from typing import Any
+
+from multibackup.backends.base import ObjectStore
+from multibackup.backends.location import Location, open_store, parse_location
+from multibackup.cli.output import Printer, human_bytes
+from multibackup.engine.journal import Journal
+from multibackup.engine.migrate import (
+    MODES,
+    Filters,
+    MigrateOptions,
+    MigrationReport,
+    Migrator,
+    parse_since,
+    parse_size,
+)
+from multibackup.engine.progress import Progress
+from multibackup.errors import UsageError
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+#: environment variable -> credential key, per store kind (what open_store reads by default)
+_CREDENTIAL_VARS: dict[str, dict[str, str]] = {
+    "s3": {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+           "AWS_SESSION_TOKEN": "session_token"},
+    "azblob": {"AZURE_STORAGE_ACCOUNT": "account_name", "AZURE_STORAGE_KEY": "account_key",
+               "AZURE_STORAGE_SAS_TOKEN": "sas_token"},
+    "gcs": {"GOOGLE_APPLICATION_CREDENTIALS": "credential_path",
+            "MULTIBACKUP_GCS_CREDENTIAL": "credential"},
+    "webdav": {"MULTIBACKUP_WEBDAV_USER": "username", "MULTIBACKUP_WEBDAV_PASSWORD": "password"},
+    "sftp": {"MULTIBACKUP_SFTP_PASSWORD": "password", "MULTIBACKUP_SFTP_KEY_FILE": "key_file",
+             "MULTIBACKUP_SFTP_KEY_PASSPHRASE": "key_passphrase",
+             "MULTIBACKUP_SFTP_KNOWN_HOSTS": "known_hosts",
+             "MULTIBACKUP_SFTP_HOST_KEY_POLICY": "host_key_policy"},
+}
+
+
+def _side_env(side: str, name: str) -> str | None:
+    return os.environ.get(f"MULTIBACKUP_{side}_{name}")
+
+
+def open_side(text: str, side: str, args: argparse.Namespace) -> tuple[ObjectStore, str]:
+    """The store of one side (``SRC`` or ``DST``), with that side's overrides applied, and
+    its identity for the journal: the description plus the endpoint, since the same bucket
+    name at two providers describes alike."""
+    endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
+    region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
+    location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,
+                                        s3_addressing=getattr(args, "s3_addressing", None))
+    azure_endpoint = _side_env(side, "AZURE_STORAGE_ENDPOINT")
+    if location.scheme == "azblob" and azure_endpoint:
+        location = replace(location, endpoint=azure_endpoint.rstrip("/"))
+    names = _CREDENTIAL_VARS.get(location.scheme, {})
+    overrides = {key: value for var, key in names.items()
+                 if (value := _side_env(side, var)) is not None}
+    store = open_store(location, credentials=overrides or None)
+    identity = store.description
+    if location.endpoint:
+        identity += f" at {location.endpoint}"
+    return store, identity
+
+
+def _options(args: argparse.Namespace) -> MigrateOptions:
+    since = parse_since(args.modified_since) if args.modified_since else None
+    filters = Filters(tuple(args.include), tuple(args.exclude),
+                      parse_size(args.min_size) if args.min_size else None,
+                      parse_size(args.max_size) if args.max_size else None, since)
+    return MigrateOptions(mode=args.mode, delete=args.delete, max_delete=args.max_delete,
+                          checksum=args.checksum, transfers=args.transfers,
+                          dry_run=args.dry_run, filters=filters)
+
+
+def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
+    options = _options(args)  # bad flags fail before any connection
+    src, src_id = open_side(args.source, "SRC", args)
+    dst, dst_id = open_side(args.destination, "DST", args)
+    if src_id == dst_id:
+        raise UsageError(f"source and destination are the same location ({src_id})")
+    progress = Progress()
+    journal = Journal(src_id, dst_id)
+    try:
+        migrator = Migrator(src, dst, options, journal=journal, progress=progress)
+        with out.progress(progress, options.mode):
+            report = migrator.run()
+    finally:
+        journal.close()
+        for store in (src, dst):
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+    doc = report.to_json()
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1)
+    out.emit(doc)
+    _summary(out, report, doc)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _summary(out: Printer, report: MigrationReport, doc: dict[str, Any]) -> None:
+    for r in report.results:
+        if r.status in ("failed", "mismatched", "missing", "differs", "extraneous",
+                        "would-copy", "would-delete", "deleted"):
+            out.line(f"{r.status:<12} {r.key}" + (f": {r.reason}" if r.reason else ""))
+    counts = ", ".join(f"{n} {status}" for status, n in doc["counts"].items()) or "no objects"
+    rate = report.bytes_transferred / report.elapsed if report.elapsed else 0.0
+    out.line(f"{report.mode}{' (dry run)' if report.dry_run else ''} {report.source} -> "
+             f"{report.destination}: {counts}; {human_bytes(report.bytes_transferred)} "
+             f"transferred in {report.elapsed:.1f}s ({human_bytes(rate)}/s)")
+    for error in report.errors:
+        out.warn(f"error: {error}")
+
+
+def add_migrate_parser(add: Any) -> None:
+    """Register ``migrate`` through main's ``add(name, fn, help)``."""
+    sp = add("migrate", cmd_migrate, "copy, sync or check objects from one location to another "
+                                     "(buckets, containers, SFTP or local folders)")
+    sp.add_argument("source", metavar="SRC")
+    sp.add_argument("destination", metavar="DST")
+    sp.add_argument("--mode", choices=MODES, default="copy",
+                    help="copy new and changed objects (default); sync: also delete what the "
+                         "source lacks (needs --delete); check: compare and report only")
+    sp.add_argument("--delete", action="store_true", help="sync: allow deleting at DST")
+    sp.add_argument("--max-delete", type=int, default=100, metavar="N",
+                    help="sync: delete nothing if more than N objects would go (default 100)")
+    sp.add_argument("--checksum", action="store_true",
+                    help="compare contents by hash even when size and ETag/mtime agree")
+    sp.add_argument("--transfers", type=int, default=4, metavar="N",
+                    help="objects copied in parallel (default 4)")
+    sp.add_argument("--include", action="append", default=[], metavar="GLOB")
+    sp.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    sp.add_argument("--min-size", metavar="SIZE", help="e.g. 100k, 10M")
+    sp.add_argument("--max-size", metavar="SIZE")
+    sp.add_argument("--modified-since", metavar="DATE|DURATION", help="e.g. 2024-05-01 or 7d")
+    sp.add_argument("--dry-run", "-n", action="store_true", help="show what would be done")
+    sp.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")

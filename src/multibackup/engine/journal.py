@@ -1,0 +1,102 @@
+"""The migration journal: what a migration has already copied and verified, kept on disk.
+
+A migration of many objects may be killed (a reboot, a lost connection, Ctrl-C). The next
+run must neither copy again what was already verified nor read it back to find out: each
+verified object is recorded with what both listings said about it (size, ETag, mtime), and
+a later run that sees the same listings skips it at no cost. It lives in SQLite in the local
+state directory, one table keyed by the (source, destination) pair - descriptions only,
+never credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+
+from multibackup.backends.base import ObjectInfo
+from multibackup.store.lag import state_dir
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS verified (
+    pair TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    src_etag TEXT NOT NULL,
+    src_mtime_ns INTEGER NOT NULL,
+    dst_etag TEXT NOT NULL,
+    md5 TEXT NOT NULL,
+    PRIMARY KEY (pair, key)
+);
+"""
+
+
+@dataclass(frozen=True)
+class VerifiedObject:
+    """One object known to be identical on both sides, as the listings described it then."""
+
+    key: str
+    size: int
+    src_etag: str
+    src_mtime_ns: int
+    dst_etag: str
+    md5: str
+
+    def still_matches(self, src: ObjectInfo, dst: ObjectInfo) -> bool:
+        """True when neither side changed since it was verified, as far as listings tell."""
+        if src.size != self.size or dst.size != self.size:
+            return False
+        if (src.etag or "") != self.src_etag or src.mtime_ns != self.src_mtime_ns:
+            return False
+        # a destination ETag that changed means someone rewrote it there
+        return not (dst.etag and self.dst_etag and dst.etag != self.dst_etag)
+
+
+def default_path() -> str:
+    return os.path.join(state_dir(), "migrate", "journal.sqlite")
+
+
+class Journal:
+    """Verified objects of one (source, destination) pair; safe to use from many threads."""
+
+    def __init__(self, source: str, destination: str, path: str | None = None) -> None:
+        self.path = path or default_path()
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.pair = f"{source}\n{destination}"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def verified(self) -> dict[str, VerifiedObject]:
+        """Everything verified so far for this pair (loaded once per run)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, size, src_etag, src_mtime_ns, dst_etag, md5 FROM verified "
+                "WHERE pair = ?", (self.pair,)).fetchall()
+        return {r[0]: VerifiedObject(*r) for r in rows}
+
+    def record(self, obj: VerifiedObject) -> None:
+        """Remember one verified object; committed at once, so a kill right after keeps it."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self.pair, obj.key, obj.size, obj.src_etag, obj.src_mtime_ns, obj.dst_etag,
+                 obj.md5))
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM verified WHERE pair = ? AND key = ?", (self.pair, key))

@@ -1,0 +1,426 @@
+"""Migration: copy, sync or check the objects of one location against another.
+
+Any two stores work (S3-compatible, Azure, GCS, WebDAV, SFTP, local), because only the
+ObjectStore interface is used: listings on both sides, ranged reads at the source, a plain
+``put`` for small objects and a streaming writer (``put_stream``) for large ones, so no
+object is ever held whole in memory. Every copied object is verified at the destination
+(size, then its MD5 ETag or, where the ETag says nothing about the content, a read-back
+hash), and the verified ones go into the journal so that a rerun skips them without reading
+them again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from multibackup.backends.base import ObjectInfo, ObjectStore
+from multibackup.engine.journal import Journal, VerifiedObject
+from multibackup.engine.progress import Progress
+from multibackup.errors import StoreError, UsageError
+
+#: size of each ranged read at the source, and of each multipart part at the destination
+CHUNK = 8 << 20
+MODES = ("copy", "sync", "check")
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"(\d+)([smhdwy])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """``10M``, ``1.5GiB``, ``512k`` or bytes; binary multiples, as rclone's size flags."""
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"invalid size {text!r}: expected e.g. 512, 100k, 10M, 1G")
+    power = " kmgtp".index(match[2].lower() or " ")
+    return int(float(match[1]) * 1024 ** power)
+
+
+def parse_since(text: str, now: float | None = None) -> int:
+    """A date (``2024-05-01``, ISO 8601) or a duration back from now (``7d``, ``12h``), in ns."""
+    spec = text.strip().lower()
+    if spec and _DURATION.sub("", spec) == "":
+        seconds = sum(int(n) * _SECONDS[u] for n, u in _DURATION.findall(spec))
+        return int(((now if now is not None else time.time()) - seconds) * 1e9)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"invalid date or duration {text!r}: expected e.g. 2024-05-01, "
+                         "2024-05-01T12:00:00Z or 7d, 12h, 1w") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1e9)
+
+
+def _etag(value: str | None) -> str:
+    return (value or "").strip().strip('"').lower()
+
+
+def multipart_etag(part_md5s: list[bytes]) -> str:
+    """The ETag S3 gives an object uploaded in these parts: MD5 of the part MD5s, ``-N``."""
+    return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which objects take part; the same filters apply to both sides (as rclone's do).
+
+    A glob without ``/`` matches the last path component as well as the whole key, so
+    ``*.log`` means every log file at any depth. Objects whose store reports no mtime
+    (SFTP) pass ``modified_since``, since nothing says they are older.
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_size: int | None = None
+    max_size: int | None = None
+    modified_since_ns: int | None = None
+
+    @staticmethod
+    def _glob(key: str, patterns: tuple[str, ...]) -> bool:
+        name = key.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(key, p) or ("/" not in p and fnmatch.fnmatchcase(name, p))
+                   for p in patterns)
+
+    def match(self, info: ObjectInfo) -> bool:
+        if self.include and not self._glob(info.key, self.include):
+            return False
+        if self.exclude and self._glob(info.key, self.exclude):
+            return False
+        if self.min_size is not None and info.size < self.min_size:
+            return False
+        if self.max_size is not None and info.size > self.max_size:
+            return False
+        return not (self.modified_since_ns is not None and info.mtime_ns
+                    and info.mtime_ns < self.modified_since_ns)
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    mode: str = "copy"
+    #: sync only: allow deleting extraneous destination objects
+    delete: bool = False
+    #: sync: delete nothing when more than this many objects would go (a wrong source path
+    #: or an empty listing must not wipe the destination)
+    max_delete: int = 100
+    #: compare by content hash even where size and ETag/mtime say nothing changed
+    checksum: bool = False
+    transfers: int = 4
+    dry_run: bool = False
+    filters: Filters = field(default_factory=Filters)
+    chunk_size: int = CHUNK
+
+
+@dataclass
+class ObjectResult:
+    """What happened to one object; ``status`` is one of :data:`STATUSES`."""
+
+    key: str
+    status: str
+    size: int = 0
+    reason: str = ""
+
+
+#: copied/skipped/failed/mismatched/deleted in copy and sync; would-copy/would-delete in a
+#: dry run; missing/differs/extraneous in check (and extraneous when sync keeps them)
+STATUSES = ("copied", "skipped", "failed", "mismatched", "deleted", "would-copy",
+            "would-delete", "missing", "differs", "extraneous")
+_BAD = {"failed", "mismatched", "missing", "differs"}
+
+
+@dataclass
+class MigrationReport:
+    source: str
+    destination: str
+    mode: str
+    dry_run: bool
+    results: list[ObjectResult] = field(default_factory=list)
+    #: problems of the run as a whole (a refused delete), not of one object
+    errors: list[str] = field(default_factory=list)
+    bytes_transferred: int = 0
+    bytes_read: int = 0
+    elapsed: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for r in self.results:
+            out[r.status] += 1
+        return {k: v for k, v in out.items() if v}
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not any(r.status in _BAD for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "destination": self.destination, "mode": self.mode,
+                "dry_run": self.dry_run, "ok": self.ok, "counts": self.counts(),
+                "bytes_transferred": self.bytes_transferred, "bytes_read": self.bytes_read,
+                "elapsed_seconds": round(self.elapsed, 3), "errors": self.errors,
+                "objects": [{"key": r.key, "status": r.status, "size": r.size,
+                             "reason": r.reason} for r in self.results]}
+
+
+@dataclass
+class _Task:
+    src: ObjectInfo
+    dst: ObjectInfo | None
+    action: str  # "copy" or "hash" (compare contents first)
+    reason: str
+
+
+class _Hashes:
+    """MD5 of the whole object and of each ``CHUNK`` part, taken while streaming."""
+
+    def __init__(self) -> None:
+        self.whole = hashlib.md5()
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self.whole.update(data)
+        self.parts.append(hashlib.md5(data).digest())
+        self.size += len(data)
+
+
+class Migrator:
+    """Plans and runs one migration from ``src`` to ``dst``."""
+
+    def __init__(self, src: ObjectStore, dst: ObjectStore, options: MigrateOptions,
+                 journal: Journal | None = None, progress: Progress | None = None) -> None:
+        if options.mode not in MODES:
+            raise UsageError(f"unknown mode {options.mode!r}: use one of {', '.join(MODES)}")
+        if options.mode == "sync" and not options.delete and not options.dry_run:
+            raise UsageError("sync deletes objects at the destination that the source lacks: "
+                             "add --delete to allow it (or use --mode copy)")
+        if options.transfers < 1 or options.max_delete < 0:
+            raise UsageError("--transfers must be at least 1 and --max-delete at least 0")
+        self.src, self.dst, self.options = src, dst, options
+        self.journal = journal
+        self.progress = progress or Progress()
+        self._lock = threading.Lock()
+        self._report = MigrationReport(src.description, dst.description, options.mode,
+                                       options.dry_run)
+
+    # -- planning --------------------------------------------------------------------------
+
+    def _compare(self, s: ObjectInfo, d: ObjectInfo | None,
+                 known: VerifiedObject | None) -> tuple[str, str]:
+        """("copy" | "hash" | "skip", why) for one source object against the destination."""
+        if d is None:
+            return "copy", "not at the destination"
+        if s.size != d.size:
+            return "copy", f"size differs ({s.size} at the source, {d.size} at the destination)"
+        if self.options.checksum:
+            return "hash", ""
+        if known is not None and known.still_matches(s, d):
+            return "skip", "verified earlier (journal)"
+        se, de = _etag(s.etag), _etag(d.etag)
+        if _MD5_ETAG.match(se) and _MD5_ETAG.match(de):
+            return ("skip", "same size and MD5") if se == de else ("copy", "MD5 differs")
+        if se and se == de and (_MULTIPART_ETAG.match(se) or s.mtime_ns == d.mtime_ns):
+            return "skip", "same size and ETag"
+        if s.mtime_ns and d.mtime_ns:
+            if d.mtime_ns >= s.mtime_ns:
+                return "skip", "same size, destination not older"
+            return "copy", "source modified after the destination copy"
+        return "hash", ""
+
+    def _plan(self) -> tuple[list[_Task], list[ObjectResult], list[ObjectInfo]]:
+        wanted = self.options.filters.match
+        sources = {o.key: o for o in self.src.list() if wanted(o)}
+        targets = {o.key: o for o in self.dst.list() if wanted(o)}
+        known = self.journal.verified() if self.journal is not None else {}
+        tasks: list[_Task] = []
+        skipped: list[ObjectResult] = []
+        for key in sorted(sources):
+            s, d = sources[key], targets.get(key)
+            action, why = self._compare(s, d, known.get(key))
+            if action == "skip":
+                skipped.append(ObjectResult(key, "skipped", s.size, why))
+            else:
+                tasks.append(_Task(s, d, action, why))
+        extraneous = [targets[k] for k in sorted(set(targets) - set(sources))]
+        return tasks, skipped, extraneous
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self) -> MigrationReport:
+        """List, compare, copy (or only compare), verify, delete; never raises per object."""
+        started = time.monotonic()
+        report = self._report
+        tasks, skipped, extraneous = self._plan()
+        report.results.extend(skipped)
+        self.progress.total_items = len(tasks)
+        self.progress.total_bytes = sum(t.src.size for t in tasks)
+        with ThreadPoolExecutor(self.options.transfers, thread_name_prefix="migrate") as pool:
+            results = list(pool.map(self._one, tasks))
+        report.results.extend(results)
+        self._extraneous(extraneous)
+        report.results.sort(key=lambda r: r.key)
+        report.elapsed = time.monotonic() - started
+        return report
+
+    def _one(self, task: _Task) -> ObjectResult:
+        key, size = task.src.key, task.src.size
+        try:
+            if task.action == "hash":
+                same = self._same_content(task)
+                if same:
+                    self.progress.add(size, 1, key)
+                    return ObjectResult(key, "skipped", size, "same content (hashed)")
+                task.reason = "content differs"
+            if self.options.mode == "check":
+                self.progress.add(size, 1, key)
+                status = "missing" if task.dst is None else "differs"
+                return ObjectResult(key, status, size, task.reason)
+            if self.options.dry_run:
+                self.progress.add(size, 1, key)
+                return ObjectResult(key, "would-copy", size, task.reason)
+            return self._copy(task)
+        except StoreError as exc:
+            return ObjectResult(key, "failed", size, str(exc))
+        except Exception as exc:  # a connection dropping mid-object, a library error
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            return ObjectResult(key, "failed", size, f"{type(exc).__name__}: {text}")
+
+    def _read(self, info: ObjectInfo, offset: int, length: int) -> bytes:
+        """One range of the source object - of the listed version only, where possible."""
+        if info.etag and getattr(self.src, "reads_if_match", False):
+            data = self.src.get_if_match(info.key, info.etag, offset, length)  # type: ignore[attr-defined]
+        else:
+            data = self.src.get(info.key, offset, length)
+        with self._lock:
+            self._report.bytes_read += len(data)
+        return data
+
+    def _chunks(self, store: ObjectStore, info: ObjectInfo, hashes: _Hashes,
+                count: bool) -> Iterator[bytes]:
+        step = self.options.chunk_size
+        for offset in range(0, info.size, step):
+            length = min(step, info.size - offset)
+            if store is self.src:
+                data = self._read(info, offset, length)
+            else:
+                data = store.get(info.key, offset, length)
+                with self._lock:
+                    self._report.bytes_read += len(data)
+            if len(data) != length:
+                raise StoreError(f"{store.description}: reading {info.key}: short read")
+            hashes.update(data)
+            if count:
+                self.progress.add(len(data))
+            yield data
+
+    def _digest(self, store: ObjectStore, info: ObjectInfo, count: bool = False) -> str:
+        hashes = _Hashes()
+        for _ in self._chunks(store, info, hashes, count):
+            pass
+        return hashes.whole.hexdigest()
+
+    def _same_content(self, task: _Task) -> bool:
+        assert task.dst is not None
+        md5 = self._digest(self.src, task.src)
+        same = md5 == self._digest(self.dst, task.dst)
+        if same and self.journal is not None and not self.options.dry_run:
+            self.journal.record(VerifiedObject(task.src.key, task.src.size, task.src.etag or "",
+                                               task.src.mtime_ns, task.dst.etag or "", md5))
+        return same
+
+    def _copy(self, task: _Task) -> ObjectResult:
+        info = task.src
+        key, size = info.key, info.size
+        self.progress.add(current=key)
+        hashes = _Hashes()
+        chunks = self._chunks(self.src, info, hashes, count=True)
+        if size <= self.options.chunk_size:
+            self.dst.put(key, b"".join(chunks))
+        else:
+            put_stream = getattr(self.dst, "put_stream", None)
+            if put_stream is None:
+                raise StoreError(f"{self.dst.description}: cannot stream large objects")
+            if hasattr(self.dst, "create_only_atomic"):  # OpenDAL: part size of the upload
+                put_stream(key, chunks, part_size=self.options.chunk_size)
+            else:
+                put_stream(key, chunks)
+        if hashes.size != size:
+            raise StoreError(f"{self.src.description}: {key}: read {hashes.size} bytes, "
+                             f"listed as {size}")
+        with self._lock:
+            self._report.bytes_transferred += size
+        self.progress.add(items=1)
+        md5 = hashes.whole.hexdigest()
+        problem, dst_etag = self._verify(key, size, md5, hashes.parts)
+        if problem:
+            if self.journal is not None:
+                self.journal.forget(key)
+            return ObjectResult(key, "mismatched", size, problem)
+        if self.journal is not None:
+            self.journal.record(VerifiedObject(key, size, info.etag or "", info.mtime_ns,
+                                               dst_etag, md5))
+        return ObjectResult(key, "copied", size, task.reason)
+
+    def _verify(self, key: str, size: int, md5: str, parts: list[bytes]) -> tuple[str, str]:
+        """("" or what is wrong, the destination ETag) after writing ``key``.
+
+        The size comes from a stat. The content is proven by an MD5 ETag (single-part S3
+        writes) or the multipart ETag of the parts we sent; any other ETag (Azure, GCS,
+        WebDAV) or none (SFTP, local) is no proof, so the object is read back and hashed.
+        """
+        st = self.dst.stat(key)
+        if st.size != size:
+            return f"destination holds {st.size} bytes, expected {size}", st.etag or ""
+        etag = _etag(st.etag)
+        if _MD5_ETAG.match(etag) and len(parts) <= 1:
+            return ("" if etag == md5 else f"destination MD5 {etag}, expected {md5}"), st.etag or ""
+        if _MULTIPART_ETAG.match(etag) and etag == multipart_etag(parts):
+            return "", st.etag or ""
+        got = self._digest(self.dst, ObjectInfo(key, size))
+        return ("" if got == md5 else f"read back MD5 {got}, expected {md5}"), st.etag or ""
+
+    def _extraneous(self, objects: list[ObjectInfo]) -> None:
+        """Report, or in sync mode with --delete delete, destination objects the source lacks."""
+        report, opts = self._report, self.options
+        if not objects:
+            return
+        if opts.mode != "sync":
+            if opts.mode == "check":
+                report.results.extend(ObjectResult(o.key, "extraneous", o.size,
+                                                   "not at the source") for o in objects)
+            return
+        if opts.dry_run:
+            report.results.extend(ObjectResult(o.key, "would-delete", o.size,
+                                               "not at the source") for o in objects)
+            return
+        if len(objects) > opts.max_delete:
+            report.errors.append(f"refusing to delete {len(objects)} objects at the destination: "
+                                 f"more than --max-delete {opts.max_delete}")
+            reason = "kept: over the --max-delete limit"
+        elif any(r.status in _BAD for r in report.results):
+            report.errors.append("nothing deleted at the destination because some objects "
+                                 "failed to copy")
+            reason = "kept: some copies failed"
+        else:
+            reason = ""
+        if reason:
+            report.results.extend(ObjectResult(o.key, "extraneous", o.size, reason)
+                                  for o in objects)
+            return
+        for o in objects:
+            try:
+                self.dst.delete(o.key)
+            except StoreError as exc:
+                report.results.append(ObjectResult(o.key, "failed", o.size, str(exc)))
+                continue
+            if self.journal is not None:
+                self.journal.forget(o.key)
+            report.results.append(ObjectResult(o.key, "deleted", o.size, "not at the source"))
