@@ -17,6 +17,7 @@ from typing import Any
 
 from multibackup.backends.base import ObjectStore
 from multibackup.backends.location import Location, open_store, parse_location
+from multibackup.backends.s3_multipart import S3Multipart
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.engine.journal import Journal
 from multibackup.engine.migrate import (
@@ -53,10 +54,11 @@ def _side_env(side: str, name: str) -> str | None:
     return os.environ.get(f"MULTIBACKUP_{side}_{name}")
 
 
-def open_side(text: str, side: str, args: argparse.Namespace) -> tuple[ObjectStore, str]:
-    """The store of one side (``SRC`` or ``DST``), with that side's overrides applied, and
-    its identity for the journal: the description plus the endpoint, since the same bucket
-    name at two providers describes alike."""
+def open_side(text: str, side: str, args: argparse.Namespace,
+              ) -> tuple[ObjectStore, str, S3Multipart | None]:
+    """The store of one side (``SRC`` or ``DST``) with that side's overrides applied; its
+    identity for the journal (the description plus the endpoint, since the same bucket name
+    at two providers describes alike); and for S3 the multipart/server-side-copy client."""
     endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
     region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
     location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,
@@ -71,7 +73,8 @@ def open_side(text: str, side: str, args: argparse.Namespace) -> tuple[ObjectSto
     identity = store.description
     if location.endpoint:
         identity += f" at {location.endpoint}"
-    return store, identity
+    s3 = S3Multipart(location, overrides or None) if location.scheme == "s3" else None
+    return store, identity, s3
 
 
 def _options(args: argparse.Namespace) -> MigrateOptions:
@@ -81,19 +84,21 @@ def _options(args: argparse.Namespace) -> MigrateOptions:
                       parse_size(args.max_size) if args.max_size else None, since)
     return MigrateOptions(mode=args.mode, delete=args.delete, max_delete=args.max_delete,
                           checksum=args.checksum, transfers=args.transfers,
-                          dry_run=args.dry_run, filters=filters)
+                          dry_run=args.dry_run, filters=filters,
+                          server_side=not args.no_server_side_copy)
 
 
 def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
     options = _options(args)  # bad flags fail before any connection
-    src, src_id = open_side(args.source, "SRC", args)
-    dst, dst_id = open_side(args.destination, "DST", args)
+    src, src_id, src_s3 = open_side(args.source, "SRC", args)
+    dst, dst_id, dst_s3 = open_side(args.destination, "DST", args)
     if src_id == dst_id:
         raise UsageError(f"source and destination are the same location ({src_id})")
     progress = Progress()
     journal = Journal(src_id, dst_id)
     try:
-        migrator = Migrator(src, dst, options, journal=journal, progress=progress)
+        migrator = Migrator(src, dst, options, journal=journal, progress=progress,
+                            src_s3=src_s3, dst_s3=dst_s3)
         with out.progress(progress, options.mode):
             report = migrator.run()
     finally:
@@ -141,6 +146,9 @@ def add_migrate_parser(add: Any) -> None:
                     help="compare contents by hash even when size and ETag/mtime agree")
     sp.add_argument("--transfers", type=int, default=4, metavar="N",
                     help="objects copied in parallel (default 4)")
+    sp.add_argument("--no-server-side-copy", action="store_true",
+                    help="stream through this machine even between buckets of one S3 "
+                         "endpoint and account")
     sp.add_argument("--include", action="append", default=[], metavar="GLOB")
     sp.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     sp.add_argument("--min-size", metavar="SIZE", help="e.g. 100k, 10M")

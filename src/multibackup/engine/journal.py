@@ -29,7 +29,49 @@ CREATE TABLE IF NOT EXISTS verified (
     md5 TEXT NOT NULL,
     PRIMARY KEY (pair, key)
 );
+CREATE TABLE IF NOT EXISTS uploads (
+    pair TEXT NOT NULL,
+    key TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    src_etag TEXT NOT NULL,
+    src_mtime_ns INTEGER NOT NULL,
+    part_size INTEGER NOT NULL,
+    PRIMARY KEY (pair, key)
+);
+CREATE TABLE IF NOT EXISTS parts (
+    pair TEXT NOT NULL,
+    key TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    md5 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (pair, key, upload_id, number)
+);
 """
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A multipart upload in progress, and the source version it is a copy of."""
+
+    key: str
+    upload_id: str
+    size: int
+    src_etag: str
+    src_mtime_ns: int
+    part_size: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part the destination acknowledged: its ETag and the MD5 we computed."""
+
+    number: int
+    etag: str
+    md5: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -100,3 +142,38 @@ class Journal:
     def forget(self, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM verified WHERE pair = ? AND key = ?", (self.pair, key))
+
+    # -- multipart uploads in progress -----------------------------------------------------
+
+    def upload(self, key: str) -> Upload | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key, upload_id, size, src_etag, src_mtime_ns, part_size FROM uploads "
+                "WHERE pair = ? AND key = ?", (self.pair, key)).fetchone()
+        return Upload(*row) if row else None
+
+    def start_upload(self, upload: Upload) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (self.pair, upload.key, upload.upload_id, upload.size,
+                              upload.src_etag, upload.src_mtime_ns, upload.part_size))
+
+    def parts(self, key: str, upload_id: str) -> dict[int, Part]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT number, etag, md5, size FROM parts WHERE pair = ? AND key = ? AND "
+                "upload_id = ?", (self.pair, key, upload_id)).fetchall()
+        return {r[0]: Part(*r) for r in rows}
+
+    def record_part(self, key: str, upload_id: str, part: Part) -> None:
+        """Remember one acknowledged part at once: a kill after this never resends it."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (self.pair, key, upload_id, part.number, part.etag, part.md5,
+                              part.size))
+
+    def end_upload(self, key: str) -> None:
+        """The upload completed or was abandoned: drop it and its parts."""
+        with self._lock:
+            self._db.execute("DELETE FROM parts WHERE pair = ? AND key = ?", (self.pair, key))
+            self._db.execute("DELETE FROM uploads WHERE pair = ? AND key = ?", (self.pair, key))

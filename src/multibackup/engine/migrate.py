@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
-from multibackup.engine.journal import Journal, VerifiedObject
+from multibackup.backends.s3_multipart import S3Multipart
+from multibackup.engine.journal import Journal, Part, Upload, VerifiedObject
 from multibackup.engine.progress import Progress
 from multibackup.errors import StoreError, UsageError
 
@@ -119,6 +120,8 @@ class MigrateOptions:
     dry_run: bool = False
     filters: Filters = field(default_factory=Filters)
     chunk_size: int = CHUNK
+    #: let the provider copy when both sides are the same S3 endpoint and account
+    server_side: bool = True
 
 
 @dataclass
@@ -129,6 +132,8 @@ class ObjectResult:
     status: str
     size: int = 0
     reason: str = ""
+    #: copied inside the provider (CopyObject), no bytes through this machine
+    server_side: bool = False
 
 
 #: copied/skipped/failed/mismatched/deleted in copy and sync; would-copy/would-delete in a
@@ -166,8 +171,10 @@ class MigrationReport:
                 "dry_run": self.dry_run, "ok": self.ok, "counts": self.counts(),
                 "bytes_transferred": self.bytes_transferred, "bytes_read": self.bytes_read,
                 "elapsed_seconds": round(self.elapsed, 3), "errors": self.errors,
+                "server_side": any(r.server_side for r in self.results),
                 "objects": [{"key": r.key, "status": r.status, "size": r.size,
-                             "reason": r.reason} for r in self.results]}
+                             "reason": r.reason, "server_side": r.server_side}
+                            for r in self.results]}
 
 
 @dataclass
@@ -193,10 +200,17 @@ class _Hashes:
 
 
 class Migrator:
-    """Plans and runs one migration from ``src`` to ``dst``."""
+    """Plans and runs one migration from ``src`` to ``dst``.
+
+    ``dst_s3`` (and ``src_s3``), given when that side is S3, enable what the plain store
+    interface cannot do: resumable multipart uploads with journalled parts, content type
+    and user metadata carried over, and server-side copies when both sides are the same
+    endpoint and account.
+    """
 
     def __init__(self, src: ObjectStore, dst: ObjectStore, options: MigrateOptions,
-                 journal: Journal | None = None, progress: Progress | None = None) -> None:
+                 journal: Journal | None = None, progress: Progress | None = None, *,
+                 src_s3: S3Multipart | None = None, dst_s3: S3Multipart | None = None) -> None:
         if options.mode not in MODES:
             raise UsageError(f"unknown mode {options.mode!r}: use one of {', '.join(MODES)}")
         if options.mode == "sync" and not options.delete and not options.dry_run:
@@ -206,6 +220,9 @@ class Migrator:
             raise UsageError("--transfers must be at least 1 and --max-delete at least 0")
         self.src, self.dst, self.options = src, dst, options
         self.journal = journal
+        self.src_s3, self.dst_s3 = src_s3, dst_s3
+        self.server_side = bool(options.server_side and src_s3 and dst_s3
+                                and dst_s3.same_account(src_s3))
         self.progress = progress or Progress()
         self._lock = threading.Lock()
         self._report = MigrationReport(src.description, dst.description, options.mode,
@@ -340,6 +357,10 @@ class Migrator:
         info = task.src
         key, size = info.key, info.size
         self.progress.add(current=key)
+        if self.server_side:
+            return self._copy_server_side(task)
+        if self.dst_s3 is not None:
+            return self._copy_s3(task)
         hashes = _Hashes()
         chunks = self._chunks(self.src, info, hashes, count=True)
         if size <= self.options.chunk_size:
@@ -369,6 +390,119 @@ class Migrator:
                                                dst_etag, md5))
         return ObjectResult(key, "copied", size, task.reason)
 
+    def _copy_server_side(self, task: _Task) -> ObjectResult:
+        """CopyObject / UploadPartCopy: the provider copies, we only check the result."""
+        assert self.src_s3 is not None and self.dst_s3 is not None
+        info = task.src
+        self.dst_s3.copy_from(self.src_s3, info)
+        self.progress.add(info.size, 1)
+        st = self.dst.stat(info.key)
+        se, de = _etag(info.etag), _etag(st.etag)
+        if st.size != info.size:
+            return ObjectResult(info.key, "mismatched", info.size,
+                                f"destination holds {st.size} bytes, expected {info.size}",
+                                server_side=True)
+        if _MD5_ETAG.match(se) and se != de:
+            return ObjectResult(info.key, "mismatched", info.size,
+                                f"destination MD5 {de}, source {se}", server_side=True)
+        if self.journal is not None:
+            self.journal.record(VerifiedObject(info.key, info.size, info.etag or "",
+                                               info.mtime_ns, st.etag or "", de))
+        return ObjectResult(info.key, "copied", info.size, task.reason, server_side=True)
+
+    def _copy_s3(self, task: _Task) -> ObjectResult:
+        """Copy into S3 with metadata; large objects as a resumable, journalled multipart."""
+        assert self.dst_s3 is not None
+        info = task.src
+        key, size = info.key, info.size
+        content_type, metadata = (self.src_s3.head(key) if self.src_s3 is not None
+                                  else (None, {}))
+        if size <= self.options.chunk_size:
+            hashes = _Hashes()
+            data = b"".join(self._chunks(self.src, info, hashes, count=True))
+            self.dst_s3.put(key, data, content_type, metadata)
+            sent, part_md5s = size, hashes.parts
+            md5 = hashes.whole.hexdigest()
+        else:
+            sent, part_md5s = self._multipart(info, content_type, metadata)
+            md5 = ""
+        with self._lock:
+            self._report.bytes_transferred += sent
+        self.progress.add(items=1)
+        problem, dst_etag = self._verify(key, size, md5, part_md5s)
+        if problem:
+            if self.journal is not None:
+                self.journal.forget(key)
+            return ObjectResult(key, "mismatched", size, problem)
+        if self.journal is not None:
+            self.journal.record(VerifiedObject(key, size, info.etag or "", info.mtime_ns,
+                                               dst_etag, md5 or _etag(dst_etag)))
+        return ObjectResult(key, "copied", size, task.reason)
+
+    def _resume(self, info: ObjectInfo) -> tuple[str | None, dict[int, Part]]:
+        """The journalled upload of this very source version and the parts the server
+        still holds with the ETags we recorded; (None, {}) when there is none to continue."""
+        assert self.dst_s3 is not None
+        if self.journal is None:
+            return None, {}
+        up = self.journal.upload(info.key)
+        if up is None:
+            return None, {}
+        same = (up.size, up.src_etag, up.src_mtime_ns, up.part_size) == (
+            info.size, info.etag or "", info.mtime_ns, self.options.chunk_size)
+        if same:
+            try:
+                held = self.dst_s3.list_parts(info.key, up.upload_id)
+            except StoreError:
+                held = None  # expired or aborted: start over
+            if held is not None:
+                parts = {n: p for n, p in self.journal.parts(info.key, up.upload_id).items()
+                         if held.get(n) == (p.etag, p.size)}
+                return up.upload_id, parts
+        self.dst_s3.abort(info.key, up.upload_id)
+        self.journal.end_upload(info.key)
+        return None, {}
+
+    def _multipart(self, info: ObjectInfo, content_type: str | None,
+                   metadata: dict[str, str]) -> tuple[int, list[bytes]]:
+        """Upload ``info`` in ``chunk_size`` parts, continuing a journalled upload.
+
+        Each part's MD5 is checked against the ETag S3 returns for it and then journalled,
+        so a kill loses at most the parts in flight. Returns (bytes sent, part MD5s).
+        """
+        assert self.dst_s3 is not None
+        key, size, step = info.key, info.size, self.options.chunk_size
+        upload_id, done = self._resume(info)
+        if upload_id is None:
+            upload_id = self.dst_s3.create(key, content_type, metadata)
+            if self.journal is not None:
+                self.journal.start_upload(Upload(key, upload_id, size, info.etag or "",
+                                                 info.mtime_ns, step))
+        sent = 0
+        etags: list[str] = []
+        md5s: list[bytes] = []
+        for number, offset in enumerate(range(0, size, step), 1):
+            length = min(step, size - offset)
+            part = done.get(number)
+            if part is None:
+                data = self._read(info, offset, length)
+                md5 = hashlib.md5(data).hexdigest()
+                etag = self.dst_s3.upload_part(key, upload_id, number, data)
+                if _etag(etag) != md5:
+                    raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
+                                     f"damaged (ETag {etag}, MD5 {md5})")
+                part = Part(number, etag, md5, length)
+                if self.journal is not None:
+                    self.journal.record_part(key, upload_id, part)
+                sent += length
+            self.progress.add(length)
+            etags.append(part.etag)
+            md5s.append(bytes.fromhex(part.md5))
+        self.dst_s3.complete(key, upload_id, etags)
+        if self.journal is not None:
+            self.journal.end_upload(key)
+        return sent, md5s
+
     def _verify(self, key: str, size: int, md5: str, parts: list[bytes]) -> tuple[str, str]:
         """("" or what is wrong, the destination ETag) after writing ``key``.
 
@@ -380,12 +514,18 @@ class Migrator:
         if st.size != size:
             return f"destination holds {st.size} bytes, expected {size}", st.etag or ""
         etag = _etag(st.etag)
-        if _MD5_ETAG.match(etag) and len(parts) <= 1:
+        if _MD5_ETAG.match(etag) and len(parts) <= 1 and md5:
             return ("" if etag == md5 else f"destination MD5 {etag}, expected {md5}"), st.etag or ""
         if _MULTIPART_ETAG.match(etag) and etag == multipart_etag(parts):
             return "", st.etag or ""
-        got = self._digest(self.dst, ObjectInfo(key, size))
-        return ("" if got == md5 else f"read back MD5 {got}, expected {md5}"), st.etag or ""
+        back = _Hashes()
+        for _ in self._chunks(self.dst, ObjectInfo(key, size), back, count=False):
+            pass
+        # without the whole MD5 (a resumed upload did not read every part) the part MD5s
+        # of what was sent and of what was read back are compared instead
+        got, want = ((back.whole.hexdigest(), md5) if md5
+                     else (multipart_etag(back.parts), multipart_etag(parts)))
+        return ("" if got == want else f"read back {got}, expected {want}"), st.etag or ""
 
     def _extraneous(self, objects: list[ObjectInfo]) -> None:
         """Report, or in sync mode with --delete delete, destination objects the source lacks."""
