@@ -85,7 +85,8 @@ def _options(args: argparse.Namespace) -> MigrateOptions:
     return MigrateOptions(mode=args.mode, delete=args.delete, max_delete=args.max_delete,
                           checksum=args.checksum, transfers=args.transfers,
                           dry_run=args.dry_run, filters=filters,
-                          server_side=not args.no_server_side_copy)
+                          server_side=not args.no_server_side_copy,
+                          bwlimit=parse_size(args.bwlimit) if args.bwlimit else None)
 
 
 def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
@@ -149,6 +150,8 @@ def add_migrate_parser(add: Any) -> None:
     sp.add_argument("--no-server-side-copy", action="store_true",
                     help="stream through this machine even between buckets of one S3 "
                          "endpoint and account")
+    sp.add_argument("--bwlimit", metavar="SIZE",
+                    help="read at most SIZE bytes per second from SRC, e.g. 10M")
     sp.add_argument("--include", action="append", default=[], metavar="GLOB")
     sp.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     sp.add_argument("--min-size", metavar="SIZE", help="e.g. 100k, 10M")

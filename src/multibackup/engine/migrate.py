@@ -122,6 +122,8 @@ class MigrateOptions:
     chunk_size: int = CHUNK
     #: let the provider copy when both sides are the same S3 endpoint and account
     server_side: bool = True
+    #: bytes per second read from the source, all transfers together; None: no limit
+    bwlimit: int | None = None
 
 
 @dataclass
@@ -199,6 +201,24 @@ class _Hashes:
         self.size += len(data)
 
 
+class RateLimit:
+    """Paces readers to ``rate`` bytes per second in total, across threads."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> None:
+        """Account for ``nbytes`` just moved; sleep until they fit the rate."""
+        with self._lock:
+            now = time.monotonic()
+            self._next = max(self._next, now) + nbytes / self.rate
+            wait = self._next - now
+        if wait > 0:
+            time.sleep(wait)
+
+
 class Migrator:
     """Plans and runs one migration from ``src`` to ``dst``.
 
@@ -221,6 +241,7 @@ class Migrator:
         self.src, self.dst, self.options = src, dst, options
         self.journal = journal
         self.src_s3, self.dst_s3 = src_s3, dst_s3
+        self._limit = RateLimit(options.bwlimit) if options.bwlimit else None
         self.server_side = bool(options.server_side and src_s3 and dst_s3
                                 and dst_s3.same_account(src_s3))
         self.progress = progress or Progress()
@@ -318,6 +339,8 @@ class Migrator:
             data = self.src.get(info.key, offset, length)
         with self._lock:
             self._report.bytes_read += len(data)
+        if self._limit is not None:
+            self._limit.take(len(data))
         return data
 
     def _chunks(self, store: ObjectStore, info: ObjectInfo, hashes: _Hashes,
