@@ -21,11 +21,13 @@ from multibackup.backends.s3_multipart import S3Multipart
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.engine.journal import Journal
 from multibackup.engine.migrate import (
+    CHUNK,
     MODES,
     Filters,
     MigrateOptions,
     MigrationReport,
     Migrator,
+    PartsTarget,
     parse_since,
     parse_size,
 )
@@ -55,10 +57,11 @@ def _side_env(side: str, name: str) -> str | None:
 
 
 def open_side(text: str, side: str, args: argparse.Namespace,
-              ) -> tuple[ObjectStore, str, S3Multipart | None]:
+              ) -> tuple[ObjectStore, str, S3Multipart | None, PartsTarget | None]:
     """The store of one side (``SRC`` or ``DST``) with that side's overrides applied; its
     identity for the journal (the description plus the endpoint, since the same bucket name
-    at two providers describes alike); and for S3 the multipart/server-side-copy client."""
+    at two providers describes alike); for S3 the multipart/server-side-copy client; for
+    SFTP and local disk the resumable partial-file writer."""
     endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
     region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
     location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,
@@ -74,7 +77,15 @@ def open_side(text: str, side: str, args: argparse.Namespace,
     if location.endpoint:
         identity += f" at {location.endpoint}"
     s3 = S3Multipart(location, overrides or None) if location.scheme == "s3" else None
-    return store, identity, s3
+    parts: PartsTarget | None = None
+    if location.scheme in ("sftp", "fs"):
+        # imported here: paramiko is only loaded when SFTP is in use
+        from multibackup.backends.partial import LocalPartial, SFTPPartial
+        from multibackup.backends.sftp_store import SFTPStore
+
+        parts = (SFTPPartial(store, CHUNK) if isinstance(store, SFTPStore)
+                 else LocalPartial(location.path, CHUNK))
+    return store, identity, s3, parts
 
 
 def _options(args: argparse.Namespace) -> MigrateOptions:
@@ -91,15 +102,15 @@ def _options(args: argparse.Namespace) -> MigrateOptions:
 
 def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
     options = _options(args)  # bad flags fail before any connection
-    src, src_id, src_s3 = open_side(args.source, "SRC", args)
-    dst, dst_id, dst_s3 = open_side(args.destination, "DST", args)
+    src, src_id, src_s3, _ = open_side(args.source, "SRC", args)
+    dst, dst_id, dst_s3, dst_parts = open_side(args.destination, "DST", args)
     if src_id == dst_id:
         raise UsageError(f"source and destination are the same location ({src_id})")
     progress = Progress()
     journal = Journal(src_id, dst_id)
     try:
         migrator = Migrator(src, dst, options, journal=journal, progress=progress,
-                            src_s3=src_s3, dst_s3=dst_s3)
+                            src_s3=src_s3, dst_s3=dst_s3, dst_parts=dst_parts)
         with out.progress(progress, options.mode):
             report = migrator.run()
     finally:

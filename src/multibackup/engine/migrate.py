@@ -16,11 +16,11 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
 from multibackup.backends.s3_multipart import S3Multipart
@@ -201,6 +201,18 @@ class _Hashes:
         self.size += len(data)
 
 
+class PartsTarget(Protocol):
+    """A destination that takes an object in numbered parts and can be resumed: an S3
+    multipart upload, or a partial file at fixed offsets (SFTP, local disk)."""
+
+    def create(self, key: str, content_type: str | None = None,
+               metadata: Mapping[str, str] | None = None) -> str: ...
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str: ...
+    def list_parts(self, key: str, upload_id: str) -> Mapping[int, tuple[str | None, int]]: ...
+    def complete(self, key: str, upload_id: str, etags: list[str]) -> str: ...
+    def abort(self, key: str, upload_id: str) -> None: ...
+
+
 class RateLimit:
     """Paces readers to ``rate`` bytes per second in total, across threads."""
 
@@ -225,12 +237,14 @@ class Migrator:
     ``dst_s3`` (and ``src_s3``), given when that side is S3, enable what the plain store
     interface cannot do: resumable multipart uploads with journalled parts, content type
     and user metadata carried over, and server-side copies when both sides are the same
-    endpoint and account.
+    endpoint and account. ``dst_parts`` does the resumable part for other destinations
+    (a partial file on SFTP or local disk).
     """
 
     def __init__(self, src: ObjectStore, dst: ObjectStore, options: MigrateOptions,
                  journal: Journal | None = None, progress: Progress | None = None, *,
-                 src_s3: S3Multipart | None = None, dst_s3: S3Multipart | None = None) -> None:
+                 src_s3: S3Multipart | None = None, dst_s3: S3Multipart | None = None,
+                 dst_parts: PartsTarget | None = None) -> None:
         if options.mode not in MODES:
             raise UsageError(f"unknown mode {options.mode!r}: use one of {', '.join(MODES)}")
         if options.mode == "sync" and not options.delete and not options.dry_run:
@@ -241,6 +255,8 @@ class Migrator:
         self.src, self.dst, self.options = src, dst, options
         self.journal = journal
         self.src_s3, self.dst_s3 = src_s3, dst_s3
+        #: where large objects go part by part, resumably (S3 multipart, a partial file)
+        self._parts: PartsTarget | None = dst_s3 if dst_s3 is not None else dst_parts
         self._limit = RateLimit(options.bwlimit) if options.bwlimit else None
         self.server_side = bool(options.server_side and src_s3 and dst_s3
                                 and dst_s3.same_account(src_s3))
@@ -382,8 +398,9 @@ class Migrator:
         self.progress.add(current=key)
         if self.server_side:
             return self._copy_server_side(task)
-        if self.dst_s3 is not None:
-            return self._copy_s3(task)
+        if self._parts is not None and (self.dst_s3 is not None
+                                        or size > self.options.chunk_size):
+            return self._copy_parts(task)
         hashes = _Hashes()
         chunks = self._chunks(self.src, info, hashes, count=True)
         if size <= self.options.chunk_size:
@@ -433,14 +450,16 @@ class Migrator:
                                                info.mtime_ns, st.etag or "", de))
         return ObjectResult(info.key, "copied", info.size, task.reason, server_side=True)
 
-    def _copy_s3(self, task: _Task) -> ObjectResult:
-        """Copy into S3 with metadata; large objects as a resumable, journalled multipart."""
-        assert self.dst_s3 is not None
+    def _copy_parts(self, task: _Task) -> ObjectResult:
+        """Large objects part by part, journalled and resumable; into S3 also small ones,
+        with content type and user metadata when the source is S3 too."""
         info = task.src
         key, size = info.key, info.size
-        content_type, metadata = (self.src_s3.head(key) if self.src_s3 is not None
+        content_type, metadata = (self.src_s3.head(key)
+                                  if self.src_s3 is not None and self.dst_s3 is not None
                                   else (None, {}))
         if size <= self.options.chunk_size:
+            assert self.dst_s3 is not None
             hashes = _Hashes()
             data = b"".join(self._chunks(self.src, info, hashes, count=True))
             self.dst_s3.put(key, data, content_type, metadata)
@@ -465,7 +484,7 @@ class Migrator:
     def _resume(self, info: ObjectInfo) -> tuple[str | None, dict[int, Part]]:
         """The journalled upload of this very source version and the parts the server
         still holds with the ETags we recorded; (None, {}) when there is none to continue."""
-        assert self.dst_s3 is not None
+        assert self._parts is not None
         if self.journal is None:
             return None, {}
         up = self.journal.upload(info.key)
@@ -475,14 +494,16 @@ class Migrator:
             info.size, info.etag or "", info.mtime_ns, self.options.chunk_size)
         if same:
             try:
-                held = self.dst_s3.list_parts(info.key, up.upload_id)
+                held = self._parts.list_parts(info.key, up.upload_id)
             except StoreError:
                 held = None  # expired or aborted: start over
             if held is not None:
+                # a partial file cannot name its parts' ETags (None): the finished object
+                # is read back and compared part by part instead
                 parts = {n: p for n, p in self.journal.parts(info.key, up.upload_id).items()
-                         if held.get(n) == (p.etag, p.size)}
+                         if held.get(n) in ((p.etag, p.size), (None, p.size))}
                 return up.upload_id, parts
-        self.dst_s3.abort(info.key, up.upload_id)
+        self._parts.abort(info.key, up.upload_id)
         self.journal.end_upload(info.key)
         return None, {}
 
@@ -493,11 +514,12 @@ class Migrator:
         Each part's MD5 is checked against the ETag S3 returns for it and then journalled,
         so a kill loses at most the parts in flight. Returns (bytes sent, part MD5s).
         """
-        assert self.dst_s3 is not None
+        target = self._parts
+        assert target is not None
         key, size, step = info.key, info.size, self.options.chunk_size
         upload_id, done = self._resume(info)
         if upload_id is None:
-            upload_id = self.dst_s3.create(key, content_type, metadata)
+            upload_id = target.create(key, content_type, metadata)
             if self.journal is not None:
                 self.journal.start_upload(Upload(key, upload_id, size, info.etag or "",
                                                  info.mtime_ns, step))
@@ -510,7 +532,7 @@ class Migrator:
             if part is None:
                 data = self._read(info, offset, length)
                 md5 = hashlib.md5(data).hexdigest()
-                etag = self.dst_s3.upload_part(key, upload_id, number, data)
+                etag = target.upload_part(key, upload_id, number, data)
                 if _etag(etag) != md5:
                     raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
                                      f"damaged (ETag {etag}, MD5 {md5})")
@@ -521,7 +543,7 @@ class Migrator:
             self.progress.add(length)
             etags.append(part.etag)
             md5s.append(bytes.fromhex(part.md5))
-        self.dst_s3.complete(key, upload_id, etags)
+        target.complete(key, upload_id, etags)
         if self.journal is not None:
             self.journal.end_upload(key)
         return sent, md5s
