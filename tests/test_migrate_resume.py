@@ -131,3 +131,56 @@ def test_kill_mid_object_then_resume(kind: str, tmp_path: Path, s3_server: S3Ser
     # and a third run has nothing to do
     doc = cli(*args).json()
     assert doc["bytes_transferred"] == 0 and doc["bytes_read"] == 0
+
+
+def test_source_replaced_mid_copy_fails_then_copies_new_version(tmp_path: Path,
+                                                                s3_server: S3Server) -> None:
+    """Ranged reads are tied to the listed ETag: a replaced object is never stitched."""
+    size = 64 * 1024 * 1024 + 7
+    old, new = os.urandom(size), os.urandom(size)
+    bucket = s3_server.new_bucket()
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="big.bin", Body=old)
+    state = tmp_path / "state"
+    dst = tmp_path / "dst"
+    cli = CLI(str(tmp_path / "unused"), env={**s3_server.env(), "MULTIBACKUP_STATE_DIR": str(state)})
+    args = ("migrate", f"s3://{bucket}", f"local:{dst}", "--json")
+    proc = cli.popen(*args, "--bwlimit", "16M")
+    deadline = time.monotonic() + 60
+    while _journal_parts(state)[0] < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    client.put_object(Bucket=bucket, Key="big.bin", Body=new)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    [entry] = json.loads(out)["objects"]
+    assert entry["status"] == "failed" and "changed" in entry["reason"]
+    assert not (dst / "big.bin").exists()
+
+    doc = cli(*args).json()
+    assert doc["objects"][0]["status"] == "copied"
+    assert doc["bytes_transferred"] == size  # the old version's parts were not reused
+    assert (dst / "big.bin").read_bytes() == new
+    assert not list((dst / ".tmp").iterdir())
+
+
+def test_per_side_credentials(tmp_path: Path, s3_server: S3Server) -> None:
+    bucket_a, bucket_b = s3_server.new_bucket(), s3_server.new_bucket()
+    s3_server.client().put_object(Bucket=bucket_a, Key="k.txt", Body=b"hello")
+    good = s3_server.env()
+    wrong = {**good, "AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "wrong-secret-1"}
+    side = {f"MULTIBACKUP_{s}_{v}": good[v] for s in ("SRC", "DST")
+            for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    cli = CLI(str(tmp_path / "unused"), env={**wrong, **side,
+                                              "MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    doc = cli("migrate", f"s3://{bucket_a}", f"s3://{bucket_b}", "--json").json()
+    assert doc["counts"] == {"copied": 1}
+    assert s3_server.client().get_object(Bucket=bucket_b, Key="k.txt")["Body"].read() == b"hello"
+    # a wrong key on one side: one line naming that side, no secret
+    r = cli("migrate", f"s3://{bucket_a}", f"s3://{bucket_b}/x", ok=False,
+            env={"MULTIBACKUP_DST_AWS_SECRET_ACCESS_KEY": "wrong-secret-2"})
+    assert r.code == 1
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and f"s3://{bucket_b}/x" in lines[0] and "denied" in lines[0]
+    assert "wrong-secret" not in r.err + r.out and good["AWS_SECRET_ACCESS_KEY"] not in r.err
