@@ -229,3 +229,44 @@ def test_streamed_s3_to_s3_keeps_metadata(s3_server: S3Server, mcli: CLI) -> Non
             md5s = b"".join(hashlib.md5(data[o:o + step]).digest()
                             for o in range(0, len(data), step))
             assert big == f"{hashlib.md5(md5s).hexdigest()}-3"
+
+
+def test_saved_migration_in_the_config(s3_server: S3Server, mcli: CLI, tmp_path: Path) -> None:
+    objs = {k: v for k, v in _objects(19).items() if k != "media/big.bin"}
+    src_b = s3_server.new_bucket()
+    _fill(s3_server, src_b, objs)
+    local = tmp_path / "local-copy"
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[destinations.old]
+location = "s3://{src_b}/data"
+endpoint = "{s3_server.endpoint}"
+access_key_id = "testkey"
+secret_access_key = {{ env = "OLD_SECRET" }}
+
+[destinations.disk]
+location = "{local}"
+
+[migrations.to-disk]
+source = "old"
+destination = "disk"
+include = ["site/*"]
+exclude = ["*.css"]
+max_delete = 5
+transfers = 2
+""")
+    # the environment's own S3 keys are wrong: only the config's reach the server
+    cli = CLI(mcli.repo, env={**mcli.env, "AWS_SECRET_ACCESS_KEY": "wrong",
+                              "OLD_SECRET": S3_SECRET})
+    doc = json.loads(cli("migrate", "--config", str(config), "to-disk", "--json",
+                         "--exclude", "*page7*").out)
+    expected = {k for k in objs if k.startswith("site/") and not k.endswith(".css")
+                and "page7" not in k}
+    assert _status(doc, "copied") == expected
+    assert {str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()} == expected
+
+    r = cli("migrate", "--config", str(config), "to-dsk", ok=False)
+    assert r.code == 2 and "did you mean 'to-disk'" in r.err
+    config.write_text(config.read_text().replace("transfers = 2", "transfers = 0"))
+    r = cli("migrate", "--config", str(config), "to-disk", ok=False)
+    assert r.code == 2 and "transfers" in r.err and len(r.err.strip().splitlines()) == 1

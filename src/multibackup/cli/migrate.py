@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -73,10 +74,15 @@ def open_side(text: str, side: str, args: argparse.Namespace,
     overrides = {key: value for var, key in names.items()
                  if (value := _side_env(side, var)) is not None}
     store = open_store(location, credentials=overrides or None)
+    return _side(store, location, overrides or None)
+
+
+def _side(store: ObjectStore, location: Location, credentials: Mapping[str, str] | None,
+          ) -> tuple[ObjectStore, str, S3Multipart | None, PartsTarget | None]:
     identity = store.description
     if location.endpoint:
         identity += f" at {location.endpoint}"
-    s3 = S3Multipart(location, overrides or None) if location.scheme == "s3" else None
+    s3 = S3Multipart(location, credentials) if location.scheme == "s3" else None
     parts: PartsTarget | None = None
     if location.scheme in ("sftp", "fs"):
         # imported here: paramiko is only loaded when SFTP is in use
@@ -88,22 +94,61 @@ def open_side(text: str, side: str, args: argparse.Namespace,
     return store, identity, s3, parts
 
 
-def _options(args: argparse.Namespace) -> MigrateOptions:
-    since = parse_since(args.modified_since) if args.modified_since else None
-    filters = Filters(tuple(args.include), tuple(args.exclude),
-                      parse_size(args.min_size) if args.min_size else None,
-                      parse_size(args.max_size) if args.max_size else None, since)
-    return MigrateOptions(mode=args.mode, delete=args.delete, max_delete=args.max_delete,
-                          checksum=args.checksum, transfers=args.transfers,
-                          dry_run=args.dry_run, filters=filters,
-                          server_side=not args.no_server_side_copy,
-                          bwlimit=parse_size(args.bwlimit) if args.bwlimit else None)
+def _options(args: argparse.Namespace, saved: dict[str, Any] | None = None) -> MigrateOptions:
+    """The command line's options over a saved migration's (``[migrations.NAME]``)."""
+    saved = saved or {}
+
+    def pick(name: str, default: Any = None) -> Any:
+        value = getattr(args, name)
+        if value is None or value is False:
+            value = saved.get(name, default if value is None else value)
+        return value
+
+    since, min_size, max_size, bwlimit = (pick(k) for k in ("modified_since", "min_size",
+                                                             "max_size", "bwlimit"))
+    filters = Filters(tuple(saved.get("include", ())) + tuple(args.include),
+                      tuple(saved.get("exclude", ())) + tuple(args.exclude),
+                      parse_size(min_size) if min_size else None,
+                      parse_size(max_size) if max_size else None,
+                      parse_since(since) if since else None)
+    return MigrateOptions(mode=pick("mode", "copy"), delete=pick("delete"),
+                          max_delete=pick("max_delete", 100), checksum=pick("checksum"),
+                          transfers=pick("transfers", 4), dry_run=args.dry_run, filters=filters,
+                          server_side=(not args.no_server_side_copy
+                                       and saved.get("server_side_copy", True)),
+                          bwlimit=parse_size(bwlimit) if bwlimit else None)
+
+
+def _open_configured(args: argparse.Namespace,
+                     ) -> tuple[MigrateOptions, list[tuple[ObjectStore, str, S3Multipart | None,
+                                                           PartsTarget | None]]]:
+    """``migrate NAME``: the saved migration's options and both ends, opened with the
+    credentials their ``[destinations.NAME]`` entries give."""
+    from multibackup.config import load_config
+
+    config = load_config(args.config)
+    saved = config.migration(args.source)
+    options = _options(args, saved.options)
+    ends = []
+    for name in (saved.source, saved.destination):
+        dest = config.destination(name)
+        credentials = dest.resolve_credentials() if dest.credentials else None  # read once
+        store = open_store(dest.location, credentials=credentials)
+        ends.append(_side(store, dest.location, credentials))
+    return options, ends
 
 
 def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
-    options = _options(args)  # bad flags fail before any connection
-    src, src_id, src_s3, _ = open_side(args.source, "SRC", args)
-    dst, dst_id, dst_s3, dst_parts = open_side(args.destination, "DST", args)
+    if args.destination is None:
+        if not args.config and not os.environ.get("MULTIBACKUP_CONFIG"):
+            raise UsageError("give SRC and DST, or the name of a [migrations.NAME] entry "
+                             "with --config")
+        options, ends = _open_configured(args)
+        (src, src_id, src_s3, _), (dst, dst_id, dst_s3, dst_parts) = ends
+    else:
+        options = _options(args)  # bad flags fail before any connection
+        src, src_id, src_s3, _ = open_side(args.source, "SRC", args)
+        dst, dst_id, dst_s3, dst_parts = open_side(args.destination, "DST", args)
     if src_id == dst_id:
         raise UsageError(f"source and destination are the same location ({src_id})")
     progress = Progress()
@@ -146,17 +191,18 @@ def add_migrate_parser(add: Any) -> None:
     """Register ``migrate`` through main's ``add(name, fn, help)``."""
     sp = add("migrate", cmd_migrate, "copy, sync or check objects from one location to another "
                                      "(buckets, containers, SFTP or local folders)")
-    sp.add_argument("source", metavar="SRC")
-    sp.add_argument("destination", metavar="DST")
-    sp.add_argument("--mode", choices=MODES, default="copy",
+    sp.add_argument("source", metavar="SRC|NAME",
+                    help="a location, or with --config the name of a [migrations.NAME] entry")
+    sp.add_argument("destination", metavar="DST", nargs="?")
+    sp.add_argument("--mode", choices=MODES, default=None,
                     help="copy new and changed objects (default); sync: also delete what the "
                          "source lacks (needs --delete); check: compare and report only")
     sp.add_argument("--delete", action="store_true", help="sync: allow deleting at DST")
-    sp.add_argument("--max-delete", type=int, default=100, metavar="N",
+    sp.add_argument("--max-delete", type=int, default=None, metavar="N",
                     help="sync: delete nothing if more than N objects would go (default 100)")
     sp.add_argument("--checksum", action="store_true",
                     help="compare contents by hash even when size and ETag/mtime agree")
-    sp.add_argument("--transfers", type=int, default=4, metavar="N",
+    sp.add_argument("--transfers", type=int, default=None, metavar="N",
                     help="objects copied in parallel (default 4)")
     sp.add_argument("--no-server-side-copy", action="store_true",
                     help="stream through this machine even between buckets of one S3 "

@@ -25,6 +25,7 @@ from multibackup.config.model import (
     Defaults,
     Destination,
     Hooks,
+    Migration,
     Plan,
     Source,
     suggest,
@@ -43,6 +44,9 @@ _PASSWORD_KEYS = ("password_file", "password_env", "password_command")
 _DEFAULTS_KEYS = (*_PASSWORD_KEYS, "cache_dir", "host")
 _PLAN_KEYS = ("sources", "destinations", "exclude", "tags", "host", "compression", "schedule",
               "retention", "retention_per_destination", "hooks", *_PASSWORD_KEYS)
+_MIGRATION_KEYS = ("source", "destination", "mode", "delete", "max_delete", "checksum",
+                   "transfers", "include", "exclude", "min_size", "max_size",
+                   "modified_since", "bwlimit", "server_side_copy")
 _HOOK_KEYS = ("before", "after", "failure", "finally", "timeout")
 _PLACE_KEYS = ("location", "region", "endpoint", "addressing")
 
@@ -328,7 +332,7 @@ class _Reader:
     # ---- sections ------------------------------------------------------------------
 
     def config(self, data: dict[str, Any]) -> Config:
-        self.table(data, (), ("defaults", "destinations", "sources", "plans"))
+        self.table(data, (), ("defaults", "destinations", "sources", "plans", "migrations"))
         defaults = self.defaults(data.get("defaults", {}))
         raw_destinations = self.names(data.get("destinations", {}), ("destinations",),
                                       "destination")
@@ -339,7 +343,50 @@ class _Reader:
         raw_plans = self.names(data.get("plans", {}), ("plans",), "plan")
         plans = {name: self.plan(name, table, defaults, destinations, sources)
                  for name, table in raw_plans.items()}
-        return Config(self.file, defaults, destinations, plans, sources)
+        raw_migrations = self.names(data.get("migrations", {}), ("migrations",), "migration")
+        migrations = {name: self.migration(name, table, destinations)
+                      for name, table in raw_migrations.items()}
+        return Config(self.file, defaults, destinations, plans, sources, migrations)
+
+    def migration(self, name: str, table: dict[str, Any],
+                  destinations: dict[str, Destination]) -> Migration:
+        """``[migrations.NAME]``: two named destinations and ``migrate``'s options."""
+        from multibackup.engine.migrate import MODES, parse_since, parse_size
+
+        path: KeyPath = ("migrations", name)
+        self.table(table, path, _MIGRATION_KEYS)
+        ends = []
+        for key in ("source", "destination"):
+            target = self.string(table, path, key, required=True) or ""
+            if target not in destinations:
+                raise self.error((*path, key), f"unknown destination {target!r}"
+                                 + suggest(target, destinations))
+            ends.append(target)
+        if ends[0] == ends[1]:
+            raise self.error((*path, "destination"), "the same destination as the source")
+        mode = self.string(table, path, "mode")
+        if mode is not None and mode not in MODES:
+            raise self.error((*path, "mode"), f"unknown mode {mode!r}" + suggest(mode, MODES))
+        for key in ("delete", "checksum", "server_side_copy"):
+            if key in table and not isinstance(table[key], bool):
+                raise self.error((*path, key), f"expected true or false, got {_kind(table[key])}")
+        for key, parse in (("min_size", parse_size), ("max_size", parse_size),
+                           ("bwlimit", parse_size), ("modified_since", parse_since)):
+            text = self.string(table, path, key)
+            if text is not None:
+                try:
+                    parse(text)
+                except UsageError as exc:
+                    raise self.error((*path, key), str(exc)) from None
+        options = {k: v for k, v in {
+            "mode": mode, "max_delete": self.integer(table, path, "max_delete", 0),
+            "transfers": self.integer(table, path, "transfers", 1, 256),
+            "include": self.strings(table, path, "include") or None,
+            "exclude": self.strings(table, path, "exclude") or None,
+            **{k: table.get(k) for k in ("delete", "checksum", "server_side_copy", "min_size",
+                                         "max_size", "bwlimit", "modified_since")},
+        }.items() if v is not None}
+        return Migration(name, ends[0], ends[1], options)
 
     def source(self, name: str, table: dict[str, Any]) -> Source:
         path: KeyPath = ("sources", name)

@@ -148,6 +148,22 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """``[migrations.NAME]``: a saved ``multibackup migrate`` between two destinations.
+
+    ``source`` and ``destination`` name ``[destinations.NAME]`` entries, which say where
+    and how to log in; ``options`` holds the command's options under their long names
+    (``max_delete``, ``include``...), already checked, so that the command line can
+    override them one by one.
+    """
+
+    name: str
+    source: str
+    destination: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     """A loaded config file; ``path`` is the file it came from."""
 
@@ -156,6 +172,11 @@ class Config:
     destinations: dict[str, Destination]
     plans: dict[str, Plan]
     sources: dict[str, Source] = field(default_factory=dict)
+    migrations: dict[str, Migration] = field(default_factory=dict)
+
+    def migration(self, name: str) -> Migration:
+        """The named migration, or a one-line error suggesting the closest name."""
+        return _lookup(self.migrations, name, "migration", self.path)
 
     def plan(self, name: str) -> Plan:
         """The named plan, or a one-line error suggesting the closest name."""
