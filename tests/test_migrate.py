@@ -48,7 +48,10 @@ def mcli(tmp_path: Path, s3_server: S3Server) -> CLI:
 
 def _run(cli: CLI, *args: str, code: int = 0) -> dict:
     r = cli("migrate", *args, "--json", ok=False)
-    assert r.code == code, (r.code, r.out, r.err)
+    if r.code != code:
+        bad = [o for o in json.loads(r.out)["objects"]
+               if o["status"] not in ("copied", "skipped")] if r.out.strip() else r.out
+        raise AssertionError(f"exit {r.code}: {bad} {r.err}")
     assert S3_SECRET not in r.out + r.err
     return json.loads(r.out) if r.out.strip() else {}
 
@@ -270,3 +273,17 @@ transfers = 2
     config.write_text(config.read_text().replace("transfers = 2", "transfers = 0"))
     r = cli("migrate", "--config", str(config), "to-disk", ok=False)
     assert r.code == 2 and "transfers" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_s3_to_webdav_streams_large_objects(s3_server: S3Server, mcli: CLI, webdav) -> None:
+    objs = _objects(23)
+    src_b = s3_server.new_bucket()
+    _fill(s3_server, src_b, objs)
+    sub = "w-" + os.urandom(4).hex()
+    cli = CLI(mcli.repo, env={**mcli.env, **webdav.env()})
+    doc = _run(cli, f"s3://{src_b}/data", webdav.location(sub))
+    assert _status(doc, "copied") == set(objs)
+    for key, data in objs.items():
+        assert (webdav.root / sub / key).read_bytes() == data
+    doc = _run(cli, f"s3://{src_b}/data", webdav.location(sub), "--mode", "check")
+    assert doc["counts"] == {"skipped": len(objs)}

@@ -46,8 +46,9 @@ def _multipart_etag(path: Path) -> str:
     return f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(md5s)}"
 
 
-@pytest.mark.parametrize("kind", ["s3", "sftp", "local"])
-def test_kill_mid_object_then_resume(kind: str, tmp_path: Path, s3_server: S3Server,
+@pytest.mark.parametrize(("kind", "sig"), [("s3", signal.SIGKILL), ("sftp", signal.SIGKILL),
+                                            ("local", signal.SIGKILL), ("s3", signal.SIGINT)])
+def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_server: S3Server,
                                      request: pytest.FixtureRequest) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -92,9 +93,13 @@ def test_kill_mid_object_then_resume(kind: str, tmp_path: Path, s3_server: S3Ser
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no part was journalled in time"
             time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, sig)
+        stopped = time.monotonic()
     finally:
         proc.wait(30)
+    if sig == signal.SIGINT:  # Ctrl-C: stops at the next range, says so in one line
+        assert proc.returncode == 130 and time.monotonic() - stopped < 5
+        assert proc.stderr is not None and proc.stderr.read().strip() == "error: interrupted"
     parts, part_bytes = _journal_parts(state)
     assert 4 <= parts < 27
     assert read("big.bin") is None  # nothing half-written is visible

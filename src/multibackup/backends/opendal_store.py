@@ -91,6 +91,8 @@ class OpenDALStore:
         self.create_only_atomic = bool(op.capability().write_with_if_not_exists)
         #: True where a read can be made conditional on the ETag (``get_if_match``)
         self.reads_if_match = bool(op.capability().read_with_if_match)
+        #: False where a write must be one request (WebDAV): put_stream cannot stream there
+        self.writes_multi = bool(op.capability().write_can_multi)
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
                                      min_delay=0.2, max_delay=5.0))

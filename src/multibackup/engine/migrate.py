@@ -30,6 +30,9 @@ from multibackup.errors import StoreError, UsageError
 
 #: size of each ranged read at the source, and of each multipart part at the destination
 CHUNK = 8 << 20
+#: the largest object buffered whole for a destination that takes no streamed upload
+#: (WebDAV); one such buffer at a time
+BUFFER_LIMIT = 256 << 20
 MODES = ("copy", "sync", "check")
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
@@ -258,6 +261,8 @@ class Migrator:
         #: where large objects go part by part, resumably (S3 multipart, a partial file)
         self._parts: PartsTarget | None = dst_s3 if dst_s3 is not None else dst_parts
         self._limit = RateLimit(options.bwlimit) if options.bwlimit else None
+        self._stop = threading.Event()
+        self._buffer = threading.Semaphore(1)
         self.server_side = bool(options.server_side and src_s3 and dst_s3
                                 and dst_s3.same_account(src_s3))
         self.progress = progress or Progress()
@@ -316,8 +321,16 @@ class Migrator:
         report.results.extend(skipped)
         self.progress.total_items = len(tasks)
         self.progress.total_bytes = sum(t.src.size for t in tasks)
-        with ThreadPoolExecutor(self.options.transfers, thread_name_prefix="migrate") as pool:
+        pool = ThreadPoolExecutor(self.options.transfers, thread_name_prefix="migrate")
+        try:
             results = list(pool.map(self._one, tasks))
+        except BaseException:
+            # Ctrl-C: queued objects are dropped and the ones in flight stop at their next
+            # range; what was verified or journalled so far is kept for the next run
+            self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         report.results.extend(results)
         self._extraneous(extraneous)
         report.results.sort(key=lambda r: r.key)
@@ -349,6 +362,8 @@ class Migrator:
 
     def _read(self, info: ObjectInfo, offset: int, length: int) -> bytes:
         """One range of the source object - of the listed version only, where possible."""
+        if self._stop.is_set():
+            raise StoreError("interrupted")
         if info.etag and getattr(self.src, "reads_if_match", False):
             data = self.src.get_if_match(info.key, info.etag, offset, length)  # type: ignore[attr-defined]
         else:
@@ -405,6 +420,13 @@ class Migrator:
         chunks = self._chunks(self.src, info, hashes, count=True)
         if size <= self.options.chunk_size:
             self.dst.put(key, b"".join(chunks))
+        elif not getattr(self.dst, "writes_multi", True):
+            if size > BUFFER_LIMIT:
+                raise StoreError(f"{self.dst.description}: writing {key}: this destination "
+                                 "takes no streamed uploads, and objects over "
+                                 f"{BUFFER_LIMIT >> 20} MiB are not buffered in memory")
+            with self._buffer:
+                self.dst.put(key, b"".join(chunks))
         else:
             put_stream = getattr(self.dst, "put_stream", None)
             if put_stream is None:
