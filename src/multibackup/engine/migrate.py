@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,6 +30,8 @@ from multibackup.errors import StoreError, UsageError
 
 #: size of each ranged read at the source, and of each multipart part at the destination
 CHUNK = 8 << 20
+#: parts of one object uploaded at once (each holds one CHUNK in memory)
+PART_CONCURRENCY = 4
 #: the largest object buffered whole for a destination that takes no streamed upload
 #: (WebDAV); one such buffer at a time
 BUFFER_LIMIT = 256 << 20
@@ -534,7 +536,8 @@ class Migrator:
         """Upload ``info`` in ``chunk_size`` parts, continuing a journalled upload.
 
         Each part's MD5 is checked against the ETag S3 returns for it and then journalled,
-        so a kill loses at most the parts in flight. Returns (bytes sent, part MD5s).
+        so a kill loses at most the parts in flight (``PART_CONCURRENCY``, sent in parallel
+        to hide per-request latency). Returns (bytes sent, part MD5s).
         """
         target = self._parts
         assert target is not None
@@ -545,26 +548,44 @@ class Migrator:
             if self.journal is not None:
                 self.journal.start_upload(Upload(key, upload_id, size, info.etag or "",
                                                  info.mtime_ns, step))
+        parts: dict[int, Part] = dict(done)
         sent = 0
-        etags: list[str] = []
-        md5s: list[bytes] = []
-        for number, offset in enumerate(range(0, size, step), 1):
-            length = min(step, size - offset)
-            part = done.get(number)
-            if part is None:
-                data = self._read(info, offset, length)
-                md5 = hashlib.md5(data).hexdigest()
-                etag = target.upload_part(key, upload_id, number, data)
-                if _etag(etag) != md5:
-                    raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
-                                     f"damaged (ETag {etag}, MD5 {md5})")
-                part = Part(number, etag, md5, length)
-                if self.journal is not None:
-                    self.journal.record_part(key, upload_id, part)
-                sent += length
-            self.progress.add(length)
-            etags.append(part.etag)
-            md5s.append(bytes.fromhex(part.md5))
+
+        def send(number: int, data: bytes) -> int:
+            md5 = hashlib.md5(data).hexdigest()
+            etag = target.upload_part(key, upload_id, number, data)
+            if _etag(etag) != md5:
+                raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
+                                 f"damaged (ETag {etag}, MD5 {md5})")
+            part = Part(number, etag, md5, len(data))
+            if self.journal is not None:
+                self.journal.record_part(key, upload_id, part)
+            parts[number] = part
+            self.progress.add(len(data))
+            return len(data)
+
+        # ranges are read in order, up to PART_CONCURRENCY parts are on their way at once
+        in_flight: set[Future[int]] = set()
+        with ThreadPoolExecutor(PART_CONCURRENCY, thread_name_prefix="part") as pool:
+            try:
+                for number, offset in enumerate(range(0, size, step), 1):
+                    if number in done:
+                        self.progress.add(done[number].size)
+                        continue
+                    data = self._read(info, offset, min(step, size - offset))
+                    while len(in_flight) >= PART_CONCURRENCY:
+                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        sent += sum(f.result() for f in finished)
+                    in_flight.add(pool.submit(send, number, data))
+                    del data
+                finished, in_flight = wait(in_flight)
+                sent += sum(f.result() for f in finished)
+            except BaseException:
+                for future in in_flight:
+                    future.cancel()
+                raise
+        etags = [parts[n].etag for n in sorted(parts)]
+        md5s = [bytes.fromhex(parts[n].md5) for n in sorted(parts)]
         target.complete(key, upload_id, etags)
         if self.journal is not None:
             self.journal.end_upload(key)
