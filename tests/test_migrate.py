@@ -24,10 +24,11 @@ def _objects(seed: int = 7) -> dict[str, bytes]:
     return objs
 
 
-def _fill(server: S3Server, bucket: str, objs: dict[str, bytes], prefix: str = "data/") -> None:
+def _fill(server: S3Server, bucket: str, objs: dict[str, bytes], prefix: str = "data/",
+          **extra: object) -> None:
     client = server.client()
     for key, data in objs.items():
-        client.put_object(Bucket=bucket, Key=prefix + key, Body=data)
+        client.put_object(Bucket=bucket, Key=prefix + key, Body=data, **extra)
 
 
 def _bucket(server: S3Server, bucket: str, prefix: str = "") -> dict[str, bytes]:
@@ -175,11 +176,20 @@ def test_s3_to_sftp_and_back(s3_server: S3Server, mcli: CLI, sftp_server) -> Non
 def test_s3_to_azurite(s3_server: S3Server, mcli: CLI, azurite) -> None:
     objs = _objects(13)
     src_b = s3_server.new_bucket()
-    _fill(s3_server, src_b, objs)
+    _fill(s3_server, src_b, objs, ContentType="text/x-kept", Metadata={"origin": "s3"})
     dst = azurite.location(prefix="mig")
     cli = CLI(mcli.repo, env={**mcli.env, **azurite.env()})
     doc = _run(cli, f"s3://{src_b}/data", dst)
     assert _status(doc, "copied") == set(objs)
+    # content type and user metadata kept on Azure (small and streamed objects alike)
+    from multibackup.backends.location import open_store, parse_location
+
+    with pytest.MonkeyPatch.context() as env:
+        for k, v in azurite.env().items():
+            env.setenv(k, v)
+        azure = open_store(parse_location(dst))
+        for key in ("site/page1.html", "media/big.bin"):
+            assert azure.attributes(key) == ("text/x-kept", {"origin": "s3"})
     # back into a fresh bucket and compare bytes through S3
     back = s3_server.new_bucket()
     doc = _run(cli, dst, f"s3://{back}")
@@ -187,6 +197,9 @@ def test_s3_to_azurite(s3_server: S3Server, mcli: CLI, azurite) -> None:
     got = _bucket(s3_server, back)
     assert {k: hashlib.md5(v).hexdigest() for k, v in got.items()} == \
         {k: hashlib.md5(v).hexdigest() for k, v in objs.items()}
+    for key in ("site/page1.html", "media/big.bin"):
+        head = s3_server.client().head_object(Bucket=back, Key=key)
+        assert (head["ContentType"], head["Metadata"]) == ("text/x-kept", {"origin": "s3"})
     doc = _run(cli, f"s3://{src_b}/data", dst)
     assert doc["bytes_transferred"] == 0 and doc["bytes_read"] == 0
 

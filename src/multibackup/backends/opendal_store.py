@@ -93,6 +93,10 @@ class OpenDALStore:
         self.reads_if_match = bool(op.capability().read_with_if_match)
         #: False where a write must be one request (WebDAV): put_stream cannot stream there
         self.writes_multi = bool(op.capability().write_can_multi)
+        # what put_stream may carry over: cloud services only (not a local disk's xattrs)
+        self._keeps_type = bool(op.capability().write_with_content_type) and not self.is_local
+        self._keeps_meta = (bool(getattr(op.capability(), "write_with_user_metadata", False))
+                            and not self.is_local)
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
                                      min_delay=0.2, max_delay=5.0))
@@ -272,11 +276,21 @@ class OpenDALStore:
             raise StoreError(f"{self.description}: reading {key}: short or wrong-sized ranged read")
         return data
 
+    def attributes(self, key: str) -> tuple[str | None, dict[str, str]]:
+        """Content type and user metadata of an object, for copies that keep them."""
+        try:
+            meta = self._op.stat(key)
+        except Exception as exc:
+            raise self._error(exc, "reading metadata of", key) from None
+        return meta.content_type or None, dict(getattr(meta, "user_metadata", None) or {})
+
     def put_stream(self, key: str, chunks: Iterable[bytes], *, create_only: bool = False,
-                   part_size: int = 16 << 20) -> int:
+                   part_size: int = 16 << 20, content_type: str | None = None,
+                   user_metadata: dict[str, str] | None = None) -> int:
         """Write an object from chunks without holding it whole; returns its size.
 
-        Large objects go up as a multipart upload of ``part_size`` parts, which becomes
+        ``content_type`` and ``user_metadata`` are kept where the service stores them
+        (and ignored elsewhere). Large objects go up as a multipart upload of ``part_size`` parts, which becomes
         visible only when complete: if ``chunks`` raises, the upload is abandoned (not
         completed), so no truncated object appears. ``create_only`` is atomic where the
         service has conditional writes, a check then a write elsewhere (as ``put_new``).
@@ -284,6 +298,10 @@ class OpenDALStore:
         if create_only and not self.create_only_atomic and self.exists(key):
             raise ObjectExists(f"{self.description}: writing {key}: object already exists")
         options: dict[str, object] = {"chunk": part_size}
+        if content_type and self._keeps_type:
+            options["content_type"] = content_type
+        if user_metadata and self._keeps_meta:
+            options["user_metadata"] = user_metadata
         if create_only and self.create_only_atomic:
             options["if_not_exists"] = True
         try:

@@ -420,7 +420,9 @@ class Migrator:
             return self._copy_parts(task)
         hashes = _Hashes()
         chunks = self._chunks(self.src, info, hashes, count=True)
-        if size <= self.options.chunk_size:
+        content_type, metadata = (self._attributes(key) if hasattr(self.dst, "attributes")
+                                  and not self.dst.is_local else (None, {}))
+        if size <= self.options.chunk_size and not (content_type or metadata):
             self.dst.put(key, b"".join(chunks))
         elif not getattr(self.dst, "writes_multi", True):
             if size > BUFFER_LIMIT:
@@ -433,8 +435,9 @@ class Migrator:
             put_stream = getattr(self.dst, "put_stream", None)
             if put_stream is None:
                 raise StoreError(f"{self.dst.description}: cannot stream large objects")
-            if hasattr(self.dst, "create_only_atomic"):  # OpenDAL: part size of the upload
-                put_stream(key, chunks, part_size=self.options.chunk_size)
+            if hasattr(self.dst, "create_only_atomic"):  # OpenDAL: part size, attributes
+                put_stream(key, chunks, part_size=self.options.chunk_size,
+                           content_type=content_type, user_metadata=metadata)
             else:
                 put_stream(key, chunks)
         if hashes.size != size:
@@ -453,6 +456,16 @@ class Migrator:
             self.journal.record(VerifiedObject(key, size, info.etag or "", info.mtime_ns,
                                                dst_etag, md5))
         return ObjectResult(key, "copied", size, task.reason)
+
+    def _attributes(self, key: str) -> tuple[str | None, dict[str, str]]:
+        """The source object's content type and user metadata, to carry over (a local disk
+        has none worth a stat)."""
+        if self.src_s3 is not None:
+            return self.src_s3.head(key)
+        attributes = getattr(self.src, "attributes", None)
+        if attributes is None or self.src.is_local:
+            return None, {}
+        return attributes(key)
 
     def _copy_server_side(self, task: _Task) -> ObjectResult:
         """CopyObject / UploadPartCopy: the provider copies, we only check the result."""
@@ -479,8 +492,7 @@ class Migrator:
         with content type and user metadata when the source is S3 too."""
         info = task.src
         key, size = info.key, info.size
-        content_type, metadata = (self.src_s3.head(key)
-                                  if self.src_s3 is not None and self.dst_s3 is not None
+        content_type, metadata = (self._attributes(key) if self.dst_s3 is not None
                                   else (None, {}))
         if size <= self.options.chunk_size:
             assert self.dst_s3 is not None
