@@ -300,3 +300,21 @@ def test_s3_to_webdav_streams_large_objects(s3_server: S3Server, mcli: CLI, webd
         assert (webdav.root / sub / key).read_bytes() == data
     doc = _run(cli, f"s3://{src_b}/data", webdav.location(sub), "--mode", "check")
     assert doc["counts"] == {"skipped": len(objs)}
+
+
+def test_local_temp_files_are_not_objects(tmp_path: Path) -> None:
+    """Unfinished writes in .tmp/ are neither copied nor deleted by a sync."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / ".tmp").mkdir(parents=True)
+    (src / ".tmp" / "stale.part").write_bytes(b"half")
+    (src / "a.txt").write_bytes(b"a")
+    (dst / ".tmp").mkdir(parents=True)
+    (dst / ".tmp" / "migrate-x.part").write_bytes(b"partial")
+    (dst / "old.txt").write_bytes(b"old")
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    doc = cli("migrate", str(src), str(dst), "--mode", "sync", "--delete", "--json").json()
+    assert doc["counts"] == {"copied": 1, "deleted": 1}
+    assert (dst / ".tmp" / "migrate-x.part").read_bytes() == b"partial"
+    assert sorted(p.name for p in dst.iterdir()) == [".tmp", "a.txt"]
+    r = cli("migrate", str(src), str(dst), "--mode", "check")
+    assert r.code == 0 and "1 skipped" in r.out

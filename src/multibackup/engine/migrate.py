@@ -72,6 +72,11 @@ def _etag(value: str | None) -> str:
     return (value or "").strip().strip('"').lower()
 
 
+def _keeps_temp_files(store: ObjectStore) -> bool:
+    """True for stores that write through ``.tmp/`` below their root (local disk, SFTP)."""
+    return getattr(store, "scheme", "") == "fs" or type(store).__name__ == "SFTPStore"
+
+
 def multipart_etag(part_md5s: list[bytes]) -> str:
     """The ETag S3 gives an object uploaded in these parts: MD5 of the part MD5s, ``-N``."""
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
@@ -147,7 +152,9 @@ class ObjectResult:
 #: dry run; missing/differs/extraneous in check (and extraneous when sync keeps them)
 STATUSES = ("copied", "skipped", "failed", "mismatched", "deleted", "would-copy",
             "would-delete", "missing", "differs", "extraneous")
-_BAD = {"failed", "mismatched", "missing", "differs"}
+_BAD = {"failed", "mismatched", "missing", "differs", "extraneous"}
+#: where file-system stores keep unfinished writes (SFTP, local disk): never migrated
+_TMP_PREFIX = ".tmp/"
 
 
 @dataclass
@@ -297,9 +304,13 @@ class Migrator:
         return "hash", ""
 
     def _plan(self) -> tuple[list[_Task], list[ObjectResult], list[ObjectInfo]]:
-        wanted = self.options.filters.match
-        sources = {o.key: o for o in self.src.list() if wanted(o)}
-        targets = {o.key: o for o in self.dst.list() if wanted(o)}
+        def wanted(store: ObjectStore, info: ObjectInfo) -> bool:
+            if info.key.startswith(_TMP_PREFIX) and _keeps_temp_files(store):
+                return False
+            return self.options.filters.match(info)
+
+        sources = {o.key: o for o in self.src.list() if wanted(self.src, o)}
+        targets = {o.key: o for o in self.dst.list() if wanted(self.dst, o)}
         known = self.journal.verified() if self.journal is not None else {}
         tasks: list[_Task] = []
         skipped: list[ObjectResult] = []
