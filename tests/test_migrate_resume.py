@@ -174,9 +174,10 @@ def test_per_side_credentials(tmp_path: Path, s3_server: S3Server) -> None:
     bucket_a, bucket_b = s3_server.new_bucket(), s3_server.new_bucket()
     s3_server.client().put_object(Bucket=bucket_a, Key="k.txt", Body=b"hello")
     good = s3_server.env()
-    wrong = {**good, "AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "wrong-secret-1"}
+    wrong = {**good, "AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "wrong-secret-1",
+             "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     side = {f"MULTIBACKUP_{s}_{v}": good[v] for s in ("SRC", "DST")
-            for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+            for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
     cli = CLI(str(tmp_path / "unused"), env={**wrong, **side,
                                               "MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
     doc = cli("migrate", f"s3://{bucket_a}", f"s3://{bucket_b}", "--json").json()
