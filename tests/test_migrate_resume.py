@@ -190,3 +190,26 @@ def test_per_side_credentials(tmp_path: Path, s3_server: S3Server) -> None:
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and f"s3://{bucket_b}/x" in lines[0] and "denied" in lines[0]
     assert "wrong-secret" not in r.err + r.out and good["AWS_SECRET_ACCESS_KEY"] not in r.err
+
+
+def test_interrupted_upload_dropped_when_the_object_arrived_otherwise(tmp_path: Path) -> None:
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    data = os.urandom(48 * 1024 * 1024)
+    (src / "big.bin").write_bytes(data)
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(state)})
+    args = ("migrate", str(src), str(dst), "--json")
+    proc = cli.popen(*args, "--bwlimit", "16M")
+    try:
+        deadline = time.monotonic() + 60
+        while _journal_parts(state)[0] < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert list((dst / ".tmp").iterdir())  # the partial file
+    (dst / "big.bin").write_bytes(data)  # copied some other way meanwhile
+    doc = cli(*args).json()
+    assert doc["counts"] == {"skipped": 1}
+    assert not list((dst / ".tmp").iterdir()) and _journal_parts(state) == (0, 0)

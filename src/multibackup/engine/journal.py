@@ -152,6 +152,14 @@ class Journal:
                 "WHERE pair = ? AND key = ?", (self.pair, key)).fetchone()
         return Upload(*row) if row else None
 
+    def uploads(self) -> list[Upload]:
+        """Every upload in progress for this pair."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, upload_id, size, src_etag, src_mtime_ns, part_size FROM uploads "
+                "WHERE pair = ?", (self.pair,)).fetchall()
+        return [Upload(*r) for r in rows]
+
     def start_upload(self, upload: Upload) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",

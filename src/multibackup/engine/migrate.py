@@ -332,6 +332,7 @@ class Migrator:
         report = self._report
         tasks, skipped, extraneous = self._plan()
         report.results.extend(skipped)
+        self._drop_stale_uploads({r.key for r in skipped})
         self.progress.total_items = len(tasks)
         self.progress.total_bytes = sum(t.src.size for t in tasks)
         pool = ThreadPoolExecutor(self.options.transfers, thread_name_prefix="migrate")
@@ -349,6 +350,17 @@ class Migrator:
         report.results.sort(key=lambda r: r.key)
         report.elapsed = time.monotonic() - started
         return report
+
+    def _drop_stale_uploads(self, done: set[str]) -> None:
+        """Abort journalled uploads of objects the destination now holds identical (copied
+        some other way meanwhile), so none stays open at the provider for nothing."""
+        if self.journal is None or self._parts is None or self.options.dry_run \
+                or self.options.mode == "check":
+            return
+        for up in self.journal.uploads():
+            if up.key in done:
+                self._parts.abort(up.key, up.upload_id)
+                self.journal.end_upload(up.key)
 
     def _one(self, task: _Task) -> ObjectResult:
         key, size = task.src.key, task.src.size
