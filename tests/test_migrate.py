@@ -248,6 +248,8 @@ def test_streamed_s3_to_s3_keeps_metadata(s3_server: S3Server, mcli: CLI) -> Non
             assert doc["bytes_transferred"] == doc["bytes_read"] == sum(map(len, objs.values()))
         prefix = dst.rsplit("/", 1)[1] + "/"
         assert _bucket(s3_server, dst_b, prefix) == objs
+        again = _run(mcli, f"s3://{src_b}", dst, *args)
+        assert {o["reason"] for o in again["objects"]} == {"verified earlier (journal)"}
         for key in objs:
             head = client.head_object(Bucket=dst_b, Key=prefix + key)
             assert head["ContentType"] == "text/x-test"

@@ -89,10 +89,15 @@ class VerifiedObject:
         """True when neither side changed since it was verified, as far as listings tell."""
         if src.size != self.size or dst.size != self.size:
             return False
-        if (src.etag or "") != self.src_etag or src.mtime_ns != self.src_mtime_ns:
+        if _norm(src.etag) != _norm(self.src_etag) or src.mtime_ns != self.src_mtime_ns:
             return False
-        # a destination ETag that changed means someone rewrote it there
-        return not (dst.etag and self.dst_etag and dst.etag != self.dst_etag)
+        # a destination ETag that changed means someone rewrote it there (listings and
+        # stats of one service may differ in quoting)
+        return not (dst.etag and self.dst_etag and _norm(dst.etag) != _norm(self.dst_etag))
+
+
+def _norm(etag: str | None) -> str:
+    return (etag or "").strip().strip('"').lower()
 
 
 def default_path() -> str:
