@@ -356,3 +356,16 @@ def test_sizes_dates_and_globs() -> None:
     drop = [ObjectInfo("drafts/p.html", 5), ObjectInfo("a.txt", 5), ObjectInfo("t.html", 1),
             ObjectInfo("old.html", 5, mtime_ns=5)]
     assert all(f.match(o) for o in keep) and not any(f.match(o) for o in drop)
+
+
+def test_keys_that_are_no_file_paths_fail_alone(tmp_path: Path) -> None:
+    from multibackup.backends.location import open_store, parse_location
+    from multibackup.engine.migrate import MigrateOptions, Migrator
+
+    src = open_store(parse_location("memory://migrate-keys"))
+    src.put("a/../b", b"evil")
+    src.put("b", b"good")
+    dst = open_store(parse_location(str(tmp_path / "dst")))
+    report = Migrator(src, dst, MigrateOptions()).run()
+    assert {r.key: r.status for r in report.results} == {"a/../b": "failed", "b": "copied"}
+    assert (tmp_path / "dst" / "b").read_bytes() == b"good" and not report.ok

@@ -314,8 +314,14 @@ class Migrator:
         known = self.journal.verified() if self.journal is not None else {}
         tasks: list[_Task] = []
         skipped: list[ObjectResult] = []
+        as_files = _keeps_temp_files(self.dst)
         for key in sorted(sources):
             s, d = sources[key], targets.get(key)
+            if as_files and any(p in ("", ".", "..") for p in key.split("/")):
+                # "a/../b" would land on "b" (or be refused): never write another object
+                self._report.results.append(ObjectResult(
+                    key, "failed", s.size, "the key is no valid file path at the destination"))
+                continue
             action, why = self._compare(s, d, known.get(key))
             if action == "skip":
                 skipped.append(ObjectResult(key, "skipped", s.size, why))
