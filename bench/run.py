@@ -13,9 +13,13 @@ The database-stream scenario (``--skip-dbstream``, ``--only-dbstream``) streams 
 dumps of three sizes into a repository, against pg_dump piped into restic: memory must
 stay flat.
 
+The migration scenario (``--skip-migrate``, ``--only-migrate``) copies and syncs objects
+between two buckets of one SeaweedFS server with ``multibackup migrate``, against rclone.
+
 Usage: python bench/run.py [--rounds N] [--borg-rounds N] [--skip-s3] [--only TOOL,...]
        [--mirror-rounds N] [--skip-mirror | --only-mirror]
-       [--skip-dbstream | --only-dbstream] [--db-scale SMALL,LARGE] [--results DIR]
+       [--skip-dbstream | --only-dbstream] [--db-scale SMALL,LARGE]
+       [--skip-migrate | --only-migrate] [--results DIR]
 (bench/run.sh installs the peers first).
 """
 
@@ -39,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import dataset  # noqa: E402
 import dbstream  # noqa: E402
+import migrate  # noqa: E402
 import mirror  # noqa: E402
 
 WORK = HERE / "work"
@@ -51,6 +56,7 @@ TARGETS = {  # multibackup / restic, from the benchmark issue
     "backup-full": 0.6, "backup-nochange": 0.5, "backup-mutated": 0.8, "restore": 0.7,
     "check-read-data": 0.8, "repo-size": 1.0, "peak-rss": 1.0,
     "mirror-3-vs-1": mirror.TARGET,  # multibackup 3 destinations / multibackup 1 (local)
+    **migrate.TARGETS,  # multibackup migrate / rclone, wall
 }
 SCENARIOS = ["backup-full", "backup-nochange", "backup-mutated", "restore", "check-read-data",
              "s3-backup-full"]
@@ -584,6 +590,7 @@ def summarize(res: Results, meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     r["peak-rss"] = max(rss) if rss else None
     r.update(mirror.ratios(sc))
     r.update({k: v for k, v in dbstream.ratios(sc).items() if v is not None})
+    r.update({k: v for k, v in migrate.ratios(sc).items() if v is not None})
     return doc, markdown(doc)
 
 
@@ -603,6 +610,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += _main_tables(sc, r, tools)
     lines += mirror.markdown(doc)
     lines += dbstream.markdown(doc)
+    lines += migrate.markdown(doc)
     if any(v is not None for v in r.values()):
         lines += ["", "Ratios (multibackup / restic unless named; lower is better): " + ", ".join(
             f"{k} {v}" + (f" (target <= {TARGETS[k]})" if k in TARGETS else "")
@@ -676,6 +684,13 @@ def main() -> int:
                     help="pgbench scales of the small, medium and large database (default "
                          "2,20,200: about 20 MiB, 200 MiB and 2 GiB of dump)")
     ap.add_argument("--db-rounds", type=int, default=1)
+    ap.add_argument("--skip-migrate", action="store_true",
+                    help="leave out the migration scenario (multibackup migrate vs rclone)")
+    ap.add_argument("--only-migrate", action="store_true",
+                    help="run the migration scenario alone (results go to bench/work/"
+                         "results-migrate unless --results is given)")
+    ap.add_argument("--migrate-rounds", type=int, default=2)
+    ap.add_argument("--migrate-transfers", type=int, default=8)
     ap.add_argument("--only", default="multibackup,restic,borg,rclone")
     ap.add_argument("--work", default=str(WORK))
     ap.add_argument("--results", default=None,
@@ -690,10 +705,17 @@ def main() -> int:
         ap.error("--only-dbstream excludes --skip-dbstream and --only-mirror")
     if args.only_dbstream:
         args.skip_mirror = args.skip_s3 = True
+    if args.only_migrate and (args.skip_migrate or args.only_mirror or args.only_dbstream):
+        ap.error("--only-migrate excludes --skip-migrate, --only-mirror and --only-dbstream")
+    if args.only_migrate:
+        args.skip_mirror = args.skip_s3 = args.skip_dbstream = True
+    if args.only_mirror or args.only_dbstream:
+        args.skip_migrate = True
     work = Path(args.work)
     results = Path(args.results) if args.results else (
         work / "results-mirror" if args.only_mirror else
-        work / "results-dbstream" if args.only_dbstream else RESULTS)
+        work / "results-dbstream" if args.only_dbstream else
+        work / "results-migrate" if args.only_migrate else RESULTS)
     readme = results.resolve() == RESULTS.resolve()
     if args.report_only:
         md = markdown(json.loads((results / "latest.json").read_text()))
@@ -709,7 +731,8 @@ def main() -> int:
     res = Results()
     started = time.monotonic()
     local_tools: list[Tool] = [t(work) for t in (Multibackup, Restic, Borg)
-                               if t.name in only and not (args.only_mirror or args.only_dbstream)]
+                               if t.name in only and not (args.only_mirror or args.only_dbstream
+                                                          or args.only_migrate)]
     for rnd in range(args.rounds if local_tools else 0):
         order = local_tools[rnd % len(local_tools):] + local_tools[:rnd % len(local_tools)]
         for tool in order:
@@ -739,6 +762,16 @@ def main() -> int:
                           (int(x) for x in args.db_scale.split(",")), strict=True))
         db_info = dbstream.run_dbstream(work, measure, res.add, VENV_BIN, PASSWORD, scales,
                                         args.db_rounds)
+    migrate_info: dict[str, Any] = {}
+    if not args.skip_migrate:
+        s3 = S3Server(work)
+        s3.start()
+        try:
+            migrate_info = migrate.run_migrate(work, s3, measure, res.add, VENV_BIN, S3_KEY,
+                                               S3_SECRET, args.migrate_rounds,
+                                               args.migrate_transfers)
+        finally:
+            s3.stop()
     cleanup(work)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
@@ -751,6 +784,8 @@ def main() -> int:
         meta["mirror"] = mirror_info
     if db_info:
         meta["dbstream"] = db_info
+    if migrate_info:
+        meta["migrate"] = migrate_info
     doc, md = summarize(res, meta)
     results.mkdir(parents=True, exist_ok=True)
     (results / "latest.json").write_text(json.dumps(doc, indent=1, default=str))
