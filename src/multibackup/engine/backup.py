@@ -24,7 +24,7 @@ from multibackup import __version__
 from multibackup.engine.progress import Progress
 from multibackup.errors import MultibackupError
 from multibackup.repository.blob import BlobType
-from multibackup.repository.chunker import Chunker
+from multibackup.repository.chunker import Chunker, ThreadChunkers
 from multibackup.repository.repository import Repository
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import DIR, FILE, SYMLINK, Node
@@ -131,7 +131,7 @@ class Archiver:
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.progress = progress or Progress()
         self.summary = BackupSummary()
-        self._local = threading.local()
+        self._chunkers = ThreadChunkers(repo.config.chunker)
         self._slots = threading.Semaphore(self.workers * 8)
         self._queue: deque[tuple[_Result, Node, list[_Result],
                                  tuple[bytes | None, list[Node]] | None]] = deque()
@@ -149,10 +149,7 @@ class Archiver:
             self.summary.errors.append(f"{path}: {reason}")
 
     def _chunker(self) -> Chunker:
-        ch = getattr(self._local, "chunker", None)
-        if ch is None:
-            ch = self._local.chunker = Chunker(self.repo.config.chunker)
-        return ch
+        return self._chunkers.get()
 
     def _parent_tree(self, node: Node | None) -> list[Node] | None:
         if node is None or node.type != DIR or node.subtree is None:

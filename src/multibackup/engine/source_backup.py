@@ -25,7 +25,7 @@ from multibackup.engine.backup import BackupSummary, _user
 from multibackup.engine.progress import Progress
 from multibackup.errors import MultibackupError, SourceError, SourceUnavailable
 from multibackup.repository.blob import BlobType
-from multibackup.repository.chunker import Chunker
+from multibackup.repository.chunker import Chunker, ThreadChunkers
 from multibackup.repository.repository import Repository
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import DIR, FILE, SYMLINK, Node, is_safe_name
@@ -89,7 +89,7 @@ class SourceArchiver:
         self.workers = workers or int(getattr(source, "parallel", DEFAULT_READERS))
         self.progress = progress or Progress()
         self.summary = BackupSummary()
-        self._local = threading.local()
+        self._chunkers = ThreadChunkers(repo.config.chunker)
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(self.workers * 2)
         self._queue: deque[_Dir] = deque()
@@ -106,10 +106,7 @@ class SourceArchiver:
             self.summary.errors.append(f"{path}: {exc}")
 
     def _chunker(self) -> Chunker:
-        ch = getattr(self._local, "chunker", None)
-        if ch is None:
-            ch = self._local.chunker = Chunker(self.repo.config.chunker)
-        return ch
+        return self._chunkers.get()
 
     def _parent_nodes(self, tree_id: bytes | None) -> tuple[bytes, list[Node]] | None:
         if tree_id is None:

@@ -8,6 +8,7 @@ parameters live in the repository config so every client cuts the same way.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
@@ -86,3 +87,17 @@ class Chunker:
     def split_buffer(self, data: bytes | memoryview) -> Iterator[memoryview]:
         for chunk in self._cdc.cut_buf(data):
             yield chunk.data
+
+
+class ThreadChunkers:
+    """One ``Chunker`` per thread that asks, so each reader thread reuses its own buffer."""
+
+    def __init__(self, params: ChunkerParams) -> None:
+        self.params = params
+        self._local = threading.local()
+
+    def get(self) -> Chunker:
+        ch: Chunker | None = getattr(self._local, "chunker", None)
+        if ch is None:
+            ch = self._local.chunker = Chunker(self.params)
+        return ch
