@@ -51,6 +51,15 @@ class BackupSummary:
     duration: float = 0.0
     errors: list[str] = field(default_factory=list)
 
+    def take_stats(self, repo: Repository, started: float) -> None:
+        """What the run stored (from the repository's counters) and how long it took."""
+        st = repo.stats
+        self.data_added = st.bytes_stored
+        self.data_added_raw = st.bytes_raw
+        self.data_blobs = st.data_blobs
+        self.tree_blobs = st.tree_blobs
+        self.duration = round(time.monotonic() - started, 3)
+
     def to_json(self, max_errors: int | None = None) -> dict[str, Any]:
         d = dict(self.__dict__)
         if max_errors is not None and len(self.errors) > max_errors:
@@ -447,12 +456,7 @@ class Archiver:
                 root_id, _ = self.repo.save_tree(nodes)
         self.repo.flush()
         s = self.summary
-        st = self.repo.stats
-        s.data_added = st.bytes_stored
-        s.data_added_raw = st.bytes_raw
-        s.data_blobs = st.data_blobs
-        s.tree_blobs = st.tree_blobs
-        s.duration = round(time.monotonic() - started, 3)
+        s.take_stats(self.repo, started)
         snap = Snapshot(time=time_ or Repository.now(), tree=root_id, paths=abs_paths,
                         hostname=hostname or socket.gethostname(), username=_user(),
                         tags=sorted(set(tags or [])), parent=parent.id if parent else None,

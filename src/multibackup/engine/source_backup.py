@@ -236,13 +236,8 @@ class SourceArchiver:
         assert top.node.subtree is not None
         self.repo.flush()
         s = self.summary
-        st = self.repo.stats
-        s.data_added = st.bytes_stored
-        s.data_added_raw = st.bytes_raw
-        s.data_blobs = st.data_blobs
-        s.tree_blobs = st.tree_blobs
+        s.take_stats(self.repo, started)
         s.dirs -= 1  # the root is not a directory of the source
-        s.duration = round(time.monotonic() - started, 3)
         snap = Snapshot(time=time_ or Repository.now(), tree=top.node.subtree,
                         paths=[self.source.describe()],
                         hostname=hostname or socket.gethostname(), username=_user(),
