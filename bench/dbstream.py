@@ -98,9 +98,10 @@ class PostgresServer:
 
 
 def run_dbstream(work: Path, measure: Callable[..., Any], add: Callable[[str, str, Any], None],
-                 venv_bin: Path, password: str, scales: dict[str, int],
-                 rounds: int) -> dict[str, Any]:
-    """All rounds of the scenario; ``add(tool, step, measure)`` records each figure."""
+                 dir_bytes: Callable[[Path], int], venv_bin: Path, password: str,
+                 scales: dict[str, int], rounds: int) -> dict[str, Any]:
+    """All rounds of the scenario; ``add(tool, step, measure)`` records each figure and
+    ``dir_bytes`` (the suite's) sizes a repository."""
     pg = PostgresServer(work)
     info: dict[str, Any] = {f"{name}_scale": scale for name, scale in scales.items()}
     info["pg_dump_options"] = " ".join(PG_DUMP_OPTIONS)
@@ -135,22 +136,22 @@ def run_dbstream(work: Path, measure: Callable[..., Any], add: Callable[[str, st
                                env={**os.environ, **restic_env}, capture_output=True)
                 print(f"round {rnd + 1}/{rounds}: database stream, {name}", flush=True)
                 m = measure([*mb, "backup", pg.url(name)], env=mb_env)
-                m.repo_bytes = _dir_bytes(repo)
+                m.repo_bytes = dir_bytes(repo)
                 add("multibackup", step, m)
                 pipe = (f"{pg_dump} {' '.join(PG_DUMP_OPTIONS)} {name} | restic -q -r {rrepo} "
                         f"backup --stdin --stdin-filename {name}.dump")
                 m = measure(["/bin/bash", "-o", "pipefail", "-c", pipe], env=restic_env)
-                m.repo_bytes = _dir_bytes(rrepo)
+                m.repo_bytes = dir_bytes(rrepo)
                 add("restic", step, m)
                 if rnd == 0:  # a second backup after some writes: what dedup saves
                     pg.client("pgbench", "-n", "-t", "2000", "-c", "2", name)
-                    before = _dir_bytes(repo)
+                    before = dir_bytes(repo)
                     m = measure([*mb, "backup", pg.url(name)], env=mb_env)
-                    m.added_bytes = _dir_bytes(repo) - before
+                    m.added_bytes = dir_bytes(repo) - before
                     add("multibackup", step + "-again", m)
-                    before = _dir_bytes(rrepo)
+                    before = dir_bytes(rrepo)
                     m = measure(["/bin/bash", "-o", "pipefail", "-c", pipe], env=restic_env)
-                    m.added_bytes = _dir_bytes(rrepo) - before
+                    m.added_bytes = dir_bytes(rrepo) - before
                     add("restic", step + "-again", m)
                 dump_bytes = subprocess.run(
                     ["/bin/sh", "-c", f"{pg_dump} {' '.join(PG_DUMP_OPTIONS)} {name} | wc -c"],
@@ -162,17 +163,6 @@ def run_dbstream(work: Path, measure: Callable[..., Any], add: Callable[[str, st
         pg.stop()
     info["user"] = getpass.getuser()
     return info
-
-
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def ratios(sc: dict[str, Any]) -> dict[str, float | None]:

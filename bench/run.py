@@ -760,7 +760,7 @@ def main() -> int:
     if not args.skip_dbstream and not args.only_mirror:
         scales = dict(zip(("small", "medium", "large"),
                           (int(x) for x in args.db_scale.split(",")), strict=True))
-        db_info = dbstream.run_dbstream(work, measure, res.add, VENV_BIN, PASSWORD, scales,
+        db_info = dbstream.run_dbstream(work, measure, res.add, dir_bytes, VENV_BIN, PASSWORD, scales,
                                         args.db_rounds)
     migrate_info: dict[str, Any] = {}
     if not args.skip_migrate:

@@ -73,11 +73,7 @@ class S3Multipart:
     def create(self, key: str, content_type: str | None = None,
                metadata: Mapping[str, str] | None = None) -> str:
         """Start an upload; returns its id."""
-        extra: dict[str, object] = {}
-        if content_type:
-            extra["ContentType"] = content_type
-        if metadata:
-            extra["Metadata"] = dict(metadata)
+        extra = _attributes(content_type, metadata)
         try:
             return self._client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key),
                                                         **extra)["UploadId"]
@@ -87,11 +83,7 @@ class S3Multipart:
     def put(self, key: str, data: bytes, content_type: str | None = None,
             metadata: Mapping[str, str] | None = None) -> str:
         """One-request upload with content type and user metadata; returns the ETag."""
-        extra: dict[str, object] = {}
-        if content_type:
-            extra["ContentType"] = content_type
-        if metadata:
-            extra["Metadata"] = dict(metadata)
+        extra = _attributes(content_type, metadata)
         try:
             reply = self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
                                             **extra)
@@ -187,3 +179,14 @@ class S3Multipart:
             raise
         except Exception as exc:
             raise self._error(exc, "copying (server-side)", info.key) from None
+
+
+def _attributes(content_type: str | None,
+                metadata: Mapping[str, str] | None) -> dict[str, object]:
+    """The boto3 keyword arguments that carry an object's content type and user metadata."""
+    extra: dict[str, object] = {}
+    if content_type:
+        extra["ContentType"] = content_type
+    if metadata:
+        extra["Metadata"] = dict(metadata)
+    return extra
