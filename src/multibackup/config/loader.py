@@ -118,6 +118,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return _Reader(file, KeyLocator(text)).config(data)
 
 
+def config_from_data(data: dict[str, Any], origin: str = "server") -> Config:
+    """Check config tables given as data (the server's stored rows) by the file's rules.
+
+    Every mistake is one line, ``origin: key: reason``. Secrets may be given as
+    ``{"value": "..."}`` (the server decrypts them only to run), and a plan's repository
+    password as its ``password`` key, a string.
+    """
+    return _DataReader(origin).config(data)
+
+
 def _syntax_error(file: str, text: str, exc: tomllib.TOMLDecodeError) -> UsageError:
     """tomllib's "Reason (at line L, column C)" in the file:line: key: shape."""
     message = str(exc)
@@ -606,3 +616,33 @@ class _Reader:
         if policy.empty():
             raise self.error(path, "keeps nothing: give at least one keep_* above 0")
         return policy
+
+
+class _DataReader(_Reader):
+    """The file's checks for config given as data: no lines to point at, secret values."""
+
+    def __init__(self, origin: str) -> None:
+        super().__init__(origin, KeyLocator(""))
+
+    def error(self, path: KeyPath, message: str, at: KeyPath | None = None) -> UsageError:
+        return UsageError(f"{self.file}: {_dotted(path)}: {message}" if path
+                          else f"{self.file}: {message}")
+
+    def reference(self, value: Any, path: KeyPath, how: str) -> SecretRef:
+        if isinstance(value, dict) and set(value) == {"value"} and how != PATH:
+            secret = value["value"]
+            if not isinstance(secret, str) or not secret:
+                raise self.error(path, "must not be empty")
+            return SecretRef("value", secret)
+        return super().reference(value, path, how)
+
+    def plan(self, name: str, table: dict[str, Any], defaults: Defaults,
+             destinations: dict[str, Destination], named: dict[str, Source]) -> Plan:
+        table = dict(table)
+        password = table.pop("password", None)
+        plan = super().plan(name, table, defaults, destinations, named)
+        if password is None:
+            return plan
+        if not isinstance(password, str) or not password:
+            raise self.error(("plans", name, "password"), "must not be empty")
+        return replace(plan, password_source=SecretRef("value", password))

@@ -79,7 +79,7 @@ class RunRecord:
         return dict(self.__dict__)
 
 
-def _open_stores(config: Config, plan: Plan) -> tuple[ObjectStore, dict[str, str]]:
+def open_plan_store(config: Config, plan: Plan) -> tuple[ObjectStore, dict[str, str]]:
     """The plan's store (a mirror if it names several destinations) and name by description."""
     stores: list[ObjectStore] = []
     names: dict[str, str] = {}
@@ -159,7 +159,7 @@ def _backup_run(config: Config, plan: Plan, record: RunRecord, progress: Progres
     store: ObjectStore | None = None
     names: dict[str, str] = {}
     try:
-        store, names = _open_stores(config, plan)
+        store, names = open_plan_store(config, plan)
         password = plan.password()
         cache_dir = None if store.is_local else (config.defaults.cache_dir
                                                  or default_cache_dir())

@@ -1,0 +1,1 @@
+"""The control plane: REST API, dashboard, scheduler and in-process worker."""
