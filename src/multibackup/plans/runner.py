@@ -22,7 +22,8 @@ the record.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -93,6 +94,23 @@ def open_plan_store(config: Config, plan: Plan) -> tuple[ObjectStore, dict[str, 
     if len(stores) == 1:
         return stores[0], names
     return MirrorStore(stores), names
+
+
+@contextmanager
+def plan_repository(config: Config, name: str, cache_dir: str | None = None,
+                    ) -> Iterator[Repository]:
+    """The repository a plan writes to, opened for reading (browse, restore); the plan's
+    stores are closed when the block ends."""
+    plan = config.plan(name)
+    store, _names = open_plan_store(config, plan)
+    try:
+        with open_repository(store, plan.password(),
+                             None if store.is_local else cache_dir) as repo:
+            yield repo
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
 
 
 def _open_or_create(store: ObjectStore, plan: Plan, password: str, cache_dir: str | None,
