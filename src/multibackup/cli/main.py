@@ -24,6 +24,7 @@ from multibackup.cli.copies import check_all, cmd_repair_copies, cmd_sync, finis
 from multibackup.cli.migrate import add_migrate_parser
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.cli.plans import add_plan_parser
+from multibackup.cli.server import add_server_parser
 from multibackup.engine.backup import Archiver, find_parent
 from multibackup.engine.check import Checker
 from multibackup.engine.diff import diff_trees
@@ -677,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", help="work directory (default: a new temporary directory)")
 
     add_migrate_parser(add)
+    add_server_parser(add)
     add_plan_parser(sub, [g])
 
     add("version", cmd_version, "print the version")

@@ -129,6 +129,17 @@ def check_plan(db: Session, org: int, name: str, table: dict[str, Any]) -> Any:
         raise invalid_from(exc, "plans", name) from None
 
 
+def check_migration(db: Session, org: int, name: str, table: dict[str, Any]) -> Any:
+    """The config-model Migration for a ``[migrations.NAME]`` table, checked against the
+    organisation's destinations."""
+    data = {"destinations": _tables(db, None, org, m.Destination),
+            "migrations": {name: table}}
+    try:
+        return config_from_data(_strip_markers(data), ORIGIN).migrations[name]
+    except UsageError as exc:
+        raise invalid_from(exc, "migrations", name) from None
+
+
 def build_config(db: Session, keyring: Keyring, org: int, *, plan: m.Plan | None = None,
                  migration: m.Migration | None = None) -> Config:
     """The organisation's settings as a Config, secrets unsealed, for one plan or migration."""

@@ -38,5 +38,10 @@ class ServerSettings:
         return "sqlite:///" + os.path.join(self.state_dir, "server.sqlite")
 
     @property
+    def restore_root(self) -> str:
+        """Where organisation admins may restore onto the server (one folder each)."""
+        return os.path.join(self.state_dir, "restores")
+
+    @property
     def key_file(self) -> str:
         return os.path.join(self.state_dir, "server.key")

@@ -1,0 +1,75 @@
+"""``multibackup server``: the API, dashboard, scheduler and a worker in one process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from multibackup.cli.output import Printer
+from multibackup.errors import UsageError
+
+DATABASE_ENV = "MULTIBACKUP_DATABASE_URL"
+
+
+def _database(args: argparse.Namespace) -> str | None:
+    """The database URL: --database (no password in it: the process list would show it),
+    else $MULTIBACKUP_DATABASE_URL, else None (SQLite in the state directory)."""
+    if args.database:
+        try:
+            has_password = urlsplit(args.database).password is not None
+        except ValueError:
+            has_password = False
+        if has_password:
+            raise UsageError(f"--database must not contain a password: set {DATABASE_ENV} "
+                             "instead, or PGPASSWORD / a ~/.pgpass file")
+        return args.database
+    return os.environ.get(DATABASE_ENV) or None
+
+
+def cmd_server(args: argparse.Namespace, out: Printer) -> int:
+    import uvicorn
+
+    from multibackup.server.app import create_app
+    from multibackup.server.logs import setup_logging
+    from multibackup.server.settings import ServerSettings
+
+    settings = ServerSettings(host=args.listen_host, port=args.port,
+                              database_url=_database(args), workers=args.workers,
+                              catch_up_missed=not args.no_catch_up)
+    if args.state_dir:
+        settings.state_dir = os.path.abspath(args.state_dir)
+    if not 1 <= settings.port <= 65535:
+        raise UsageError(f"--port {settings.port}: use 1 to 65535")
+    if settings.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    setup_logging(args.log_level)
+    app = create_app(settings, announce=lambda text: print(text, flush=True))
+    print(f"multibackup server on http://{settings.host}:{settings.port}/ "
+          f"(API docs at /api/docs)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                access_log=False, log_config=None)
+    return 0
+
+
+def add_server_parser(add: Any) -> None:
+    """Register ``server`` through main's ``add(name, fn, help)``."""
+    sp = add("server", cmd_server, "run the server: REST API, web dashboard, scheduler and "
+                                   "worker (SQLite and 127.0.0.1:8080 by default)")
+    sp.add_argument("--listen", dest="listen_host", default="127.0.0.1", metavar="HOST",
+                    help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8080)
+    sp.add_argument("--database", metavar="URL",
+                    help="postgresql://user@host/db for larger deployments (password from "
+                         f"${DATABASE_ENV}, PGPASSWORD or ~/.pgpass); default SQLite in the "
+                         "state directory")
+    sp.add_argument("--state-dir", metavar="DIR",
+                    help="where the SQLite database, server key and caches live "
+                         "(default ~/.local/state/multibackup/server)")
+    sp.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="runs executed at once (default 1)")
+    sp.add_argument("--no-catch-up", action="store_true",
+                    help="do not run schedules missed while the server was down")
+    sp.add_argument("--log-level", default="info",
+                    choices=("debug", "info", "warning", "error"))

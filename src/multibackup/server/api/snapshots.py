@@ -1,0 +1,159 @@
+"""Snapshots, read live from a plan's repository: list, browse, download, restore.
+
+Reading opens the plan's repository with the settings as saved now; the restore itself is a
+queued run like a backup, so it shows in the history with its own log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from multibackup.engine.source_restore import find_node, iter_content
+from multibackup.plans.runner import plan_repository
+from multibackup.repository.repository import Repository
+from multibackup.repository.tree import DIR, FILE, SYMLINK
+from multibackup.server import service
+from multibackup.server.api.context import Principal, ServerContext, ctx, principal, session
+from multibackup.server.api.plans import get_plan
+from multibackup.server.api.problems import Problem
+from multibackup.sources.url import is_url
+
+router = APIRouter(tags=["snapshots"])
+_KINDS = {DIR: "dir", FILE: "file", SYMLINK: "symlink"}
+
+
+class RestoreBody(BaseModel):
+    paths: list[str] = []
+    target: str = Field(min_length=1, max_length=4000)
+    overwrite: bool = False
+
+
+@contextmanager
+def _repository(c: ServerContext, who: Principal, plan_id: int) -> Iterator[Repository]:
+    with c.db.session() as s:
+        plan = get_plan(s, who, plan_id)
+        config = service.build_config(s, c.keyring, who.organisation_id, plan=plan)
+        name = plan.name
+    with plan_repository(config, name, os.path.join(c.settings.state_dir, "cache")) as repo:
+        yield repo
+
+
+def snapshot_json(snap: Any) -> dict[str, Any]:
+    return {"id": snap.id, "short_id": snap.short_id, "time": snap.time.isoformat(),
+            "hostname": snap.hostname, "paths": snap.paths, "tags": snap.tags,
+            "source": snap.paths[0] if len(snap.paths) == 1 else None,
+            "summary": snap.summary}
+
+
+@router.get("/plans/{plan_id}/snapshots")
+def list_snapshots(plan_id: int, request: Request,
+                   who: Principal = Depends(principal)) -> list[dict[str, Any]]:
+    with _repository(ctx(request), who, plan_id) as repo:
+        return [snapshot_json(s) for s in reversed(repo.snapshots())]
+
+
+def _clean(path: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise Problem(422, "path: '.' and '..' are not allowed", field="path")
+    return "/" + "/".join(parts)
+
+
+@router.get("/plans/{plan_id}/snapshots/{snapshot_id}/tree")
+def browse(plan_id: int, snapshot_id: str, request: Request, path: str = "/",
+           who: Principal = Depends(principal)) -> list[dict[str, Any]]:
+    path = _clean(path)
+    with _repository(ctx(request), who, plan_id) as repo:
+        repo.load_index(recover=False)
+        snap = repo.find_snapshot(snapshot_id)
+        node = find_node(repo, snap, path)
+        if node.type != DIR or node.subtree is None:
+            raise Problem(422, f"{path!r} is not a folder in snapshot {snap.short_id}",
+                          field="path")
+        base = path.rstrip("/")
+        return [{"name": n.name, "path": f"{base}/{n.name}", "type": _KINDS.get(n.type, n.type),
+                 "size": n.size if n.type == FILE else None, "mtime": n.mtime / 1e9,
+                 "target": n.target or None}
+                for n in sorted(repo.load_tree(node.subtree),
+                                key=lambda n: (n.type != DIR, n.name))]
+
+
+@router.get("/plans/{plan_id}/snapshots/{snapshot_id}/download")
+def download(plan_id: int, snapshot_id: str, path: str, request: Request,
+             who: Principal = Depends(principal)) -> StreamingResponse:
+    path = _clean(path)
+    c = ctx(request)
+    repo_cm = _repository(c, who, plan_id)
+    repo = repo_cm.__enter__()
+    try:
+        repo.load_index(recover=False)
+        snap = repo.find_snapshot(snapshot_id)
+        node = find_node(repo, snap, path)
+        if node.type != FILE:
+            raise Problem(422, f"{path!r} is not a file in snapshot {snap.short_id}",
+                          field="path")
+    except BaseException:
+        repo_cm.__exit__(None, None, None)
+        raise
+
+    def body() -> Iterator[bytes]:
+        try:
+            with ThreadPoolExecutor(4, thread_name_prefix="download") as pool:
+                yield from iter_content(repo, node, pool)
+        finally:
+            repo_cm.__exit__(None, None, None)
+
+    name = path.rsplit("/", 1)[-1] or "file"
+    headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+               "Content-Length": str(node.size)}
+    return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
+
+
+def _check_local_target(c: ServerContext, who: Principal, target: str) -> None:
+    """Only the server's administrator restores anywhere on the server; an organisation's
+    admins restore below their organisation's folder of the restore root."""
+    if not os.path.isabs(target):
+        raise Problem(422, "target: give an absolute path on the server or a URL",
+                      field="target")
+    if who.superadmin:
+        return
+    root = os.path.join(c.settings.restore_root, str(who.organisation_id))
+    real = os.path.realpath(target)
+    if real != root and not real.startswith(root + os.sep):
+        raise Problem(403, f"target: restores onto the server go below {root}",
+                      field="target")
+
+
+@router.post("/plans/{plan_id}/snapshots/{snapshot_id}/restore", status_code=202)
+def restore(plan_id: int, snapshot_id: str, body: RestoreBody, request: Request,
+            who: Principal = Depends(principal)) -> dict[str, Any]:
+    from multibackup.server.queue import enqueue_run, run_json
+
+    if not who.admin:
+        raise Problem(403, "only an organisation admin may restore onto the server or a host")
+    target = body.target.strip()
+    if not is_url(target):
+        _check_local_target(ctx(request), who, target)
+    paths = [_clean(p) for p in body.paths]
+    c = ctx(request)
+    with _repository(c, who, plan_id) as repo:
+        snap = repo.find_snapshot(snapshot_id)
+    with session(request) as s:
+        plan = get_plan(s, who, plan_id)
+        run = enqueue_run(s, kind="restore", organisation_id=who.organisation_id, plan=plan,
+                          trigger="manual", params={"snapshot": snap.id, "paths": paths,
+                                                    "target": target,
+                                                    "overwrite": body.overwrite})
+        s.flush()
+        out = run_json(run)
+    c.executor.submit(out["id"])
+    return out
