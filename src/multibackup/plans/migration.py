@@ -1,0 +1,145 @@
+"""One run of a saved migration (``[migrations.NAME]``), shared by the CLI and the server.
+
+``multibackup migrate --config FILE NAME`` and the server's migrate jobs both take the
+saved entry's options (the command line may override them one by one), open both ends with
+the credentials their ``[destinations.NAME]`` entries give, and copy with a journal so an
+interrupted run resumes. The ad-hoc ``migrate SRC DST`` form opens its ends itself and
+goes through :func:`migrate` like the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from multibackup.backends.base import ObjectStore
+from multibackup.backends.location import Location, open_store
+from multibackup.backends.s3_multipart import S3Multipart
+from multibackup.config.model import Config, Destination
+from multibackup.engine.journal import Journal
+from multibackup.engine.migrate import (
+    CHUNK,
+    Filters,
+    MigrateOptions,
+    MigrationReport,
+    Migrator,
+    PartsTarget,
+    parse_since,
+    parse_size,
+)
+from multibackup.engine.progress import Progress
+from multibackup.errors import UsageError
+
+
+@dataclass
+class End:
+    """One opened side of a migration.
+
+    ``identity`` keys the journal (the description plus the endpoint, since the same bucket
+    name at two providers describes alike); ``s3`` is the multipart/server-side-copy client
+    of an S3 side; ``parts`` the resumable partial-file writer of an SFTP or local side.
+    """
+
+    store: ObjectStore
+    identity: str
+    s3: S3Multipart | None = None
+    parts: PartsTarget | None = None
+
+    def close(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+
+def end_for(store: ObjectStore, location: Location,
+            credentials: Mapping[str, str] | None) -> End:
+    """The End of an opened store at ``location`` (opened with ``credentials``)."""
+    identity = store.description
+    if location.endpoint:
+        identity += f" at {location.endpoint}"
+    s3 = S3Multipart(location, credentials) if location.scheme == "s3" else None
+    parts: PartsTarget | None = None
+    if location.scheme in ("sftp", "fs"):
+        # imported here: paramiko is only loaded when SFTP is in use
+        from multibackup.backends.partial import LocalPartial, SFTPPartial
+        from multibackup.backends.sftp_store import SFTPStore
+
+        parts = (SFTPPartial(store, CHUNK) if isinstance(store, SFTPStore)
+                 else LocalPartial(location.path, CHUNK))
+    return End(store, identity, s3, parts)
+
+
+def open_end(dest: Destination) -> End:
+    """A named destination as a migration end, with its configured credentials."""
+    credentials = dest.resolve_credentials() if dest.credentials else None  # read once
+    store = open_store(dest.location, credentials=credentials)
+    return end_for(store, dest.location, credentials)
+
+
+def options_for(saved: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None,
+                *, dry_run: bool = False) -> MigrateOptions:
+    """Migrate options: ``overrides`` (the command line's, None/False meaning not given)
+    over a saved migration's options; include/exclude patterns add up."""
+    saved = saved or {}
+    given = overrides or {}
+
+    def pick(name: str, default: Any = None) -> Any:
+        value = given.get(name)
+        if value is None or value is False:
+            value = saved.get(name, default if value is None else value)
+        return value
+
+    since, min_size, max_size, bwlimit = (pick(k) for k in ("modified_since", "min_size",
+                                                             "max_size", "bwlimit"))
+    filters = Filters(tuple(saved.get("include", ())) + tuple(given.get("include") or ()),
+                      tuple(saved.get("exclude", ())) + tuple(given.get("exclude") or ()),
+                      parse_size(min_size) if min_size else None,
+                      parse_size(max_size) if max_size else None,
+                      parse_since(since) if since else None)
+    return MigrateOptions(mode=pick("mode", "copy"), delete=pick("delete"),
+                          max_delete=pick("max_delete", 100), checksum=pick("checksum"),
+                          transfers=pick("transfers", 4), dry_run=dry_run, filters=filters,
+                          server_side=(given.get("server_side_copy") is not False
+                                       and saved.get("server_side_copy", True)),
+                          bwlimit=parse_size(bwlimit) if bwlimit else None)
+
+
+def open_saved(config: Config, name: str, overrides: Mapping[str, Any] | None = None, *,
+               dry_run: bool = False) -> tuple[MigrateOptions, End, End]:
+    """A saved migration's options (bad ones fail before any connection) and both ends."""
+    saved = config.migration(name)
+    options = options_for(saved.options, overrides, dry_run=dry_run)
+    src = open_end(config.destination(saved.source))
+    try:
+        dst = open_end(config.destination(saved.destination))
+    except BaseException:
+        src.close()
+        raise
+    return options, src, dst
+
+
+def migrate(src: End, dst: End, options: MigrateOptions,
+            progress: Progress | None = None) -> MigrationReport:
+    """Run one migration between two opened ends, journalled; closes both ends."""
+    try:
+        if src.identity == dst.identity:
+            raise UsageError(f"source and destination are the same location ({src.identity})")
+        journal = Journal(src.identity, dst.identity)
+        try:
+            migrator = Migrator(src.store, dst.store, options, journal=journal,
+                                progress=progress, src_s3=src.s3, dst_s3=dst.s3,
+                                dst_parts=dst.parts)
+            return migrator.run()
+        finally:
+            journal.close()
+    finally:
+        src.close()
+        dst.close()
+
+
+def run_migration(config: Config, name: str, progress: Progress, *,
+                  dry_run: bool = False) -> MigrationReport:
+    """Run the saved migration ``name`` of ``config`` once, with its own options."""
+    options, src, dst = open_saved(config, name, dry_run=dry_run)
+    return migrate(src, dst, options, progress)
