@@ -12,28 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from multibackup.backends.base import ObjectStore
 from multibackup.backends.location import Location, open_store, parse_location
-from multibackup.backends.s3_multipart import S3Multipart
 from multibackup.cli.output import Printer, human_bytes
-from multibackup.engine.journal import Journal
-from multibackup.engine.migrate import (
-    CHUNK,
-    MODES,
-    Filters,
-    MigrateOptions,
-    MigrationReport,
-    Migrator,
-    PartsTarget,
-    parse_since,
-    parse_size,
-)
+from multibackup.engine.migrate import MODES, MigrationReport
 from multibackup.engine.progress import Progress
 from multibackup.errors import UsageError
+from multibackup.plans.migration import End, end_for, migrate, open_saved, options_for
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -57,12 +44,9 @@ def _side_env(side: str, name: str) -> str | None:
     return os.environ.get(f"MULTIBACKUP_{side}_{name}")
 
 
-def open_side(text: str, side: str, args: argparse.Namespace,
-              ) -> tuple[ObjectStore, str, S3Multipart | None, PartsTarget | None]:
-    """The store of one side (``SRC`` or ``DST``) with that side's overrides applied; its
-    identity for the journal (the description plus the endpoint, since the same bucket name
-    at two providers describes alike); for S3 the multipart/server-side-copy client; for
-    SFTP and local disk the resumable partial-file writer."""
+def open_side(text: str, side: str, args: argparse.Namespace) -> End:
+    """The End of one side (``SRC`` or ``DST``) of ``migrate SRC DST``, with that side's
+    overrides applied (see :class:`multibackup.plans.migration.End`)."""
     endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
     region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
     location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,
@@ -74,68 +58,15 @@ def open_side(text: str, side: str, args: argparse.Namespace,
     overrides = {key: value for var, key in names.items()
                  if (value := _side_env(side, var)) is not None}
     store = open_store(location, credentials=overrides or None)
-    return _side(store, location, overrides or None)
+    return end_for(store, location, overrides or None)
 
 
-def _side(store: ObjectStore, location: Location, credentials: Mapping[str, str] | None,
-          ) -> tuple[ObjectStore, str, S3Multipart | None, PartsTarget | None]:
-    identity = store.description
-    if location.endpoint:
-        identity += f" at {location.endpoint}"
-    s3 = S3Multipart(location, credentials) if location.scheme == "s3" else None
-    parts: PartsTarget | None = None
-    if location.scheme in ("sftp", "fs"):
-        # imported here: paramiko is only loaded when SFTP is in use
-        from multibackup.backends.partial import LocalPartial, SFTPPartial
-        from multibackup.backends.sftp_store import SFTPStore
-
-        parts = (SFTPPartial(store, CHUNK) if isinstance(store, SFTPStore)
-                 else LocalPartial(location.path, CHUNK))
-    return store, identity, s3, parts
-
-
-def _options(args: argparse.Namespace, saved: dict[str, Any] | None = None) -> MigrateOptions:
-    """The command line's options over a saved migration's (``[migrations.NAME]``)."""
-    saved = saved or {}
-
-    def pick(name: str, default: Any = None) -> Any:
-        value = getattr(args, name)
-        if value is None or value is False:
-            value = saved.get(name, default if value is None else value)
-        return value
-
-    since, min_size, max_size, bwlimit = (pick(k) for k in ("modified_since", "min_size",
-                                                             "max_size", "bwlimit"))
-    filters = Filters(tuple(saved.get("include", ())) + tuple(args.include),
-                      tuple(saved.get("exclude", ())) + tuple(args.exclude),
-                      parse_size(min_size) if min_size else None,
-                      parse_size(max_size) if max_size else None,
-                      parse_since(since) if since else None)
-    return MigrateOptions(mode=pick("mode", "copy"), delete=pick("delete"),
-                          max_delete=pick("max_delete", 100), checksum=pick("checksum"),
-                          transfers=pick("transfers", 4), dry_run=args.dry_run, filters=filters,
-                          server_side=(not args.no_server_side_copy
-                                       and saved.get("server_side_copy", True)),
-                          bwlimit=parse_size(bwlimit) if bwlimit else None)
-
-
-def _open_configured(args: argparse.Namespace,
-                     ) -> tuple[MigrateOptions, list[tuple[ObjectStore, str, S3Multipart | None,
-                                                           PartsTarget | None]]]:
-    """``migrate NAME``: the saved migration's options and both ends, opened with the
-    credentials their ``[destinations.NAME]`` entries give."""
-    from multibackup.config import load_config
-
-    config = load_config(args.config)
-    saved = config.migration(args.source)
-    options = _options(args, saved.options)
-    ends = []
-    for name in (saved.source, saved.destination):
-        dest = config.destination(name)
-        credentials = dest.resolve_credentials() if dest.credentials else None  # read once
-        store = open_store(dest.location, credentials=credentials)
-        ends.append(_side(store, dest.location, credentials))
-    return options, ends
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's options; None (or False) where not given."""
+    return {**{k: getattr(args, k) for k in ("mode", "delete", "max_delete", "checksum",
+                                             "transfers", "modified_since", "min_size",
+                                             "max_size", "bwlimit", "include", "exclude")},
+            "server_side_copy": False if args.no_server_side_copy else None}
 
 
 def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
@@ -143,27 +74,21 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
         if not args.config and not os.environ.get("MULTIBACKUP_CONFIG"):
             raise UsageError("give SRC and DST, or the name of a [migrations.NAME] entry "
                              "with --config")
-        options, ends = _open_configured(args)
-        (src, src_id, src_s3, _), (dst, dst_id, dst_s3, dst_parts) = ends
+        from multibackup.config import load_config
+
+        options, src, dst = open_saved(load_config(args.config), args.source, _overrides(args),
+                                       dry_run=args.dry_run)
     else:
-        options = _options(args)  # bad flags fail before any connection
-        src, src_id, src_s3, _ = open_side(args.source, "SRC", args)
-        dst, dst_id, dst_s3, dst_parts = open_side(args.destination, "DST", args)
-    if src_id == dst_id:
-        raise UsageError(f"source and destination are the same location ({src_id})")
+        options = options_for(None, _overrides(args), dry_run=args.dry_run)  # bad flags
+        src = open_side(args.source, "SRC", args)  # fail before any connection
+        try:
+            dst = open_side(args.destination, "DST", args)
+        except BaseException:
+            src.close()
+            raise
     progress = Progress()
-    journal = Journal(src_id, dst_id)
-    try:
-        migrator = Migrator(src, dst, options, journal=journal, progress=progress,
-                            src_s3=src_s3, dst_s3=dst_s3, dst_parts=dst_parts)
-        with out.progress(progress, options.mode):
-            report = migrator.run()
-    finally:
-        journal.close()
-        for store in (src, dst):
-            close = getattr(store, "close", None)
-            if close is not None:
-                close()
+    with out.progress(progress, options.mode):
+        report = migrate(src, dst, options, progress)
     doc = report.to_json()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
