@@ -7,6 +7,7 @@ import filecmp
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,7 +209,26 @@ def test_second_enqueue_of_a_busy_plan_is_refused(server: Server, tmp_path: Path
     server.enqueue("restore", plan_id=plan_id, params={"target": str(tmp_path / "r")})
     with server.db.session() as s:
         s.get(m.Run, first).status = "ok"
-    assert server.enqueue(plan_id=plan_id) > first
+
+    # requests racing to start the plan: exactly one gets it
+    barrier = threading.Barrier(8)
+    outcomes: list[int | str] = []
+
+    def race() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(server.enqueue(plan_id=plan_id))
+        except Busy as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [o for o in outcomes if isinstance(o, int)]
+    assert len(won) == 1 and won[0] > first
+    assert all(f"(run {won[0]})" in o for o in outcomes if isinstance(o, str))
 
 
 def test_cancel_a_running_backup_then_back_up_and_check(server: Server,
