@@ -302,9 +302,15 @@ def test_failed_run_posts_to_the_webhook(server: Server, tmp_path: Path,
     assert len(got) == 1
     text = json.dumps(got[0].body)
     assert "nightly-db" in text and "failed" in text
+    deadline = time.monotonic() + 5  # recorded on the channel just after the delivery
+    while True:
+        with server.db.session() as s:
+            channel = s.scalars(select(m.AlertChannel)).one()
+        if channel.last_sent_at is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert channel.last_sent_at is not None and channel.last_error is None
     with server.db.session() as s:
-        channel = s.scalars(select(m.AlertChannel)).one()
-        assert channel.last_sent_at is not None and channel.last_error is None
         dest = s.scalars(select(m.Destination)).one()
         assert dest.last_failure is not None and dest.last_error and dest.last_success is None
 
