@@ -1,0 +1,71 @@
+// #/alerts — where failures (and optionally successes, a daily summary) are reported.
+
+import { del, get, post } from '../api.js';
+import {
+  actionButton, alertRegion, badge, clear, empty, field, h, onSubmit, pageHeader, section,
+  submitButton, toast,
+} from '../ui.js';
+import { confirmDelete, enc } from './common.js';
+
+export async function alertsPage(ctx) {
+  const channels = await get('/alerts');
+  if (!ctx.alive()) return;
+  const reload = () => alertsPage(ctx).catch((err) => toast(err.detail || String(err), 'error'));
+
+  const items = channels.map((a) => {
+    const result = h('span', { class: 'test-result', role: 'status', testid: 'alert-test-result' });
+    const events = [a.on_failure ? 'failures' : null, a.on_success ? 'successes' : null, a.daily_summary ? 'daily summary' : null].filter(Boolean);
+    return h('li', { class: 'card item-card', testid: 'alert-row', 'data-name': a.name },
+      h('div', { class: 'item-head' }, h('h2', null, a.name)),
+      h('p', { class: 'mono muted wrap' }, a.url || ''),
+      h('p', null, events.length ? `Sends: ${events.join(', ')}` : 'Sends nothing (all events off).'),
+      h('div', { class: 'item-actions' },
+        actionButton('Send test', async () => {
+          clear(result, 'Sending…');
+          try {
+            const res = await post(`/alerts/${enc(a.id)}/test`);
+            clear(result, res.ok ? [badge('ok'), ' Sent'] : [badge('failed'), ` ${res.error || 'Not sent'}`]);
+          } catch (err) {
+            clear(result, badge('failed'), ` ${err.detail}`);
+          }
+        }, { class: 'btn btn-small', testid: 'alert-test', 'aria-label': `Send a test to ${a.name}` }),
+        result,
+        actionButton('Delete', async () => {
+          if (!confirmDelete(`alert ${a.name}`)) return;
+          try {
+            await del(`/alerts/${enc(a.id)}`);
+            await reload();
+          } catch (err) {
+            toast(`${a.name} was not deleted: ${err.detail}`, 'error');
+          }
+        }, { class: 'btn btn-small btn-danger', 'aria-label': `Delete alert ${a.name}` })));
+  });
+
+  const region = alertRegion('form-alert');
+  const form = h('form', { class: 'form', testid: 'alert-form', novalidate: true },
+    region,
+    field({ label: 'Name', name: 'name', required: true, testid: 'field-name' }),
+    field({ label: 'Notification URL', name: 'url', required: true, testid: 'field-url', autocomplete: 'off',
+      placeholder: 'mailtos://user:password@mail.example.com?to=ops@example.com',
+      hint: 'An Apprise URL: mailto:// or mailtos:// for email, json:// or jsons:// for a webhook, slack://, tgram://, and many more. Stored encrypted.' }),
+    h('fieldset', { class: 'group' }, h('legend', null, 'Send on'),
+      field({ label: 'Failed or partial runs', name: 'on_failure', type: 'checkbox', value: true, testid: 'field-on-failure' }),
+      field({ label: 'Successful runs', name: 'on_success', type: 'checkbox', testid: 'field-on-success' }),
+      field({ label: 'A daily summary', name: 'daily_summary', type: 'checkbox', testid: 'field-daily-summary' })),
+    h('div', { class: 'form-actions' }, submitButton('Add alert', { testid: 'save' })));
+  onSubmit(form, region, async () => {
+    const el = form.elements;
+    const saved = await post('/alerts', {
+      name: el.name.value.trim(), url: el.url.value.trim(), on_failure: el.on_failure.checked,
+      on_success: el.on_success.checked, daily_summary: el.daily_summary.checked,
+    });
+    toast(`Alert ${saved.name} saved.`, 'ok');
+    await reload();
+  });
+
+  ctx.render(
+    pageHeader('Alerts'),
+    channels.length ? h('ul', { class: 'cards', testid: 'alert-list' }, items) : section('No alerts yet', empty('Nobody is told when a backup fails. Add an alert below.')),
+    section('Add an alert', form),
+  );
+}

@@ -1,0 +1,82 @@
+// #/settings — the account, API tokens (shown once on creation) and signing out.
+
+import { del, get, post } from '../api.js';
+import { logout } from '../app.js';
+import {
+  actionButton, alertRegion, clear, dl, empty, field, h, onSubmit, pageHeader, section,
+  submitButton, table, timeEl, toast,
+} from '../ui.js';
+import { confirmDelete, enc } from './common.js';
+
+export async function settingsPage(ctx) {
+  const tokens = await get('/tokens');
+  if (!ctx.alive()) return;
+  const me = ctx.me || {};
+  const reload = () => settingsPage(ctx).catch((err) => toast(err.detail || String(err), 'error'));
+
+  const created = h('div', { testid: 'new-token-box', 'aria-live': 'polite' });
+  const region = alertRegion('form-alert');
+  const form = h('form', { class: 'form form-inline', testid: 'token-form', novalidate: true },
+    region,
+    field({ label: 'Token name', name: 'name', required: true, testid: 'field-token-name', placeholder: 'ci-deploy' }),
+    field({ label: 'Expires after (days)', name: 'expires_days', type: 'number', min: 1, value: 90, testid: 'field-expires',
+      hint: 'Empty: never expires.' }),
+    h('div', { class: 'form-actions' }, submitButton('Create token', { testid: 'create-token' })));
+  onSubmit(form, region, async () => {
+    const days = form.elements.expires_days.value.trim();
+    const res = await post('/tokens', { name: form.elements.name.value.trim(), expires_days: days ? Number(days) : null });
+    const input = h('input', { type: 'text', readonly: true, value: res.token, class: 'mono', id: 'new-token', testid: 'new-token', spellcheck: 'false' });
+    const copy = h('button', { type: 'button', class: 'btn btn-small' }, 'Copy');
+    copy.addEventListener('click', async () => {
+      input.select();
+      try {
+        await navigator.clipboard.writeText(res.token);
+        copy.textContent = 'Copied';
+      } catch {
+        document.execCommand('copy');
+        copy.textContent = 'Copied';
+      }
+    });
+    clear(created, h('div', { class: 'alert alert-ok' },
+      h('p', null, h('strong', null, `Token ${res.name} created. `), 'Copy it now: it is shown only this once.'),
+      h('label', { for: 'new-token' }, 'Token'),
+      h('div', { class: 'copy-row' }, input, copy),
+      h('p', { class: 'hint' }, 'Send it as the header Authorization: Bearer <token>.')));
+    form.reset();
+    input.focus();
+    input.select();
+    const list = await get('/tokens');
+    clear(tokenList, tokenTable(list));
+  });
+
+  const tokenTable = (list) => (list.length
+    ? table(['Name', 'Created', 'Expires', h('span', { class: 'sr-only' }, 'Actions')], list.map((t) => h('tr', { testid: 'token-row', 'data-name': t.name },
+      h('th', { scope: 'row' }, t.name),
+      h('td', null, timeEl(t.created_at)),
+      h('td', null, t.expires_at ? timeEl(t.expires_at) : 'never'),
+      h('td', { class: 'actions' }, actionButton('Revoke', async () => {
+        if (!confirmDelete(`token ${t.name}`)) return;
+        try {
+          await del(`/tokens/${enc(t.id)}`);
+          await reload();
+        } catch (err) {
+          toast(`${t.name} was not revoked: ${err.detail}`, 'error');
+        }
+      }, { class: 'btn btn-small btn-danger', 'aria-label': `Revoke token ${t.name}` })))), { testid: 'tokens' })
+    : empty('No API tokens.'));
+  const tokenList = h('div', null, tokenTable(tokens));
+
+  ctx.render(
+    pageHeader('Settings'),
+    h('div', { class: 'grid-2' },
+      section('Account', dl([
+        ['Email', me.email],
+        ['Name', me.name],
+        ['Role', me.role],
+        ['Organisation', me.organisation ? me.organisation.name : ''],
+      ]), h('div', { class: 'form-actions' }, actionButton('Sign out', () => logout(), { class: 'btn', testid: 'sign-out' }))),
+      section('API tokens',
+        h('p', { class: 'hint' }, 'Tokens let scripts and CI use the REST API without a password.'),
+        created, tokenList, h('h3', null, 'New token'), form)),
+  );
+}
