@@ -10,12 +10,14 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import CLI, PASSWORD
 from servers_mail import WebhookReceiver, webhook_receiver  # noqa: F401 - the fixture
+from servers_postgres import PGServer, pg_server  # noqa: F401 - the fixture
 from sqlalchemy import select
 
 from multibackup.server import models as m
@@ -34,9 +36,10 @@ class Server:
     """A database, a key and a LocalExecutor, as the server holds them, and helpers that
     store rows the way the API does."""
 
-    def __init__(self, tmp: Path, workers: int = 1, **settings: Any) -> None:
+    def __init__(self, tmp: Path, workers: int = 1, url: str | None = None,
+                 **settings: Any) -> None:
         self.tmp = tmp
-        self.db = Database(f"sqlite:///{tmp / 'server.sqlite'}")
+        self.db = Database(url or f"sqlite:///{tmp / 'server.sqlite'}")
         self.db.upgrade()
         self.keyring = Keyring(os.urandom(32))
         self.settings = ServerSettings(state_dir=str(tmp / "server"), workers=workers,
@@ -211,7 +214,15 @@ def test_second_enqueue_of_a_busy_plan_is_refused(server: Server, tmp_path: Path
         s.get(m.Run, first).status = "ok"
 
     # requests racing to start the plan: exactly one gets it
-    barrier = threading.Barrier(8)
+    outcomes = _race(server, plan_id)
+    won = [o for o in outcomes if isinstance(o, int)]
+    assert len(won) == 1 and won[0] > first
+    assert all(f"(run {won[0]})" in o for o in outcomes if isinstance(o, str))
+
+
+def _race(server: Server, plan_id: int, n: int = 8) -> list[int | str]:
+    """``n`` threads start the plan at the same moment; what each got."""
+    barrier = threading.Barrier(n)
     outcomes: list[int | str] = []
 
     def race() -> None:
@@ -221,14 +232,43 @@ def test_second_enqueue_of_a_busy_plan_is_refused(server: Server, tmp_path: Path
         except Busy as exc:
             outcomes.append(str(exc))
 
-    threads = [threading.Thread(target=race) for _ in range(8)]
+    threads = [threading.Thread(target=race) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    won = [o for o in outcomes if isinstance(o, int)]
-    assert len(won) == 1 and won[0] > first
-    assert all(f"(run {won[0]})" in o for o in outcomes if isinstance(o, str))
+    return outcomes
+
+
+def test_postgres_queue_run_and_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         pg_server: PGServer) -> None:  # noqa: F811
+    """The same queue on PostgreSQL: racing starts (row lock), a run, a scheduler tick."""
+    from multibackup.server.scheduler import Scheduler
+
+    monkeypatch.setenv("MULTIBACKUP_STATE_DIR", str(tmp_path / "state"))
+    name = f"mb_server_{os.getpid()}_{random.randrange(10**6)}"
+    pg_server.psql(f"CREATE DATABASE {name}")
+    url = (f"postgresql+psycopg://{pg_server.user}:{pg_server.password}@{pg_server.host}:"
+           f"{pg_server.port}/{name}")
+    server = Server(tmp_path, url=url)
+    try:
+        src = make_tree(tmp_path / "src")
+        server.destination("disk", tmp_path / "repo")
+        plan_id = server.plan("web", [str(src)], ["disk"], schedule="daily 02:30")
+        outcomes = _race(server, plan_id)
+        won = [o for o in outcomes if isinstance(o, int)]
+        assert len(won) == 1, outcomes
+        server.executor.submit(won[0])
+        doc = server.wait(won[0])
+        assert doc["status"] == "ok" and doc["stored_bytes"], doc
+        sched = Scheduler(server.db, server.executor, server.settings)
+        now = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+        assert sched.tick(now) == []
+        fired = sched.tick(now.replace(hour=2, minute=30))
+        assert len(fired) == 1 and server.wait(fired[0])["trigger"] == "schedule"
+    finally:
+        server.close()
+        pg_server.psql(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_cancel_a_running_backup_then_back_up_and_check(server: Server,
