@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ log = logging.getLogger("multibackup.server.executor")
 #: statuses an alert channel's on_failure covers
 ALERT_FAILURE = ("failed", "partial", "interrupted")
 _WATCH_SECONDS = 2.0  # how often running jobs' logs are saved and cancel flags re-read
+_PROGRESS_SECONDS = 30.0  # how often a long job's progress is written to its log
+_HOOK_LINES = 40  # last lines of each hook's output kept in the log
 
 
 class RunExecutor(Protocol):
@@ -112,6 +115,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._cancels: dict[int, threading.Event] = {}
         self._logs: dict[int, RunLog] = {}
+        self._progress: dict[int, tuple[CancellableProgress, list[float]]] = {}
         self._futures: dict[int, Future[None]] = {}
         self._closed = False
         self._stop = threading.Event()
@@ -204,9 +208,12 @@ class LocalExecutor:
         what = f"{run.kind} of {'migration' if run.kind == 'migrate' else 'plan'} {run.name!r}"
         run_log.line(f"started {what} (trigger {run.trigger}, attempt {run.attempt}) "
                      f"on {self.name}")
+        progress = CancellableProgress(event)
+        with self._lock:
+            self._progress[run_id] = (progress, [time.monotonic(), 0.0])
         ctx = JobContext(self.db, self.keyring, run_id, run.kind, run.organisation_id,
                          run.plan_id, run.migration_id, dict(run.params or {}),
-                         CancellableProgress(event), run_log.line)
+                         progress, run_log.line)
         try:
             outcome = run_job(ctx)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run "running"
@@ -222,6 +229,7 @@ class LocalExecutor:
             with self._lock:
                 self._cancels.pop(run_id, None)
                 self._logs.pop(run_id, None)
+                self._progress.pop(run_id, None)
             self._update_gauges()
 
     def _finish(self, run_id: int, outcome: Outcome, cancelled: bool, run_log: RunLog) -> None:
@@ -234,6 +242,12 @@ class LocalExecutor:
                 notes.append("the cancel came too late: the run had already finished")
             else:
                 status = "cancelled"
+        for hook in result.get("hooks") or []:
+            run_log.line(f"{hook.get('stage')} hook {hook.get('command')!r}: "
+                         + (hook.get("error") or f"exit {hook.get('exit_code')}"), flush=False)
+            output = str(hook.get("output") or "").splitlines()
+            for text in output[-_HOOK_LINES:]:
+                run_log.line(f"  | {text}", flush=False)
         for note in notes:
             run_log.line(f"note: {note}", flush=False)
         for error in errors:
@@ -305,8 +319,16 @@ class LocalExecutor:
         while not self._stop.wait(_WATCH_SECONDS):
             with self._lock:
                 events = dict(self._cancels)
-                logs = list(self._logs.values())
-            for run_log in logs:
+                logs = dict(self._logs)
+                progress = dict(self._progress)
+            now = time.monotonic()
+            for run_id, (counters, marks) in progress.items():
+                run_log = logs.get(run_id)
+                if run_log is not None and now - marks[0] >= _PROGRESS_SECONDS \
+                        and counters.done_bytes + counters.done_items != marks[1]:
+                    marks[0], marks[1] = now, counters.done_bytes + counters.done_items
+                    run_log.line(progress_line(counters), flush=False)
+            for run_log in logs.values():
                 run_log.flush()
             if not events:
                 continue
@@ -331,6 +353,23 @@ class LocalExecutor:
             self.metrics.set_queued(counts.get("queued", 0))
         except Exception:  # noqa: BLE001 - metrics never fail a run
             log.exception("metrics gauges")
+
+
+def progress_line(p: Any) -> str:
+    """'progress: 1.2 GiB of 3.0 GiB, 120 of 400 items, now at /x' (totals when known)."""
+    def size(n: int) -> str:
+        value, unit = float(n), "B"
+        for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if value < 1024 or unit == "TiB":
+                break
+            value /= 1024
+        return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+
+    text = f"progress: {size(p.done_bytes)}"
+    if p.total_bytes:
+        text += f" of {size(p.total_bytes)}"
+    text += f", {p.done_items}" + (f" of {p.total_items}" if p.total_items else "") + " items"
+    return text + (f", now at {p.current}" if p.current else "")
 
 
 def channels_for(status: str, channel: m.AlertChannel) -> bool:
