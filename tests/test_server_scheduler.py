@@ -192,3 +192,24 @@ def test_daily_summary_once_a_day(server: Server,
     assert len(webhook_receiver.requests) == 2
     with server.db.session() as s:  # the summary posted nothing per run (on_failure off)
         assert s.scalar(select(func.count()).select_from(m.Run)) == 1
+
+
+def test_scheduled_migration_fires_in_its_time_zone(server: Server) -> None:
+    server.destination("copy", server.tmp / "copy")
+    server.destination("src-dir", server.tmp / "src")
+    mig_id = server.migration("mirror", "src-dir", "copy", schedule="weekly mon 03:00",
+                              timezone="America/New_York")
+    sched = Scheduler(server.db, server.executor, server.settings)
+    # Monday 2 March 10:20 UTC: next Monday 03:00 in New York, on summer time (EDT, UTC-4)
+    # since 8 March, so 07:00 UTC and not the winter 08:00
+    assert sched.tick(T0) == []
+    with server.db.session() as s:
+        due = s.get(m.Migration, mig_id).next_run_at
+    assert due == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)
+    fired = sched.tick(due)
+    assert len(fired) == 1
+    doc = server.wait(fired[0])
+    assert doc["status"] == "ok" and doc["kind"] == "migrate" and doc["trigger"] == "schedule"
+    with server.db.session() as s:
+        assert s.get(m.Migration, mig_id).next_run_at == datetime(2026, 3, 16, 7, 0,
+                                                                  tzinfo=UTC)
