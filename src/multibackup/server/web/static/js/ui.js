@@ -79,7 +79,9 @@ export function formatNumber(n) {
 }
 
 export function parseTime(iso) {
-  if (!iso) return null;
+  if (iso === null || iso === undefined || iso === '') return null;
+  if (typeof iso === 'number') return new Date(iso * 1000); // seconds since the epoch
+  if (/^\d+(\.\d+)?$/.test(iso)) return new Date(Number(iso) * 1000);
   // A time without a zone from the API is UTC.
   const text = /[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? iso : `${iso}Z`;
   const d = new Date(text);
@@ -102,10 +104,10 @@ export function relativeTime(iso, now = Date.now()) {
 
 /** <time> showing "3 min ago", the ISO time in title/datetime; kept fresh by tickTimes(). */
 export function timeEl(iso, fallback = '—') {
-  if (!iso || !parseTime(iso)) return h('span', { class: 'muted' }, fallback);
   const d = parseTime(iso);
+  if (!d) return h('span', { class: 'muted' }, fallback);
   return h('time', { datetime: d.toISOString(), title: `${d.toISOString()} (${d.toLocaleString()})`, 'data-rel': '' },
-    relativeTime(iso));
+    relativeTime(d.toISOString()));
 }
 
 export function tickTimes() {

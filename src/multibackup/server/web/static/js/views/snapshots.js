@@ -40,12 +40,39 @@ function joinPath(dir, name) {
   return `${dir.replace(/\/+$/, '')}/${name}`;
 }
 
+/** Where to open a snapshot: its one backed-up folder, else the root. */
+async function startPath(planId, sid) {
+  try {
+    const snaps = await get(`/plans/${enc(planId)}/snapshots`);
+    const snap = snaps.find((s) => s.id === sid || s.short_id === sid || String(s.id).startsWith(sid));
+    if (snap && snap.paths && snap.paths.length === 1 && snap.paths[0].startsWith('/')) return snap.paths[0];
+  } catch {
+    /* the root always works */
+  }
+  return '/';
+}
+
 export async function snapshotPage(ctx, planId, sid) {
-  const path = ctx.query.get('path') || '/';
-  const [plan, entries] = await Promise.all([
-    get(`/plans/${enc(planId)}`),
-    get(`/plans/${enc(planId)}/snapshots/${enc(sid)}/tree?path=${enc(path)}`),
-  ]);
+  let path = ctx.query.get('path');
+  const chosen = !path;
+  if (chosen) {
+    path = await startPath(planId, sid);
+    if (!ctx.alive()) return;
+  }
+  const tree = (p) => get(`/plans/${enc(planId)}/snapshots/${enc(sid)}/tree?path=${enc(p)}`);
+  const plan = await get(`/plans/${enc(planId)}`);
+  let entries;
+  try {
+    entries = await tree(path);
+  } catch (err) {
+    if (!chosen || path === '/' || err.status !== 422) throw err;
+    path = parentOf(path); // a snapshot of one file: show its folder
+    entries = await tree(path);
+  }
+  if (chosen && ctx.alive()) {
+    // Keep the address bookmarkable without a second route change.
+    window.history.replaceState(null, '', `#/plans/${enc(planId)}/snapshots/${enc(sid)}?path=${enc(path)}`);
+  }
   if (!ctx.alive()) return;
   const key = `${planId}/${sid}`;
   if (!selections.has(key)) selections.set(key, new Set());
