@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import _free_port
+from servers_mail import SMTP_PASSWORD, smtp_server  # noqa: F401
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -280,3 +281,52 @@ def test_openapi_and_health(client: TestClient) -> None:
         assert path in spec["paths"], path
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/api/docs").status_code == 200
+
+
+def test_failure_alert_by_email_and_restore_to_a_saved_source(
+        client: TestClient, smtp_server: Any, sftp_server: Any,  # noqa: F811
+        tmp_path: Path) -> None:
+    csrf = sign_in(client)
+    url = smtp_server.url(to="ops@example.com")
+    r = client.post("/api/v1/alerts", headers=csrf,
+                    json={"name": "ops-mail", "url": url, "on_failure": True})
+    assert r.status_code == 201, r.text
+    alert = r.json()
+    assert SMTP_PASSWORD not in r.text and SMTP_PASSWORD not in client.get("/api/v1/alerts").text
+    assert client.post(f"/api/v1/alerts/{alert['id']}/test", headers=csrf).json()["ok"] is True
+    smtp_server.wait(1)
+    # a plan whose before hook fails: the run fails and the alert says which plan
+    site = tmp_path / "site"
+    files = make_site(site)
+    client.post("/api/v1/destinations", headers=csrf,
+                json={"name": "disk", "config": {"location": str(tmp_path / "repo")}})
+    plan = client.post("/api/v1/plans", headers=csrf, json={
+        "name": "shop", "sources": [str(site)], "destinations": ["disk"],
+        "password": "repo-password-1", "hooks": {"before": ["exit 3"]}}).json()
+    failed = wait_run(client, client.post(f"/api/v1/plans/{plan['id']}/run",
+                                          headers=csrf).json()["id"])
+    assert failed["status"] == "failed" and any("before" in e for e in failed["errors"])
+    mails = smtp_server.wait(2)
+    assert "shop" in mails[-1].text() and "failed" in mails[-1].text()
+    # fixed plan; restore into a saved source given by name
+    body = {k: plan[k] for k in ("name", "sources", "destinations")}
+    r = client.put(f"/api/v1/plans/{plan['id']}", headers=csrf, json=body)
+    assert r.status_code == 200, r.text
+    ok = wait_run(client, client.post(f"/api/v1/plans/{plan['id']}/run",
+                                      headers=csrf).json()["id"])
+    assert ok["status"] == "ok", ok
+    remote = sftp_server.remote_path()
+    r = client.post("/api/v1/sources", headers=csrf, json={"name": "web-host", "config": {
+        "url": f"sftp://{sftp_server.user}@{sftp_server.host}:{sftp_server.port}{remote}",
+        "key_file": sftp_server.key_file, "known_hosts": sftp_server.known_hosts}})
+    assert r.status_code == 201, r.text
+    r = client.post(f"/api/v1/plans/{plan['id']}/snapshots/{ok['snapshot']}/restore",
+                    headers=csrf, json={"target": "web-host", "paths": [f"{site}/css"]})
+    assert r.status_code == 202, r.text
+    restored = wait_run(client, r.json()["id"])
+    assert restored["status"] == "ok", restored
+    got = list(Path(remote).rglob("site.css"))
+    assert len(got) == 1 and got[0].read_bytes() == files["css/site.css"]
+    r = client.post(f"/api/v1/plans/{plan['id']}/snapshots/{ok['snapshot']}/restore",
+                    headers=csrf, json={"target": "sftp://u:pw@127.0.0.1/x"})
+    assert r.status_code == 422 and "password must not be written" in r.json()["detail"]

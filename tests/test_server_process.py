@@ -40,6 +40,7 @@ class Api:
             req.add_header("Authorization", f"Bearer {self.token}")
         else:
             req.add_header("Cookie", getattr(self, "_cookie", ""))
+            req.add_header("X-CSRF-Token", getattr(self, "csrf", ""))
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 cookie = resp.headers.get("Set-Cookie")

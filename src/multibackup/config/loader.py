@@ -420,6 +420,8 @@ class _Reader:
         scheme = scheme_of(url)
         if scheme is None:
             raise self.error(at, f"{url!r} is not a URL (scheme://...)")
+        if scheme == "file":
+            raise self.error(at, "a file:// source is a local path: give the path itself")
         if scheme not in SOURCE_MODULES:
             try:
                 parse_location(url)

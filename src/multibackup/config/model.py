@@ -17,7 +17,7 @@ from multibackup.config.schedule import Schedule
 from multibackup.config.secret import ResolvedCredentials, SecretRef
 from multibackup.engine.forget import Policy
 from multibackup.errors import UsageError
-from multibackup.sources.base import TreeSource
+from multibackup.sources.base import RestoreTarget, TreeSource
 
 #: Config key for each ``Policy`` field (the same words as forget's --keep-* options).
 RETENTION_KEYS = {"keep_last": "last", "keep_hourly": "hourly", "keep_daily": "daily",
@@ -83,10 +83,17 @@ class Source:
         """Connect now, with the credentials read at this moment."""
         from multibackup.sources.url import open_source
 
-        credentials = ResolvedCredentials(
-            (key, ref.resolve(f"source {self.name!r}: {key}"))
-            for key, ref in self.credentials.items())
-        return open_source(self.url, credentials)
+        return open_source(self.url, self._credentials())
+
+    def open_target(self) -> RestoreTarget:
+        """The same place as a restore target (a database server, a host, a bucket)."""
+        from multibackup.sources.url import open_target
+
+        return open_target(self.url, self._credentials())
+
+    def _credentials(self) -> ResolvedCredentials:
+        return ResolvedCredentials((key, ref.resolve(f"source {self.name!r}: {key}"))
+                                   for key, ref in self.credentials.items())
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from multibackup.config.model import Config
-from multibackup.engine.mirrored import open_repository
 from multibackup.engine.progress import Progress
 from multibackup.engine.restore import Restorer
 from multibackup.engine.source_restore import TargetRestorer
 from multibackup.errors import MultibackupError, UsageError
 from multibackup.plans.migration import run_migration
-from multibackup.plans.runner import RunRecord, open_plan_store, run_plan
+from multibackup.plans.runner import RunRecord, plan_repository, run_plan
 from multibackup.repository.cache import default_cache_dir
 from multibackup.server import models as m
 from multibackup.server import service
@@ -29,7 +28,6 @@ from multibackup.server.db import Database
 from multibackup.server.keyring import Keyring
 from multibackup.sources.url import is_url, open_target, redacted
 from multibackup.store.lag import LagRecord
-from multibackup.store.mirror import MirrorStore
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 3
 _MAX_PROBLEMS = 100  # bad objects of a migration kept in the run's result
@@ -219,32 +217,26 @@ def restore_job(ctx: JobContext) -> Outcome:
     paths = [str(p) for p in params.get("paths") or []]
     overwrite = bool(params.get("overwrite"))
     config, name = _plan_config(ctx)
-    plan = config.plan(name)
     shown = redacted(target) if url else target
-    store, _names = open_plan_store(config, plan)
-    try:
-        cache_dir = None if store.is_local else (config.defaults.cache_dir
-                                                 or default_cache_dir())
-        repo = open_repository(store, plan.password(), cache_dir)
-        with repo, repo.lock(command="restore"):
-            repo.load_index()
-            snap = repo.find_snapshot(snapshot)
-            ctx.step(f"restoring snapshot {snap.short_id} of plan {name!r} to {shown}")
-            if url:
-                dest = open_target(target)
-                try:
-                    if overwrite and hasattr(dest, "overwrite"):
-                        dest.overwrite = True
-                    summary = TargetRestorer(repo, snap, dest, includes=paths,
-                                             progress=ctx.progress).run()
-                finally:
-                    dest.close()
-            else:
-                summary = Restorer(repo, snap, target, includes=paths, overwrite=overwrite,
-                                   progress=ctx.progress).run()
-    finally:
-        if isinstance(store, MirrorStore):
-            store.close()
+    saved = params.get("target_source")
+    cache_dir = config.defaults.cache_dir or default_cache_dir()
+    with plan_repository(config, name, cache_dir) as repo, repo.lock(command="restore"):
+        repo.load_index()
+        snap = repo.find_snapshot(snapshot)
+        ctx.step(f"restoring snapshot {snap.short_id} of plan {name!r} to {shown}")
+        if url:
+            dest = (config.sources[saved].open_target() if saved in config.sources
+                    else open_target(target))
+            try:
+                if overwrite and hasattr(dest, "overwrite"):
+                    dest.overwrite = True
+                summary = TargetRestorer(repo, snap, dest, includes=paths,
+                                         progress=ctx.progress).run()
+            finally:
+                dest.close()
+        else:
+            summary = Restorer(repo, snap, target, includes=paths, overwrite=overwrite,
+                               progress=ctx.progress).run()
     result: dict[str, Any] = {**summary.to_json(), "snapshot": snap.id, "target": shown,
                               "notes": [f"restored {summary.files} files, {summary.dirs} "
                                         f"dirs, {summary.bytes} bytes"]}

@@ -11,16 +11,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from multibackup.engine.source_restore import find_node, iter_content
 from multibackup.plans.runner import plan_repository
+from multibackup.repository.cache import default_cache_dir
 from multibackup.repository.repository import Repository
 from multibackup.repository.tree import DIR, FILE, SYMLINK
+from multibackup.server import models as m
 from multibackup.server import service
 from multibackup.server.api.context import Principal, ServerContext, ctx, principal, session
 from multibackup.server.api.plans import get_plan
@@ -33,7 +36,7 @@ _KINDS = {DIR: "dir", FILE: "file", SYMLINK: "symlink"}
 
 class RestoreBody(BaseModel):
     paths: list[str] = []
-    target: str = Field(min_length=1, max_length=4000)
+    target: str = Field(min_length=1, max_length=4000)  # a path, a URL or a saved source
     overwrite: bool = False
 
 
@@ -43,7 +46,7 @@ def _repository(c: ServerContext, who: Principal, plan_id: int) -> Iterator[Repo
         plan = get_plan(s, who, plan_id)
         config = service.build_config(s, c.keyring, who.organisation_id, plan=plan)
         name = plan.name
-    with plan_repository(config, name, os.path.join(c.settings.state_dir, "cache")) as repo:
+    with plan_repository(config, name, default_cache_dir()) as repo:
         yield repo
 
 
@@ -118,6 +121,13 @@ def download(plan_id: int, snapshot_id: str, path: str, request: Request,
     return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
 
 
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
 def _check_local_target(c: ServerContext, who: Principal, target: str) -> None:
     """Only the server's administrator restores anywhere on the server; an organisation's
     admins restore below their organisation's folder of the restore root."""
@@ -141,10 +151,20 @@ def restore(plan_id: int, snapshot_id: str, body: RestoreBody, request: Request,
     if not who.admin:
         raise Problem(403, "only an organisation admin may restore onto the server or a host")
     target = body.target.strip()
+    c = ctx(request)
+    saved = None
+    with c.db.session() as s:
+        source = s.scalar(select(m.Source).where(m.Source.organisation_id == who.organisation_id,
+                                                 m.Source.name == target))
+        if source is not None:  # a saved source: its URL, with its sealed credentials
+            saved, target = source.name, str(source.config.get("url", ""))
     if not is_url(target):
         _check_local_target(ctx(request), who, target)
+    elif _has_password(target):  # run parameters are stored: no secret may ride in them
+        raise Problem(422, "target: a password must not be written in the URL: save the "
+                           "target as a source with its password and give its name",
+                      field="target")
     paths = [_clean(p) for p in body.paths]
-    c = ctx(request)
     with _repository(c, who, plan_id) as repo:
         snap = repo.find_snapshot(snapshot_id)
     with session(request) as s:
@@ -152,6 +172,7 @@ def restore(plan_id: int, snapshot_id: str, body: RestoreBody, request: Request,
         run = enqueue_run(s, kind="restore", organisation_id=who.organisation_id, plan=plan,
                           trigger="manual", params={"snapshot": snap.id, "paths": paths,
                                                     "target": target,
+                                                    "target_source": saved,
                                                     "overwrite": body.overwrite})
         s.flush()
         out = run_json(run)
