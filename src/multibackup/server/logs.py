@@ -24,7 +24,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(), "logger": record.name,
             "message": record.getMessage()}
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and key != "color_message":
                 doc[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             doc["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
