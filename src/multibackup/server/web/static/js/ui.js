@@ -247,7 +247,7 @@ export function field({ label, name, type = 'text', value, required, hint, place
   let input;
   if (type === 'textarea') {
     input = h('textarea', { ...common, rows: rows || 4, spellcheck: spellcheck === undefined ? 'false' : spellcheck });
-    input.value = value ?? '';
+    input.defaultValue = value ?? '';
   } else if (type === 'select') {
     input = h('select', common, (options || []).map((o) => {
       const [v, t] = Array.isArray(o) ? o : [o, o];
@@ -255,13 +255,14 @@ export function field({ label, name, type = 'text', value, required, hint, place
     }));
   } else if (type === 'checkbox') {
     input = h('input', { ...common, type, checked: Boolean(value) });
+    input.defaultChecked = Boolean(value);
     return h('div', { class: 'field field-check' },
       h('div', { class: 'check' }, input, h('label', { for: id }, label)),
       hint ? h('p', { class: 'hint', id: hintId }, hint) : null,
       h('p', { class: 'field-error', id: errId, hidden: true }));
   } else {
     input = h('input', { ...common, type, min, max, step, list, inputmode, spellcheck: spellcheck ?? (type === 'text' ? 'false' : undefined) });
-    input.value = value ?? '';
+    input.defaultValue = value ?? ''; // what form.reset() returns to
   }
   return h('div', { class: 'field' },
     h('label', { for: id }, label, required ? h('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : null),
@@ -309,8 +310,12 @@ function normalise(path) {
 
 function sentence(text) {
   const t = String(text).trim();
-  const first = t.charAt(0).toUpperCase() + t.slice(1);
-  return /[.!?:]$/.test(first) ? first : `${first}.`;
+  return /[.!?:]$/.test(t) ? t : `${t}.`;
+}
+
+function errorLine(e) {
+  const field = e.field && !['body', 'config'].includes(e.field) ? e.field : '';
+  return field && !e.message.startsWith(field) ? `${field}: ${e.message}` : e.message;
 }
 
 /** The form control (or fieldset) an API error field names, if any. */
@@ -353,10 +358,11 @@ export function showFormError(form, region, err) {
     first = first || control;
   }
   const placed = (err.errors || []).length - unplaced.length;
+  const extra = unplaced.filter((e) => errorLine(e) !== err.detail && e.message !== err.detail);
   setAlert(region, 'error',
     h('p', null, sentence(err.detail || 'Something went wrong.'),
       placed ? ` ${placed === 1 ? 'One field needs' : `${placed} fields need`} attention below.` : ''),
-    unplaced.length ? h('ul', null, unplaced.map((e) => h('li', null, e.field ? `${e.field}: ` : '', e.message))) : null);
+    extra.length ? h('ul', null, extra.map((e) => h('li', null, errorLine(e)))) : null);
   if (first && typeof first.focus === 'function' && first.tagName !== 'FIELDSET') {
     first.focus();
   } else if (first) {

@@ -3,7 +3,7 @@
 import { del, get, post } from '../api.js';
 import {
   actionButton, alertRegion, badge, clear, empty, field, h, onSubmit, pageHeader, section,
-  submitButton, toast,
+  submitButton, timeEl, toast,
 } from '../ui.js';
 import { confirmDelete, enc } from './common.js';
 
@@ -29,7 +29,6 @@ export async function alertsPage(ctx) {
             clear(result, badge('failed'), ` ${err.detail}`);
           }
         }, { class: 'btn btn-small', testid: 'alert-test', 'aria-label': `Send a test to ${a.name}` }),
-        result,
         actionButton('Delete', async () => {
           if (!confirmDelete(`alert ${a.name}`)) return;
           try {
@@ -38,7 +37,10 @@ export async function alertsPage(ctx) {
           } catch (err) {
             toast(`${a.name} was not deleted: ${err.detail}`, 'error');
           }
-        }, { class: 'btn btn-small btn-danger', 'aria-label': `Delete alert ${a.name}` })));
+        }, { class: 'btn btn-small btn-danger', 'aria-label': `Delete alert ${a.name}` })),
+      result,
+      a.last_error ? h('p', { class: 'muted wrap' }, 'Last delivery failed: ', a.last_error) : null,
+      a.last_sent_at ? h('p', { class: 'muted' }, 'Last sent ', timeEl(a.last_sent_at)) : null);
   });
 
   const region = alertRegion('form-alert');

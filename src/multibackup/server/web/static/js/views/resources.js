@@ -34,7 +34,7 @@ const KINDS = {
     addLabel: 'Add source',
     fields: [
       { key: 'url', label: 'URL', required: true, placeholder: 'sftp://deploy@web1.example.com/var/www',
-        hint: 'What to back up: a folder (/var/www), sftp://, ftp://, mysql://, postgresql://, sqlite:///path, redis://, or a bucket (s3://...).' },
+        hint: 'What to back up, as a URL: sftp://, ftp://, mysql://, postgresql://, sqlite:///path/to/db, redis://, or a bucket (s3://...). A folder on this server needs no saved source: type its path in the plan.' },
       { key: 'password', label: 'Password', secret: true, hint: 'For databases, SFTP and FTP sources that log in with a password.' },
     ],
     moreHint: 'Other settings of the source, one key = value per line (for example key_file = /etc/multibackup/id_ed25519).',
@@ -78,7 +78,7 @@ function testButton(kind, item) {
       showTest(result, { ok: false, error: err.detail });
     }
   }, { class: 'btn btn-small', 'aria-label': `Test ${item.name}` });
-  return [btn, result];
+  return { btn, result };
 }
 
 function deleteButton(kind, item, reload) {
@@ -95,6 +95,7 @@ function deleteButton(kind, item, reload) {
 }
 
 function destinationCard(d, reload) {
+  const test = testButton('destinations', d);
   const health = d.health || {};
   const state = destinationHealth(d);
   return h('li', { class: 'card item-card', testid: 'destination-row', 'data-name': d.name, 'data-health': state },
@@ -110,21 +111,24 @@ function destinationCard(d, reload) {
     health.error ? h('p', { class: 'alert alert-error', testid: 'destination-error' }, health.error) : null,
     health.lagging ? h('p', { class: 'muted' }, 'Lagging: this destination missed recent runs; it is caught up on the next run.') : null,
     h('div', { class: 'item-actions' },
-      testButton('destinations', d),
+      test.btn,
       h('a', { class: 'btn btn-small', href: `#/destinations/${enc(d.id)}/edit`, 'aria-label': `Edit ${d.name}` }, 'Edit'),
-      deleteButton('destinations', d, reload)));
+      deleteButton('destinations', d, reload)),
+    test.result);
 }
 
 function sourceCard(s, reload) {
+  const test = testButton('sources', s);
   const url = s.config?.url || s.location || '';
   return h('li', { class: 'card item-card', testid: 'source-row', 'data-name': s.name },
     h('div', { class: 'item-head' }, h('h2', null, s.name)),
     h('p', { class: 'mono muted wrap' }, url),
     s.secrets && s.secrets.length ? h('p', { class: 'muted' }, `Stored secrets: ${s.secrets.join(', ')}`) : null,
     h('div', { class: 'item-actions' },
-      testButton('sources', s),
+      test.btn,
       h('a', { class: 'btn btn-small', href: `#/sources/${enc(s.id)}/edit`, 'aria-label': `Edit ${s.name}` }, 'Edit'),
-      deleteButton('sources', s, reload)));
+      deleteButton('sources', s, reload)),
+    test.result);
 }
 
 function showTest(el, res) {
@@ -183,6 +187,8 @@ async function formPage(ctx, kind, id) {
 
   const collect = () => {
     const { values, bad } = parseKeyValues(form.elements.more.value);
+    // Errors about keys typed under "More settings" are shown there.
+    form.elements.more.setAttribute('data-field', ['more', ...Object.keys(values)].join(' '));
     if (bad.length) {
       const err = { status: 422, detail: 'More settings: each line must be key = value.', errors: bad.map((m) => ({ field: 'more', message: m })) };
       throw err;

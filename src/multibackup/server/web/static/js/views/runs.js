@@ -57,17 +57,27 @@ export async function runPage(ctx, id) {
     section('Log', log, logNote),
   );
 
+  let shownStatus = null;
   function update() {
     const active = ACTIVE.has(run.status);
-    clear(statusBox, badge(run.status, { testid: 'run-status' }),
-      active ? ` ${run.status === 'queued' ? 'Waiting for a worker…' : 'In progress…'} (refreshing every 2 s)` : ' Finished ',
+    // Rewrite the live region only when the status changes, so it is announced once.
+    const shown = `${run.status}/${Boolean(run.cancel_requested)}`;
+    if (shownStatus !== shown) {
+      shownStatus = shown;
+      clear(statusBox, badge(run.status, { testid: 'run-status' }),
+      active ? ` ${run.cancel_requested ? 'Cancelling…' : run.status === 'queued' ? 'Waiting for a worker…' : 'In progress…'} (refreshing every 2 s)` : ' Finished ',
       !active && run.finished_at ? timeEl(run.finished_at) : null);
-    cancelBtn.hidden = !active;
+    }
+    cancelBtn.hidden = !active || Boolean(run.cancel_requested);
     clear(planLink, run.plan_id ? h('a', { href: `#/plans/${enc(run.plan_id)}` }, runWhat(run)) : runWhat(run));
     const snapshotId = run.snapshot && typeof run.snapshot === 'object' ? run.snapshot.id : run.snapshot;
     const snapshotShort = run.snapshot && typeof run.snapshot === 'object' ? run.snapshot.short_id || snapshotId : snapshotId;
     clear(details, dl([
       ['Kind', run.kind || 'backup'],
+      run.kind === 'restore' && run.params ? ['Restore to', h('span', { class: 'mono wrap' }, run.params.target || '—')] : null,
+      run.kind === 'restore' && run.params ? ['Paths', run.params.paths && run.params.paths.length
+        ? h('ul', { class: 'plain' }, run.params.paths.map((p) => h('li', { class: 'mono wrap' }, p))) : 'everything'] : null,
+      run.attempt && run.attempt > 1 ? ['Attempt', String(run.attempt)] : null,
       ['Trigger', run.trigger],
       ['Queued', timeEl(run.queued_at)],
       ['Started', timeEl(run.started_at, active ? 'not yet' : '—')],
