@@ -13,6 +13,7 @@ from multibackup.server import auth
 from multibackup.server import models as m
 from multibackup.server.api.context import (
     SESSION_COOKIE,
+    Id,
     Principal,
     admin,
     ctx,
@@ -130,7 +131,7 @@ def create_token(body: NewToken, request: Request,
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def delete_token(token_id: int, request: Request,
+def delete_token(token_id: Id, request: Request,
                  who: Principal = Depends(principal)) -> Response:
     with session(request) as s:
         row = s.get(m.ApiToken, token_id)
@@ -203,7 +204,7 @@ def create_user(body: NewUser, request: Request,
 
 
 @router.delete("/users/{user_id}", status_code=204)
-def delete_user(user_id: int, request: Request, who: Principal = Depends(admin)) -> Response:
+def delete_user(user_id: Id, request: Request, who: Principal = Depends(admin)) -> Response:
     if user_id == who.user_id:
         raise Problem(409, "you cannot delete your own account")
     with session(request) as s:

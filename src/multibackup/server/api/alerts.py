@@ -15,7 +15,7 @@ from sqlalchemy import select
 from multibackup.server import alerts as notify
 from multibackup.server import models as m
 from multibackup.server import service
-from multibackup.server.api.context import Principal, ctx, principal, session
+from multibackup.server.api.context import Id, Principal, ctx, principal, session
 from multibackup.server.api.problems import Problem, not_found
 
 router = APIRouter(tags=["alerts"])
@@ -82,7 +82,7 @@ def create_alert(body: AlertBody, request: Request,
 
 
 @router.put("/alerts/{item_id}")
-def update_alert(item_id: int, body: AlertBody, request: Request,
+def update_alert(item_id: Id, body: AlertBody, request: Request,
                  who: Principal = Depends(principal)) -> dict[str, Any]:
     with session(request) as s:
         row = _get(s, who, item_id)
@@ -96,14 +96,14 @@ def update_alert(item_id: int, body: AlertBody, request: Request,
 
 
 @router.delete("/alerts/{item_id}", status_code=204)
-def delete_alert(item_id: int, request: Request, who: Principal = Depends(principal)) -> Response:
+def delete_alert(item_id: Id, request: Request, who: Principal = Depends(principal)) -> Response:
     with session(request) as s:
         s.delete(_get(s, who, item_id))
     return Response(status_code=204)
 
 
 @router.post("/alerts/{item_id}/test")
-def test_alert(item_id: int, request: Request,
+def test_alert(item_id: Id, request: Request,
                who: Principal = Depends(principal)) -> dict[str, Any]:
     with session(request) as s:
         row = _get(s, who, item_id)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from multibackup.server import models as m
 from multibackup.server import service
-from multibackup.server.api.context import Principal, ctx, principal, session
+from multibackup.server.api.context import Id, Principal, ctx, principal, session
 from multibackup.server.api.problems import Problem, not_found
 
 
@@ -91,13 +91,13 @@ def make_router(kind: str, model: type[Any], check: Any, probe: Any,
             return to_json(row)
 
     @router.get(plural + "/{item_id}", name=f"get_{kind}")
-    def get(item_id: int, request: Request,
+    def get(item_id: Id, request: Request,
             who: Principal = Depends(principal)) -> dict[str, Any]:
         with session(request) as s:
             return to_json(_get(s, who, item_id))
 
     @router.put(plural + "/{item_id}", name=f"update_{kind}")
-    def update(item_id: int, body: Configured, request: Request,
+    def update(item_id: Id, body: Configured, request: Request,
                who: Principal = Depends(principal)) -> dict[str, Any]:
         keyring = ctx(request).keyring
         with session(request) as s:
@@ -122,7 +122,7 @@ def make_router(kind: str, model: type[Any], check: Any, probe: Any,
             return to_json(row)
 
     @router.delete(plural + "/{item_id}", status_code=204, name=f"delete_{kind}")
-    def delete(item_id: int, request: Request, who: Principal = Depends(principal)) -> Response:
+    def delete(item_id: Id, request: Request, who: Principal = Depends(principal)) -> Response:
         with session(request) as s:
             row = _get(s, who, item_id)
             users = service.users_of(s, who.organisation_id, kind, row.name)
@@ -140,7 +140,7 @@ def make_router(kind: str, model: type[Any], check: Any, probe: Any,
         return probe(check(name, public, secrets)).to_json()
 
     @router.post(plural + "/{item_id}/test", name=f"test_{kind}")
-    def test_saved(item_id: int, request: Request,
+    def test_saved(item_id: Id, request: Request,
                    who: Principal = Depends(principal)) -> dict[str, Any]:
         keyring = ctx(request).keyring
         with session(request) as s:

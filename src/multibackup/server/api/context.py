@@ -10,9 +10,10 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path as PathParam
+from fastapi import Query, Request
 from sqlalchemy.orm import Session
 
 from multibackup.server import auth
@@ -22,6 +23,11 @@ from multibackup.server.keyring import Keyring
 from multibackup.server.settings import ServerSettings
 
 SESSION_COOKIE = "mb_session"
+MAX_ID = 2**53  # ids beyond what every database and JavaScript hold are simply not found
+
+#: an object id in a path: a positive integer the database can hold
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+OptionalId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 _SAFE = ("GET", "HEAD", "OPTIONS")
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from multibackup.server import models as m
 from multibackup.server import service
-from multibackup.server.api.context import Principal, ctx, principal, session
+from multibackup.server.api.context import Id, Principal, ctx, principal, session
 from multibackup.server.api.problems import Problem, not_found
 
 router = APIRouter(tags=["migrations"])
@@ -100,14 +100,14 @@ def create_migration(body: MigrationBody, request: Request,
 
 
 @router.get("/migrations/{item_id}")
-def get_migration(item_id: int, request: Request,
+def get_migration(item_id: Id, request: Request,
                   who: Principal = Depends(principal)) -> dict[str, Any]:
     with session(request) as s:
         return migration_json(s, _get(s, who, item_id))
 
 
 @router.put("/migrations/{item_id}")
-def update_migration(item_id: int, body: MigrationBody, request: Request,
+def update_migration(item_id: Id, body: MigrationBody, request: Request,
                      who: Principal = Depends(principal)) -> dict[str, Any]:
     with session(request) as s:
         row = _get(s, who, item_id)
@@ -118,7 +118,7 @@ def update_migration(item_id: int, body: MigrationBody, request: Request,
 
 
 @router.delete("/migrations/{item_id}", status_code=204)
-def delete_migration(item_id: int, request: Request,
+def delete_migration(item_id: Id, request: Request,
                      who: Principal = Depends(principal)) -> Response:
     with session(request) as s:
         s.delete(_get(s, who, item_id))
@@ -126,7 +126,7 @@ def delete_migration(item_id: int, request: Request,
 
 
 @router.post("/migrations/{item_id}/run", status_code=202)
-def run_migration_now(item_id: int, request: Request,
+def run_migration_now(item_id: Id, request: Request,
                       who: Principal = Depends(principal)) -> dict[str, Any]:
     from multibackup.server.queue import Busy, enqueue_run, run_json
 

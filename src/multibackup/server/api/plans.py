@@ -11,7 +11,7 @@ from sqlalchemy import select
 from multibackup.config.schedule import ScheduleError, parse_schedule
 from multibackup.server import models as m
 from multibackup.server import service
-from multibackup.server.api.context import Principal, ctx, principal, session
+from multibackup.server.api.context import Id, Principal, ctx, principal, session
 from multibackup.server.api.problems import Problem, not_found
 
 
@@ -129,14 +129,14 @@ def create_plan(body: PlanBody, request: Request,
 
 
 @router.get("/plans/{plan_id}")
-def get_plan_json(plan_id: int, request: Request,
+def get_plan_json(plan_id: Id, request: Request,
                   who: Principal = Depends(principal)) -> dict[str, Any]:
     with session(request) as s:
         return plan_json(s, get_plan(s, who, plan_id))
 
 
 @router.put("/plans/{plan_id}")
-def update_plan(plan_id: int, body: PlanBody, request: Request,
+def update_plan(plan_id: Id, body: PlanBody, request: Request,
                 who: Principal = Depends(principal)) -> dict[str, Any]:
     keyring = ctx(request).keyring
     with session(request) as s:
@@ -155,7 +155,7 @@ def update_plan(plan_id: int, body: PlanBody, request: Request,
 
 
 @router.delete("/plans/{plan_id}", status_code=204)
-def delete_plan(plan_id: int, request: Request, who: Principal = Depends(principal)) -> Response:
+def delete_plan(plan_id: Id, request: Request, who: Principal = Depends(principal)) -> Response:
     with session(request) as s:
         row = get_plan(s, who, plan_id)
         if s.scalar(select(m.Run.id).where(m.Run.plan_id == row.id,
@@ -166,7 +166,7 @@ def delete_plan(plan_id: int, request: Request, who: Principal = Depends(princip
 
 
 @router.post("/plans/{plan_id}/run", status_code=202)
-def run_plan_now(plan_id: int, request: Request,
+def run_plan_now(plan_id: Id, request: Request,
                  who: Principal = Depends(principal)) -> dict[str, Any]:
     from multibackup.server.queue import Busy, enqueue_run, run_json
 
@@ -184,7 +184,7 @@ def run_plan_now(plan_id: int, request: Request,
 
 
 @router.get("/plans/{plan_id}/history")
-def plan_history(plan_id: int, request: Request, limit: int = 100,
+def plan_history(plan_id: Id, request: Request, limit: int = 100,
                  who: Principal = Depends(principal)) -> list[dict[str, Any]]:
     with session(request) as s:
         row = get_plan(s, who, plan_id)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multibackup.errors import MultibackupError
+from multibackup.server.logs import log
 
 PROBLEM = "application/problem+json"
 _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found",
@@ -68,6 +69,13 @@ def install(app: FastAPI) -> None:
             errors.append({"field": ".".join(loc) or "body", "message": err.get("msg", "")})
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         return problem(422, f"{first['field']}: {first['message']}", errors)
+
+    @app.exception_handler(Exception)
+    async def _bug(_request: Request, exc: Exception) -> JSONResponse:
+        # a bug: the type and one line in the server's log, no trace or detail to the client
+        log().error("unexpected error", extra={"error_type": type(exc).__name__,
+                                               "error": " ".join(str(exc).split())[:300]})
+        return problem(500, "internal error: the server's log has the details")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

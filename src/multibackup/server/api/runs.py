@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from multibackup.server import models as m
-from multibackup.server.api.context import Principal, ctx, principal, session
+from multibackup.server.api.context import Id, OptionalId, Principal, ctx, principal, session
 from multibackup.server.api.problems import Problem, not_found
 
 router = APIRouter(tags=["runs"])
@@ -24,7 +24,7 @@ def get_run(s: Any, who: Principal, run_id: int) -> m.Run:
 
 
 @router.get("/runs")
-def list_runs(request: Request, plan_id: int | None = None, migration_id: int | None = None,
+def list_runs(request: Request, plan_id: OptionalId = None, migration_id: OptionalId = None,
               status: str | None = None, kind: str | None = None, limit: int = 50,
               who: Principal = Depends(principal)) -> list[dict[str, Any]]:
     from multibackup.server.queue import run_json
@@ -46,7 +46,7 @@ def list_runs(request: Request, plan_id: int | None = None, migration_id: int | 
 
 
 @router.get("/runs/{run_id}")
-def get_run_json(run_id: int, request: Request,
+def get_run_json(run_id: Id, request: Request,
                  who: Principal = Depends(principal)) -> dict[str, Any]:
     from multibackup.server.queue import run_json
 
@@ -55,13 +55,13 @@ def get_run_json(run_id: int, request: Request,
 
 
 @router.get("/runs/{run_id}/log", response_class=PlainTextResponse)
-def run_log(run_id: int, request: Request, who: Principal = Depends(principal)) -> str:
+def run_log(run_id: Id, request: Request, who: Principal = Depends(principal)) -> str:
     with session(request) as s:
         return get_run(s, who, run_id).log or ""
 
 
 @router.post("/runs/{run_id}/cancel", status_code=202)
-def cancel_run(run_id: int, request: Request,
+def cancel_run(run_id: Id, request: Request,
                who: Principal = Depends(principal)) -> dict[str, Any]:
     from multibackup.server.queue import run_json
 

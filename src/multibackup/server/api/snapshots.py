@@ -25,7 +25,7 @@ from multibackup.repository.repository import Repository
 from multibackup.repository.tree import DIR, FILE, SYMLINK
 from multibackup.server import models as m
 from multibackup.server import service
-from multibackup.server.api.context import Principal, ServerContext, ctx, principal, session
+from multibackup.server.api.context import Id, Principal, ServerContext, ctx, principal, session
 from multibackup.server.api.plans import get_plan
 from multibackup.server.api.problems import Problem
 from multibackup.sources.url import is_url
@@ -58,7 +58,7 @@ def snapshot_json(snap: Any) -> dict[str, Any]:
 
 
 @router.get("/plans/{plan_id}/snapshots")
-def list_snapshots(plan_id: int, request: Request,
+def list_snapshots(plan_id: Id, request: Request,
                    who: Principal = Depends(principal)) -> list[dict[str, Any]]:
     with _repository(ctx(request), who, plan_id) as repo:
         return [snapshot_json(s) for s in reversed(repo.snapshots())]
@@ -72,7 +72,7 @@ def _clean(path: str) -> str:
 
 
 @router.get("/plans/{plan_id}/snapshots/{snapshot_id}/tree")
-def browse(plan_id: int, snapshot_id: str, request: Request, path: str = "/",
+def browse(plan_id: Id, snapshot_id: str, request: Request, path: str = "/",
            who: Principal = Depends(principal)) -> list[dict[str, Any]]:
     path = _clean(path)
     with _repository(ctx(request), who, plan_id) as repo:
@@ -91,7 +91,7 @@ def browse(plan_id: int, snapshot_id: str, request: Request, path: str = "/",
 
 
 @router.get("/plans/{plan_id}/snapshots/{snapshot_id}/download")
-def download(plan_id: int, snapshot_id: str, path: str, request: Request,
+def download(plan_id: Id, snapshot_id: str, path: str, request: Request,
              who: Principal = Depends(principal)) -> StreamingResponse:
     path = _clean(path)
     c = ctx(request)
@@ -144,7 +144,7 @@ def _check_local_target(c: ServerContext, who: Principal, target: str) -> None:
 
 
 @router.post("/plans/{plan_id}/snapshots/{snapshot_id}/restore", status_code=202)
-def restore(plan_id: int, snapshot_id: str, body: RestoreBody, request: Request,
+def restore(plan_id: Id, snapshot_id: str, body: RestoreBody, request: Request,
             who: Principal = Depends(principal)) -> dict[str, Any]:
     from multibackup.server.queue import enqueue_run, run_json
 
