@@ -38,6 +38,11 @@ const ROUTES = [
   [/^\/settings$/, settingsPage, 'settings'],
 ];
 
+function focusKey(el) {
+  return el.getAttribute('data-key')
+    || `${el.tagName}|${el.getAttribute('href') || ''}|${el.getAttribute('name') || ''}|${el.textContent.trim()}`;
+}
+
 let generation = 0;
 let leaving = [];
 let firstRoute = true;
@@ -67,11 +72,12 @@ function makeContext(gen, query) {
     render: (...nodes) => {
       if (gen !== generation) return;
       const active = document.activeElement;
-      const key = active && main.contains(active) ? active.getAttribute('data-key') : null;
+      const key = active && active !== main && main.contains(active) ? focusKey(active) : null;
       clear(main, ...nodes);
-      if (key) {
-        const again = main.querySelector(`[data-key="${CSS.escape(key)}"]`);
-        if (again) again.focus();
+      // A refresh: put focus back on the same control in the new content.
+      const again = key && [...main.querySelectorAll('a, button, input, select, textarea')].find((el) => focusKey(el) === key);
+      if (again) {
+        again.focus({ preventScroll: true });
       } else if (ctx.focusTitle) {
         ctx.focusTitle = false;
         const title = main.querySelector('[data-page-title]');

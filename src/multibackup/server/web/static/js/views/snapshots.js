@@ -55,12 +55,14 @@ async function startPath(planId, sid) {
 export async function snapshotPage(ctx, planId, sid) {
   let path = ctx.query.get('path');
   const chosen = !path;
+  const planLoad = get(`/plans/${enc(planId)}`);
+  planLoad.catch(() => {}); // awaited below
   if (chosen) {
     path = await startPath(planId, sid);
     if (!ctx.alive()) return;
   }
   const tree = (p) => get(`/plans/${enc(planId)}/snapshots/${enc(sid)}/tree?path=${enc(p)}`);
-  const plan = await get(`/plans/${enc(planId)}`);
+  const plan = await planLoad;
   let entries;
   try {
     entries = await tree(path);
