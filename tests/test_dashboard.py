@@ -25,6 +25,9 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 RUN_TIMEOUT_MS = 120_000
 REPO_PASSWORD = "repository-password-for-the-dashboard-test"
+# Opening a repository derives its key (memory-hard): pages reading snapshots take seconds on
+# a busy machine, more than expect()'s default 5 s.
+sync_api.expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ class Page:
         self.server = server
         self.context = browser.new_context(viewport={"width": width, "height": height},
                                            accept_downloads=True)
-        self.context.set_default_timeout(20_000)
+        self.context.set_default_timeout(30_000)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))

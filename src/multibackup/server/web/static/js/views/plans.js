@@ -49,7 +49,8 @@ export async function planPage(ctx, id) {
     pageHeader(plan.name, runBtn, h('a', { class: 'btn', href: `#/plans/${enc(plan.id)}/edit`, testid: 'edit-plan' }, 'Edit'), delBtn),
     h('div', { class: 'grid-2' },
       section('Settings', h('div', { testid: 'plan-settings' }, dl([
-        ['Status', h('span', null, badge(status, { testid: 'plan-status' }), ' ', badge(plan.enabled === false ? 'disabled' : 'enabled'))],
+        ['Status', h('span', { 'aria-live': 'polite' }, badge(status, { testid: 'plan-status' }), ' ', badge(plan.enabled === false ? 'disabled' : 'enabled'),
+          plan.running && plan.running_run_id ? [' ', h('a', { href: `#/runs/${enc(plan.running_run_id)}` }, 'watch the run')] : null)],
         ['Sources', list(plan.sources)],
         ['Destinations', list(plan.destinations)],
         ['Schedule', plan.schedule ? h('span', null, plan.schedule,
@@ -75,6 +76,11 @@ export async function planPage(ctx, id) {
       ? table(RUN_HEADERS, runs.map((r) => runRow(r, false)), { testid: 'run-history' })
       : empty('This plan has not run yet.')),
   );
+
+  if (plan.running) {
+    // Show the result when the run ends (the run page has the live log).
+    ctx.later(() => planPage(ctx, id).catch(() => {}), 5000);
+  }
 
   try {
     const snaps = await get(`/plans/${enc(plan.id)}/snapshots`);

@@ -3,7 +3,7 @@
 import { del, get, post } from '../api.js';
 import { logout } from '../app.js';
 import {
-  actionButton, alertRegion, clear, dl, empty, field, h, onSubmit, pageHeader, section,
+  actionButton, alertRegion, clear, dl, empty, errorBox, field, h, onSubmit, pageHeader, section,
   submitButton, table, timeEl, toast,
 } from '../ui.js';
 import { confirmDelete, enc } from './common.js';
@@ -66,6 +66,9 @@ export async function settingsPage(ctx) {
     : empty('No API tokens.'));
   const tokenList = h('div', null, tokenTable(tokens));
 
+  const users = me.role === 'admin' || me.superadmin ? await usersSection(ctx, reload) : null;
+  if (!ctx.alive()) return;
+
   ctx.render(
     pageHeader('Settings'),
     h('div', { class: 'grid-2' },
@@ -78,5 +81,50 @@ export async function settingsPage(ctx) {
       section('API tokens',
         h('p', { class: 'hint' }, 'Tokens let scripts and CI use the REST API without a password.'),
         created, tokenList, h('h3', null, 'New token'), form)),
+    users,
   );
+}
+
+/** The organisation's users (admins only): list, add, remove. */
+async function usersSection(ctx, reload) {
+  let list;
+  try {
+    list = await get('/users');
+  } catch (err) {
+    return section('Users', errorBox(err));
+  }
+  const me = ctx.me || {};
+  const region = alertRegion('user-form-alert');
+  const form = h('form', { class: 'form', testid: 'user-form', novalidate: true },
+    region,
+    h('div', { class: 'row-2' },
+      field({ label: 'Email', name: 'email', type: 'email', required: true, autocomplete: 'off', testid: 'field-user-email' }),
+      field({ label: 'Name', name: 'name', autocomplete: 'off', testid: 'field-user-name' })),
+    h('div', { class: 'row-2' },
+      field({ label: 'Password', name: 'password', type: 'password', required: true, autocomplete: 'new-password', testid: 'field-user-password' }),
+      field({ label: 'Role', name: 'role', type: 'select', value: 'member', testid: 'field-user-role',
+        options: [['member', 'member — uses plans and runs'], ['admin', 'admin — also manages users and restores']] })),
+    h('div', { class: 'form-actions' }, submitButton('Add user', { testid: 'add-user' })));
+  onSubmit(form, region, async () => {
+    const el = form.elements;
+    const user = await post('/users', { email: el.email.value.trim(), name: el.name.value.trim(),
+      password: el.password.value, role: el.role.value });
+    toast(`User ${user.email} added.`, 'ok');
+    await reload();
+  });
+  return section('Users',
+    table(['Email', 'Name', 'Role', h('span', { class: 'sr-only' }, 'Actions')], list.map((u) => h('tr', { testid: 'user-row', 'data-email': u.email },
+      h('th', { scope: 'row', class: 'wrap' }, u.email),
+      h('td', null, u.name || '—'),
+      h('td', null, u.superadmin ? `${u.role}, server administrator` : u.role),
+      h('td', { class: 'actions' }, u.id === me.id ? h('span', { class: 'muted' }, 'you') : actionButton('Remove', async () => {
+        if (!confirmDelete(`user ${u.email}`)) return;
+        try {
+          await del(`/users/${enc(u.id)}`);
+          await reload();
+        } catch (err) {
+          toast(`${u.email} was not removed: ${err.detail}`, 'error');
+        }
+      }, { class: 'btn btn-small btn-danger', 'aria-label': `Remove user ${u.email}` })))), { testid: 'users' }),
+    h('h3', null, 'Add a user'), form);
 }
