@@ -294,3 +294,52 @@ def test_phone_width_navigation(browser: Any, control_server: ControlServer) -> 
         sync_api.expect(page.get_by_test_id("login-form")).to_be_visible()
     finally:
         tab.close()
+
+
+def test_another_organisation_sees_nothing_in_the_pages(browser: Any, tmp_path: Path,
+                                                        control_server: ControlServer,  # noqa: F811
+                                                        ) -> None:
+    """A user of organisation B signs in to the dashboard: A's plan, run and destination
+    are absent from every list, and opening their pages by id says "Not found"."""
+    from test_server_process import Api
+
+    api = Api(control_server)
+    site = tmp_path / "a-site"
+    make_site(site)
+    api.call("POST", "/destinations", {"name": "a-disk",
+                                       "config": {"location": str(tmp_path / "repo-a")}})
+    plan = api.call("POST", "/plans", {"name": "a-secret-plan", "sources": [str(site)],
+                                       "destinations": ["a-disk"], "password": REPO_PASSWORD})
+    run = api.wait(api.call("POST", f"/plans/{plan['id']}/run")["id"])
+    assert run["status"] == "ok"
+    dest_id = api.call("GET", "/destinations")[0]["id"]
+    org = api.call("POST", "/organisations", {"name": "b-corp"})
+    api.call("POST", "/users", {"email": "bea@b.test", "password": "bea-password-123",
+                                "role": "admin", "organisation_id": org["id"]})
+    tab = Page(browser, control_server)
+    try:
+        page = tab.page
+        tab.open()
+        page.get_by_test_id("login-email").fill("bea@b.test")
+        page.get_by_test_id("login-password").fill("bea-password-123")
+        page.get_by_test_id("login-submit").click()
+        sync_api.expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        sync_api.expect(page.get_by_text("b-corp")).to_be_visible()
+        sync_api.expect(page.get_by_test_id("plan-row")).to_have_count(0)
+        for hash_ in ("#/", "#/destinations", "#/runs"):
+            tab.go(hash_)
+            page.wait_for_load_state("networkidle")
+            body = page.locator("main").inner_text()
+            assert "a-secret-plan" not in body and "a-disk" not in body, hash_
+        for hash_ in (f"#/plans/{plan['id']}", f"#/runs/{run['id']}",
+                      f"#/destinations/{dest_id}/edit",
+                      f"#/plans/{plan['id']}/snapshots/{run['snapshot']}"):
+            tab.go(hash_)
+            error = page.get_by_test_id("page-error")
+            sync_api.expect(error).to_be_visible()
+            sync_api.expect(page.locator("main")).to_contain_text("Not found")
+            assert "a-secret-plan" not in page.locator("main").inner_text(), hash_
+    finally:
+        tab.context.close()
+    # console 404s are expected here; no script error may have happened
+    assert not [e for e in tab.errors if "404" not in e], tab.errors

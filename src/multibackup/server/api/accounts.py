@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -103,7 +104,9 @@ def me(request: Request, who: Principal = Depends(principal)) -> dict[str, Any]:
         user = s.get(m.User, who.user_id)
         org = s.get(m.Organisation, who.organisation_id)
         assert user is not None
-        return {**user_json(user, org), "csrf_token": who.csrf}
+        root = None if who.superadmin else os.path.join(
+            ctx(request).settings.restore_root, str(who.organisation_id))
+        return {**user_json(user, org), "csrf_token": who.csrf, "restore_root": root}
 
 
 def _token_json(row: m.ApiToken) -> dict[str, Any]:

@@ -58,6 +58,7 @@ def plan_json(s: Any, row: m.Plan) -> dict[str, Any]:
             cron = None
     return {"id": row.id, "name": row.name,
             **{k: cfg.get(k) for k in service.PLAN_KEYS},
+            "exclude": cfg.get("exclude") or [], "tags": cfg.get("tags") or [],
             "schedule": row.schedule, "schedule_cron": cron, "timezone": row.timezone,
             "enabled": row.enabled, "catch_up": row.catch_up,
             "next_run": (row.next_run_at.isoformat() if row.next_run_at and row.enabled
