@@ -54,6 +54,13 @@ def user_json(user: m.User, org: m.Organisation | None) -> dict[str, Any]:
             "organisation": {"id": org.id, "name": org.name} if org else None}
 
 
+def _restore_root(request: Request, user: m.User) -> str | None:
+    """Where this user may restore onto the server (None: anywhere, the administrator)."""
+    if user.superadmin:
+        return None
+    return os.path.join(ctx(request).settings.restore_root, str(user.organisation_id))
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "?"
 
@@ -75,7 +82,8 @@ def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
             raise Problem(401, "wrong email or password")
         c.throttle.succeeded(address, email)
         token, row = auth.new_session(s, user, c.settings.session_hours)
-        out = {"user": user_json(user, s.get(m.Organisation, user.organisation_id)),
+        out = {"user": {**user_json(user, s.get(m.Organisation, user.organisation_id)),
+                        "restore_root": _restore_root(request, user)},
                "csrf_token": row.csrf_token}
     response.set_cookie(SESSION_COOKIE, token, max_age=c.settings.session_hours * 3600,
                         httponly=True, samesite="strict", secure=c.settings.secure_cookies,
@@ -104,9 +112,8 @@ def me(request: Request, who: Principal = Depends(principal)) -> dict[str, Any]:
         user = s.get(m.User, who.user_id)
         org = s.get(m.Organisation, who.organisation_id)
         assert user is not None
-        root = None if who.superadmin else os.path.join(
-            ctx(request).settings.restore_root, str(who.organisation_id))
-        return {**user_json(user, org), "csrf_token": who.csrf, "restore_root": root}
+        return {**user_json(user, org), "csrf_token": who.csrf,
+                "restore_root": _restore_root(request, user)}
 
 
 def _token_json(row: m.ApiToken) -> dict[str, Any]:

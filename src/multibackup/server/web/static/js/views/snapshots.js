@@ -1,7 +1,7 @@
 // #/plans/ID/snapshots/SID?path=/a/b — browse a snapshot, download files, restore a selection.
 
 import { API, get, post } from '../api.js';
-import { navigate } from '../app.js';
+import { navigate, session } from '../app.js';
 import {
   alertRegion, clear, empty, field, formatBytes, h, onSubmit, pageHeader, submitButton, timeEl,
 } from '../ui.js';
@@ -145,12 +145,16 @@ export async function snapshotPage(ctx, planId, sid) {
       rows));
 
   // Restore form
+  const restoreRoot = session.me && session.me.restore_root;
   const region = alertRegion('restore-alert');
   const form = h('form', { class: 'form', testid: 'restore-form', novalidate: true },
     region,
     selectionBox,
     field({ label: 'Restore to (a folder on the server)', name: 'target', required: true, testid: 'restore-target',
-      placeholder: '/srv/restore', hint: 'An absolute path on the server (or a source URL). Files keep their paths below it.' }),
+      placeholder: restoreRoot ? `${restoreRoot}/restored` : '/srv/restore',
+      hint: restoreRoot
+        ? `A folder below ${restoreRoot}, or the name of a saved source (restored onto that host, bucket or database). Files keep their paths below it.`
+        : 'An absolute path on the server, or the name of a saved source (restored onto that host, bucket or database). Files keep their paths below it.' }),
     field({ label: 'Overwrite files that already exist there', name: 'overwrite', type: 'checkbox', testid: 'restore-overwrite' }),
     h('div', { class: 'form-actions' }, submitButton('Restore', { testid: 'restore-button' })));
   onSubmit(form, region, async () => {
