@@ -6,6 +6,7 @@ paths (wrong password, invalid schedule keeps the form) and a 375 px wide phone 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,11 +137,26 @@ def test_backup_browse_and_restore_a_file(tab: Page, tmp_path: Path) -> None:
     health = page.locator("[data-testid=destination-row][data-name='disk']")
     sync_api.expect(health.get_by_test_id("destination-health")).to_contain_text("Never run")
 
+    # a source: the site's SQLite database, tested before it is saved
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(f"row {i}",) for i in range(500)])
+    tab.go("#/sources/new")
+    form = page.get_by_test_id("source-form")
+    form.get_by_test_id("field-name").fill("appdb")
+    form.get_by_test_id("field-url").fill(f"sqlite://{db}")
+    page.get_by_test_id("source-test").click()
+    sync_api.expect(page.get_by_test_id("test-result")).to_have_attribute("data-ok", "true")
+    page.get_by_test_id("save").click()
+    sync_api.expect(page.locator("[data-testid=source-row][data-name='appdb']")).to_be_visible()
+
     # a plan backing up the folder to the destination
     tab.go("#/plans/new")
     form = page.get_by_test_id("plan-form")
     form.get_by_label("Name").fill("site")
     form.get_by_label("Paths and URLs").fill(str(src))
+    page.get_by_test_id("plan-sources").get_by_label("appdb").check()
     page.get_by_test_id("plan-destinations").get_by_label("disk").check()
     form.get_by_label("Schedule", exact=True).fill("daily 02:30")
     form.get_by_label("Time zone").fill("Europe/Berlin")
@@ -161,6 +177,8 @@ def test_backup_browse_and_restore_a_file(tab: Page, tmp_path: Path) -> None:
     dest_row = page.locator("[data-testid=run-destination][data-name='disk']")
     sync_api.expect(dest_row).to_contain_text("OK")
 
+    sync_api.expect(page.get_by_test_id("run-log")).to_contain_text("backing up appdb")
+
     # the overview shows the plan's result
     tab.go("#/")
     row = page.locator("[data-testid=plan-row][data-plan-name='site']")
@@ -172,8 +190,9 @@ def test_backup_browse_and_restore_a_file(tab: Page, tmp_path: Path) -> None:
     sync_api.expect(page.get_by_test_id("chart-stored")).to_be_visible()
     sync_api.expect(page.get_by_test_id("chart-duration")).to_be_visible()
     assert page.locator("[data-testid=chart-stored] circle").count() == 1
-    sync_api.expect(page.get_by_test_id("snapshot-row")).to_have_count(1)
-    page.get_by_test_id("snapshot-link").click()
+    sync_api.expect(page.get_by_test_id("snapshot-row")).to_have_count(2)  # folder + database
+    page.locator("[data-testid=snapshot-row]", has_text=str(src)).get_by_test_id(
+        "snapshot-link").click()
 
     # the browser opens on the backed-up folder; go into sub/
     entry = page.locator("[data-testid=snapshot-entry][data-name='sub']")
