@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import _free_port
 from servers_control import ControlServer, control_server  # noqa: F401 (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
@@ -278,6 +279,28 @@ def test_invalid_schedule_shows_the_field_error_and_keeps_the_form(tab: Page,
     schedule.fill("weekly mon 03:00")
     page.get_by_test_id("save").click()
     sync_api.expect(page.get_by_test_id("plan-settings")).to_contain_text("weekly mon 03:00")
+
+    # deleting the destination the plan uses is refused with the reason; nothing is lost
+    tab.go("#/destinations")
+    row = page.locator("[data-testid=destination-row][data-name='disk']")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete disk").click()
+    toast = page.locator(".toast-error")
+    sync_api.expect(toast).to_contain_text("used by plan 'nightly'")
+    tab.go("#/")
+    tab.go("#/destinations")
+    sync_api.expect(row).to_be_visible()
+
+    # "Test connection" against a cloud that does not answer shows its one-line error
+    tab.go("#/destinations/new")
+    form = page.get_by_test_id("destination-form")
+    form.get_by_label("Name").fill("dead-cloud")
+    form.get_by_label("Location").fill("s3://bucket/backups")
+    form.get_by_test_id("field-more").fill(f"endpoint = http://127.0.0.1:{_free_port()}")
+    page.get_by_test_id("destination-test").click()
+    result = page.get_by_test_id("test-result")
+    sync_api.expect(result).to_have_attribute("data-ok", "false")
+    sync_api.expect(result).to_contain_text("cannot reach the server")
 
 
 def test_phone_width_navigation(browser: Any, control_server: ControlServer) -> None:  # noqa: F811
