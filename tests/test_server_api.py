@@ -335,3 +335,25 @@ def test_failure_alert_by_email_and_restore_to_a_saved_source(
     r = client.post(f"/api/v1/plans/{plan['id']}/snapshots/{ok['snapshot']}/restore",
                     headers=csrf, json={"target": "sftp://u:pw@127.0.0.1/x"})
     assert r.status_code == 422 and "password must not be written" in r.json()["detail"]
+
+
+def test_names_are_unique_within_an_organisation(client: TestClient, tmp_path: Path) -> None:
+    csrf = sign_in(client)
+    for name in ("a", "b"):
+        r = client.post("/api/v1/alerts", headers=csrf,
+                        json={"name": name, "url": f"json://127.0.0.1:9/{name}"})
+        assert r.status_code == 201
+        r = client.post("/api/v1/destinations", headers=csrf,
+                        json={"name": name, "config": {"location": str(tmp_path / name)}})
+        assert r.status_code == 201
+    b_alert = next(a for a in client.get("/api/v1/alerts").json() if a["name"] == "b")
+    r = client.put(f"/api/v1/alerts/{b_alert['id']}", headers=csrf, json={"name": "a"})
+    assert r.status_code == 409 and r.json()["detail"] == "an alert channel named 'a' exists"
+    b_dest = next(d for d in client.get("/api/v1/destinations").json() if d["name"] == "b")
+    r = client.put(f"/api/v1/destinations/{b_dest['id']}", headers=csrf,
+                   json={"name": "a", "config": {"location": str(tmp_path / "b")}})
+    assert r.status_code == 409 and "named 'a' exists" in r.json()["detail"]
+    r = client.post("/api/v1/destinations", headers=csrf,
+                    json={"name": "a", "config": {"location": str(tmp_path / "c")}})
+    assert r.status_code == 409
+    assert sorted(a["name"] for a in client.get("/api/v1/alerts").json()) == ["a", "b"]

@@ -16,6 +16,7 @@ from multibackup.server import alerts as notify
 from multibackup.server import models as m
 from multibackup.server import service
 from multibackup.server.api.context import Id, Principal, ctx, principal, session
+from multibackup.server.api.owned import refuse_taken
 from multibackup.server.api.problems import Problem, not_found
 
 router = APIRouter(tags=["alerts"])
@@ -68,10 +69,7 @@ def create_alert(body: AlertBody, request: Request,
     if not body.url:
         raise Problem(422, "url: required", field="url")
     with session(request) as s:
-        if s.scalar(select(m.AlertChannel).where(
-                m.AlertChannel.organisation_id == who.organisation_id,
-                m.AlertChannel.name == name)) is not None:
-            raise Problem(409, f"an alert channel named {name!r} exists", field="name")
+        refuse_taken(s, m.AlertChannel, who, name, "alert channel")
         row = m.AlertChannel(organisation_id=who.organisation_id, name=name,
                              on_failure=body.on_failure, on_success=body.on_success,
                              daily_summary=body.daily_summary)
@@ -86,7 +84,9 @@ def update_alert(item_id: Id, body: AlertBody, request: Request,
                  who: Principal = Depends(principal)) -> dict[str, Any]:
     with session(request) as s:
         row = _get(s, who, item_id)
-        row.name = service.check_name(body.name, "alert channel")
+        name = service.check_name(body.name, "alert channel")
+        refuse_taken(s, m.AlertChannel, who, name, "alert channel", row)
+        row.name = name
         row.on_failure, row.on_success = body.on_failure, body.on_success
         row.daily_summary = body.daily_summary
         if body.url:

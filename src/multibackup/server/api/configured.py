@@ -16,6 +16,7 @@ from sqlalchemy import select
 from multibackup.server import models as m
 from multibackup.server import service
 from multibackup.server.api.context import Id, Principal, ctx, principal, session
+from multibackup.server.api.owned import refuse_taken
 from multibackup.server.api.problems import Problem, not_found
 
 
@@ -81,9 +82,7 @@ def make_router(kind: str, model: type[Any], check: Any, probe: Any,
         public, secrets = service.split_secrets(body.config)
         check(name, public, secrets)
         with session(request) as s:
-            if s.scalar(select(model).where(model.organisation_id == who.organisation_id,
-                                            model.name == name)) is not None:
-                raise Problem(409, f"a {kind} named {name!r} exists", field="name")
+            refuse_taken(s, model, who, name, kind)
             row = model(organisation_id=who.organisation_id, name=name)
             service.store_config(row, ctx(request).keyring, public, secrets)
             s.add(row)
@@ -108,9 +107,7 @@ def make_router(kind: str, model: type[Any], check: Any, probe: Any,
                 if users:
                     raise Problem(409, f"{kind} {row.name!r} cannot be renamed while "
                                        f"{', '.join(users)} use it", field="name")
-                if s.scalar(select(model).where(model.organisation_id == who.organisation_id,
-                                                model.name == name)) is not None:
-                    raise Problem(409, f"a {kind} named {name!r} exists", field="name")
+                refuse_taken(s, model, who, name, kind)
             public, secrets = service.split_secrets(body.config)
             kept = {k: v for k, v in keyring.open(row.secrets).items()
                     if k not in secrets and body.config.get(k) is None}

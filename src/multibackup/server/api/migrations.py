@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from multibackup.server import models as m
 from multibackup.server import service
-from multibackup.server.api.context import Id, Principal, ctx, principal, session
+from multibackup.server.api.context import Id, Principal, principal, session
+from multibackup.server.api.owned import refuse_taken, run_now, save_schedule
 from multibackup.server.api.problems import Problem, not_found
 
 router = APIRouter(tags=["migrations"])
@@ -68,11 +69,8 @@ def _check(s: Any, who: Principal, body: MigrationBody) -> dict[str, Any]:
 
 
 def _save(row: m.Migration, body: MigrationBody, table: dict[str, Any]) -> None:
-    if row.schedule != body.schedule or row.timezone != body.timezone:
-        row.next_run_at = None
     row.name, row.config = body.name, table
-    row.schedule, row.timezone = body.schedule or None, body.timezone
-    row.enabled, row.catch_up = body.enabled, body.catch_up
+    save_schedule(row, body.schedule, body.timezone, body.enabled, body.catch_up)
 
 
 @router.get("/migrations")
@@ -88,9 +86,7 @@ def list_migrations(request: Request,
 def create_migration(body: MigrationBody, request: Request,
                      who: Principal = Depends(principal)) -> dict[str, Any]:
     with session(request) as s:
-        if s.scalar(select(m.Migration).where(m.Migration.organisation_id == who.organisation_id,
-                                              m.Migration.name == body.name)) is not None:
-            raise Problem(409, f"a migration named {body.name!r} exists", field="name")
+        refuse_taken(s, m.Migration, who, body.name, "migration")
         table = _check(s, who, body)
         row = m.Migration(organisation_id=who.organisation_id)
         _save(row, body, table)
@@ -111,6 +107,7 @@ def update_migration(item_id: Id, body: MigrationBody, request: Request,
                      who: Principal = Depends(principal)) -> dict[str, Any]:
     with session(request) as s:
         row = _get(s, who, item_id)
+        refuse_taken(s, m.Migration, who, body.name, "migration", row)
         table = _check(s, who, body)
         _save(row, body, table)
         s.flush()
@@ -128,16 +125,5 @@ def delete_migration(item_id: Id, request: Request,
 @router.post("/migrations/{item_id}/run", status_code=202)
 def run_migration_now(item_id: Id, request: Request,
                       who: Principal = Depends(principal)) -> dict[str, Any]:
-    from multibackup.server.queue import Busy, enqueue_run, run_json
-
-    with session(request) as s:
-        row = _get(s, who, item_id)
-        try:
-            run = enqueue_run(s, kind="migrate", organisation_id=who.organisation_id,
-                              migration=row, trigger="manual")
-        except Busy as exc:
-            raise Problem(409, str(exc)) from None
-        s.flush()
-        out = run_json(run)
-    ctx(request).executor.submit(out["id"])
-    return out
+    return run_now(request, who, "migrate",
+                   lambda s: {"migration": _get(s, who, item_id)})

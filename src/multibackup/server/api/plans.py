@@ -12,6 +12,7 @@ from multibackup.config.schedule import ScheduleError, parse_schedule
 from multibackup.server import models as m
 from multibackup.server import service
 from multibackup.server.api.context import Id, Principal, ctx, principal, session
+from multibackup.server.api.owned import refuse_taken, run_now, save_schedule
 from multibackup.server.api.problems import Problem, not_found
 
 
@@ -96,11 +97,8 @@ def _check(s: Any, who: Principal, body: PlanBody, password: str) -> dict[str, A
 
 
 def _save(row: m.Plan, body: PlanBody, table: dict[str, Any]) -> None:
-    if row.schedule != body.schedule or row.timezone != body.timezone:
-        row.next_run_at = None  # the scheduler computes it afresh: no fire on change
     row.name, row.config = body.name, table
-    row.schedule, row.timezone = body.schedule or None, body.timezone
-    row.enabled, row.catch_up = body.enabled, body.catch_up
+    save_schedule(row, body.schedule, body.timezone, body.enabled, body.catch_up)
 
 
 @router.get("/plans")
@@ -117,9 +115,7 @@ def create_plan(body: PlanBody, request: Request,
     if not body.password:
         raise Problem(422, "password: the repository password is required", field="password")
     with session(request) as s:
-        if s.scalar(select(m.Plan).where(m.Plan.organisation_id == who.organisation_id,
-                                         m.Plan.name == body.name)) is not None:
-            raise Problem(409, f"a plan named {body.name!r} exists", field="name")
+        refuse_taken(s, m.Plan, who, body.name, "plan")
         table = _check(s, who, body, body.password)
         row = m.Plan(organisation_id=who.organisation_id)
         _save(row, body, table)
@@ -142,10 +138,7 @@ def update_plan(plan_id: Id, body: PlanBody, request: Request,
     keyring = ctx(request).keyring
     with session(request) as s:
         row = get_plan(s, who, plan_id)
-        if body.name != row.name and s.scalar(select(m.Plan).where(
-                m.Plan.organisation_id == who.organisation_id,
-                m.Plan.name == body.name)) is not None:
-            raise Problem(409, f"a plan named {body.name!r} exists", field="name")
+        refuse_taken(s, m.Plan, who, body.name, "plan", row)
         password = body.password or keyring.open(row.secrets).get("password", "")
         table = _check(s, who, body, password)
         _save(row, body, table)
@@ -169,19 +162,7 @@ def delete_plan(plan_id: Id, request: Request, who: Principal = Depends(principa
 @router.post("/plans/{plan_id}/run", status_code=202)
 def run_plan_now(plan_id: Id, request: Request,
                  who: Principal = Depends(principal)) -> dict[str, Any]:
-    from multibackup.server.queue import Busy, enqueue_run, run_json
-
-    with session(request) as s:
-        row = get_plan(s, who, plan_id)
-        try:
-            run = enqueue_run(s, kind="backup", organisation_id=who.organisation_id, plan=row,
-                              trigger="manual")
-        except Busy as exc:
-            raise Problem(409, str(exc)) from None
-        s.flush()
-        out = run_json(run)
-    ctx(request).executor.submit(out["id"])
-    return out
+    return run_now(request, who, "backup", lambda s: {"plan": get_plan(s, who, plan_id)})
 
 
 @router.get("/plans/{plan_id}/history")
