@@ -357,3 +357,18 @@ def test_names_are_unique_within_an_organisation(client: TestClient, tmp_path: P
                     json={"name": "a", "config": {"location": str(tmp_path / "c")}})
     assert r.status_code == 409
     assert sorted(a["name"] for a in client.get("/api/v1/alerts").json()) == ["a", "b"]
+
+
+def test_the_migrations_build_exactly_the_models_schema(tmp_path: Path) -> None:
+    """Alembic's revisions and the ORM models must agree: a column added to a model
+    without a revision (or the reverse) shows here, not on a user's upgraded server."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from multibackup.server.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'schema.sqlite'}")
+    db.upgrade()
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), m.Base.metadata) == []
+    db.close()

@@ -4,6 +4,7 @@ of a run, PostgreSQL instead of SQLite, and no secret in its output."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -149,7 +150,7 @@ def test_postgresql_database(tmp_path: Path) -> None:
             assert done["status"] == "ok", done
         finally:
             server.stop()
-        assert pg.psql("SELECT version_num FROM alembic_version", "mbserver") == "0001"
+        assert pg.psql("SELECT version_num FROM alembic_version", "mbserver") == "0002"
         assert pg.psql("SELECT count(*) FROM runs WHERE status = 'ok'", "mbserver") == "1"
         sealed = pg.psql("SELECT encode(secrets, 'escape') FROM sources", "mbserver")
         assert SECRET not in sealed
@@ -165,3 +166,72 @@ def test_postgresql_database(tmp_path: Path) -> None:
         assert SECRET not in server.output() and pg.password not in server.output()
     finally:
         pg.destroy()
+
+
+def _start_worker(server: ControlServer, region: str, log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "multibackup", "worker", "--region", region,
+         "--database", f"sqlite:///{server.state_dir / 'server.sqlite'}",
+         "--state-dir", str(server.state_dir)],
+        stdout=out, stderr=subprocess.STDOUT,
+        env={**os.environ, "MULTIBACKUP_STATE_DIR": str(server.state_dir / "worker-engine")})
+
+
+def test_a_regional_worker_takes_its_regions_runs(tmp_path: Path) -> None:
+    """Plans placed in a region run on that region's worker, the others on the server; a
+    worker that dies mid-run is noticed by its missing heartbeat, and the retry waits for
+    a worker of that region."""
+    server = start_control_server(tmp_path / "state", args=("--worker-timeout", "6"))
+    worker = _start_worker(server, "eu-west", tmp_path / "worker.log")
+    try:
+        api = Api(server)
+        home = _plan(api, tmp_path)
+        site = tmp_path / "site"
+        eu = api.call("POST", "/plans", {
+            "name": "eu-site", "sources": [str(site)], "destinations": ["disk"],
+            "password": "repo-password-xyz", "region": "eu-west"})
+        assert eu["region"] == "eu-west"
+        bad = api.call("POST", "/plans", {"name": "x", "sources": [str(site)],
+                                          "destinations": ["disk"], "password": "p" * 12,
+                                          "region": "EU West"}, ok=False)
+        assert bad["status"] == 422 and bad["errors"][0]["field"] == "region"
+        done_home = api.wait(api.call("POST", f"/plans/{home['id']}/run")["id"])
+        done_eu = api.wait(api.call("POST", f"/plans/{eu['id']}/run")["id"])
+        assert done_home["status"] == "ok" and done_home["worker"].startswith("server:")
+        assert done_eu["status"] == "ok", done_eu
+        assert done_eu["worker"].startswith("worker:eu-west:")
+        assert done_eu["region"] == "eu-west"
+
+        # the worker is killed in the middle of a run (its before hook sleeps)
+        api.call("PUT", f"/plans/{eu['id']}", {
+            "name": "eu-site", "sources": [str(site)], "destinations": ["disk"],
+            "region": "eu-west", "hooks": {"before": ["sleep 30"]}})
+        cut = api.call("POST", f"/plans/{eu['id']}/run")
+        deadline = time.monotonic() + 30
+        while api.call("GET", f"/runs/{cut['id']}")["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        worker.kill()
+        worker.wait(10)
+        deadline = time.monotonic() + 60
+        while api.call("GET", f"/runs/{cut['id']}")["status"] == "running":
+            assert time.monotonic() < deadline, "the dead worker's run was never given up"
+            time.sleep(0.5)
+        gone = api.call("GET", f"/runs/{cut['id']}")
+        assert gone["status"] == "interrupted"
+        assert any("stopped answering" in e for e in gone["errors"])
+        retry = [r for r in api.call("GET", f"/runs?plan_id={eu['id']}")
+                 if r["trigger"] == "retry"]
+        assert len(retry) == 1
+        time.sleep(3)  # the server does not take a run of another region
+        assert api.call("GET", f"/runs/{retry[0]['id']}")["status"] == "queued"
+        api.call("PUT", f"/plans/{eu['id']}", {
+            "name": "eu-site", "sources": [str(site)], "destinations": ["disk"],
+            "region": "eu-west"})
+        worker = _start_worker(server, "eu-west", tmp_path / "worker.log")
+        assert api.wait(retry[0]["id"])["status"] == "ok"
+    finally:
+        worker.kill()
+        server.stop()
+    assert ADMIN_PASSWORD not in (tmp_path / "worker.log").read_text()

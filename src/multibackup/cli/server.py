@@ -1,9 +1,11 @@
-"""``multibackup server``: the API, dashboard, scheduler and a worker in one process."""
+"""``multibackup server``: the API, dashboard, scheduler and a worker in one process;
+``multibackup worker``: more workers, in other regions, sharing the server's database."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,9 +37,12 @@ def cmd_server(args: argparse.Namespace, out: Printer) -> int:
     from multibackup.server.logs import setup_logging
     from multibackup.server.settings import ServerSettings
 
+    if args.region and not _REGION.match(args.region):
+        raise UsageError(f"--region {args.region!r}: use lowercase letters, digits and '-'")
     settings = ServerSettings(host=args.listen_host, port=args.port,
                               database_url=_database(args), workers=args.workers,
-                              catch_up_missed=not args.no_catch_up)
+                              catch_up_missed=not args.no_catch_up, region=args.region,
+                              worker_timeout=args.worker_timeout)
     if args.state_dir:
         settings.state_dir = os.path.abspath(args.state_dir)
     if not 1 <= settings.port <= 65535:
@@ -51,6 +56,48 @@ def cmd_server(args: argparse.Namespace, out: Printer) -> int:
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
                 access_log=False, log_config=None)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace, out: Printer) -> int:
+    """A worker for one region: takes that region's queued runs from the server's database."""
+    import signal
+    import threading
+
+    from multibackup.server.db import Database
+    from multibackup.server.executor import LocalExecutor
+    from multibackup.server.keyring import Keyring
+    from multibackup.server.logs import log, setup_logging
+    from multibackup.server.settings import ServerSettings
+
+    if not _REGION.match(args.region):
+        raise UsageError(f"--region {args.region!r}: use lowercase letters, digits and '-'")
+    database = _database(args)
+    if not database:
+        raise UsageError("a worker needs the server's database: give --database or set "
+                         f"{DATABASE_ENV}")
+    settings = ServerSettings(database_url=database, workers=args.workers, role="worker",
+                              region=args.region, serves_unplaced=False)
+    if args.state_dir:
+        settings.state_dir = os.path.abspath(args.state_dir)
+    if settings.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    setup_logging(args.log_level)
+    db = Database(settings.database())
+    db.upgrade()  # a no-op when the server has migrated it already
+    keyring = Keyring.load(settings.key_file, create=False)
+    executor = LocalExecutor(db, keyring, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"multibackup worker for region {args.region!r} on {db.describe()}", flush=True)
+    log().info("worker started", extra={"region": args.region, "database": db.describe()})
+    stop.wait()
+    executor.shutdown(wait=False)  # runs cut off now are found and retried by the server
+    db.close()
+    return 0
+
+
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 def add_server_parser(add: Any) -> None:
@@ -71,5 +118,26 @@ def add_server_parser(add: Any) -> None:
                     help="runs executed at once (default 1)")
     sp.add_argument("--no-catch-up", action="store_true",
                     help="do not run schedules missed while the server was down")
+    sp.add_argument("--region", metavar="NAME",
+                    help="also run the plans placed in this region here (by default the "
+                         "server runs the plans placed in no region)")
+    sp.add_argument("--worker-timeout", type=float, default=90.0, metavar="SECONDS",
+                    help="give up a run whose worker sent no heartbeat for this long "
+                         "(default 90)")
+    sp.add_argument("--log-level", default="info",
+                    choices=("debug", "info", "warning", "error"))
+
+    sp = add("worker", cmd_worker, "run the server's queued runs for one region, near the "
+                                   "data (shares the server's database and key)")
+    sp.add_argument("--region", required=True, metavar="NAME",
+                    help="the region whose plans this worker runs, e.g. eu-west")
+    sp.add_argument("--database", metavar="URL",
+                    help="the server's database (password from "
+                         f"${DATABASE_ENV}, PGPASSWORD or ~/.pgpass)")
+    sp.add_argument("--state-dir", metavar="DIR",
+                    help="where the server key (server.key) and caches are; default "
+                         "~/.local/state/multibackup/server")
+    sp.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="runs executed at once (default 1)")
     sp.add_argument("--log-level", default="info",
                     choices=("debug", "info", "warning", "error"))

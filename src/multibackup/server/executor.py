@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import false, func, or_, select, update
 
 from multibackup.errors import MultibackupError
 from multibackup.server import models as m
@@ -110,7 +110,8 @@ class LocalExecutor:
         self.keyring = keyring
         self.settings = settings
         self.metrics = metrics
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        place = f"{settings.role}:{settings.region}" if settings.region else settings.role
+        self.name = f"{place}:{socket.gethostname()}:{os.getpid()}"
         self._pool = ThreadPoolExecutor(max(1, settings.workers), thread_name_prefix="run")
         self._lock = threading.Lock()
         self._cancels: dict[int, threading.Event] = {}
@@ -118,6 +119,10 @@ class LocalExecutor:
         self._progress: dict[int, tuple[CancellableProgress, list[float]]] = {}
         self._futures: dict[int, Future[None]] = {}
         self._closed = False
+        #: look for queued runs in the database too (a regional worker must; the server's
+        #: own runs are handed over by submit, but a region it serves may be queued by
+        #: another server process)
+        self.polling = True
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="run-watcher", daemon=True)
         self._watcher.start()
@@ -176,13 +181,37 @@ class LocalExecutor:
         with self._lock:
             self._futures.pop(run_id, None)
 
+    def serves(self) -> Any:
+        """The SQL condition for runs this executor may take: its region's, and for the
+        server the runs of plans placed in no region."""
+        mine = m.Run.region == self.settings.region if self.settings.region else None
+        unplaced = m.Run.region.is_(None) if self.settings.serves_unplaced else None
+        if mine is not None and unplaced is not None:
+            return or_(mine, unplaced)
+        if mine is not None:
+            return mine
+        return unplaced if unplaced is not None else false()
+
+    def poll(self) -> list[int]:
+        """Submit the queued runs this executor serves (others, e.g. the server, queue
+        them in the shared database); returns their ids."""
+        with self.db.session() as s:
+            ids = list(s.scalars(select(m.Run.id).where(m.Run.status == "queued", self.serves())
+                                 .order_by(m.Run.id).limit(100)))
+        for run_id in ids:
+            self.submit(run_id)
+        return ids
+
     def _claim(self, run_id: int) -> m.Run | None:
-        """Move the run from queued to running; None if someone else took or cancelled it."""
+        """Move the run from queued to running; None if someone else took or cancelled it,
+        or it belongs to another region."""
         worker = f"{self.name}:{threading.current_thread().name}"
+        now = datetime.now(UTC)
         with self.db.session() as s:
             taken = s.execute(
-                update(m.Run).where(m.Run.id == run_id, m.Run.status == "queued")
-                .values(status="running", started_at=datetime.now(UTC), worker=worker)
+                update(m.Run).where(m.Run.id == run_id, m.Run.status == "queued",
+                                    self.serves())
+                .values(status="running", started_at=now, heartbeat_at=now, worker=worker)
             ).rowcount
             if not taken:
                 return None
@@ -330,8 +359,21 @@ class LocalExecutor:
                     run_log.line(progress_line(counters), flush=False)
             for run_log in logs.values():
                 run_log.flush()
+            if self.polling:
+                try:
+                    self.poll()
+                except Exception:  # noqa: BLE001 - the database is away: try next time
+                    log.warning("cannot look for queued runs", exc_info=True)
             if not events:
                 continue
+            try:
+                with self.db.session() as s:
+                    s.execute(update(m.Run).where(m.Run.id.in_(list(events)),
+                                                  m.Run.status == "running")
+                              .values(heartbeat_at=datetime.now(UTC))
+                              .execution_options(synchronize_session=False))
+            except Exception:  # noqa: BLE001
+                log.warning("cannot record the runs' heartbeat", exc_info=True)
             try:
                 with self.db.session() as s:
                     asked = s.scalars(select(m.Run.id).where(

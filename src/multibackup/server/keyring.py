@@ -34,8 +34,9 @@ class Keyring:
         return "Keyring(<hidden>)"
 
     @classmethod
-    def load(cls, path: str) -> Keyring:
-        """The key from $MULTIBACKUP_SERVER_KEY, else the file, created on first start."""
+    def load(cls, path: str, create: bool = True) -> Keyring:
+        """The key from $MULTIBACKUP_SERVER_KEY, else the file, created on the server's
+        first start (a worker never creates one: it must use the server's)."""
         env = os.environ.get(KEY_ENV)
         if env:
             try:
@@ -49,6 +50,9 @@ class Keyring:
             pass
         except OSError as exc:
             raise UsageError(f"cannot read the server key {path}: {exc.strerror}") from None
+        if not create:
+            raise UsageError(f"no server key at {path}: copy the server's server.key there "
+                             f"(mode 0600) or set {KEY_ENV}")
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         key = os.urandom(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

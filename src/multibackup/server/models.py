@@ -127,6 +127,8 @@ class Source(_Configured, Base):
 
 class _Scheduled:
     schedule: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: the worker region that runs it (None: the server's own worker)
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     catch_up: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -170,6 +172,10 @@ class Run(Base):
     log: Mapped[str] = mapped_column(Text, default="")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: only a worker serving this region claims the run (None: the server's own worker)
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    #: refreshed by the worker while it runs; a stale one means the worker is gone
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AlertChannel(Base):

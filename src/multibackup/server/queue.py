@@ -84,7 +84,9 @@ def enqueue_run(db: Session, *, kind: str, organisation_id: int, plan: m.Plan | 
             if busy is not None:
                 raise Busy("plan", plan.name, busy.id, busy.status)
         name = plan.name
+    owner = migration if kind == "migrate" else plan
     run = m.Run(organisation_id=organisation_id, kind=kind,
+                region=getattr(owner, "region", None),
                 plan_id=plan.id if plan is not None and kind != "migrate" else None,
                 migration_id=migration.id if migration is not None and kind == "migrate"
                 else None,
@@ -145,4 +147,5 @@ def run_json(run: m.Run) -> dict[str, Any]:
         "errors": [str(e) for e in result.get("errors") or []],
         "notes": [str(n) for n in result.get("notes") or []],
         "params": _public_params(run), "cancel_requested": bool(run.cancel_requested),
+        "region": run.region, "worker": run.worker,
     }

@@ -108,17 +108,7 @@ class Scheduler:
     def recover(self, now: datetime | None = None) -> None:
         """Settle what a stopped server left behind (see the module's description)."""
         now = now or datetime.now(UTC)
-        interrupted: list[int] = []
-        with self.db.session() as s:
-            for run in s.scalars(select(m.Run).where(m.Run.status == "running")).all():
-                interrupted.append(run.id)
-                run.status = "interrupted"
-                run.finished_at = now
-                message = "interrupted: the server stopped while this run was running"
-                run.log = (run.log or "") + f"{stamp(now)} {message}\n"
-                run.result = {**(run.result or {}),
-                              "errors": [*(run.result or {}).get("errors", []), message]}
-                self._retry(s, run)
+        interrupted = self._interrupt_abandoned(now, at_start=True)
         with self.db.session() as s:
             for model, kind in _SCHEDULED:
                 rows = s.scalars(select(model).where(
@@ -137,6 +127,35 @@ class Scheduler:
                                  row.name, row.next_run_at.isoformat())
                     self._reschedule(s, model, row, now)
         self._submit_queued()
+        self._alert(interrupted)
+
+    def _interrupt_abandoned(self, now: datetime, at_start: bool) -> list[int]:
+        """Mark ``interrupted`` (and retry once) the runs nobody is carrying out any more:
+        at the server's start, those its previous process was running; at any time, those
+        whose worker stopped sending heartbeats (a regional worker killed or cut off)."""
+        interrupted: list[int] = []
+        limit = now - timedelta(seconds=self.settings.worker_timeout)
+        with self.db.session() as s:
+            for run in s.scalars(select(m.Run).where(m.Run.status == "running")).all():
+                ours = not run.worker or run.worker.startswith(f"{self.settings.role}:")
+                stale = run.heartbeat_at is None or run.heartbeat_at < limit
+                if at_start and ours:
+                    message = "interrupted: the server stopped while this run was running"
+                elif stale:
+                    message = (f"interrupted: its worker ({run.worker or 'unknown'}) stopped "
+                               "answering")
+                else:
+                    continue
+                interrupted.append(run.id)
+                run.status = "interrupted"
+                run.finished_at = now
+                run.log = (run.log or "") + f"{stamp(now)} {message}\n"
+                run.result = {**(run.result or {}),
+                              "errors": [*(run.result or {}).get("errors", []), message]}
+                self._retry(s, run)
+        return interrupted
+
+    def _alert(self, interrupted: list[int]) -> None:
         if interrupted and self.keyring is not None:
             keyring = self.keyring
             threading.Thread(target=lambda: [notify_run(self.db, keyring, i)
@@ -201,6 +220,10 @@ class Scheduler:
                         self._reschedule(s, model, row, now)
         for run_id in fired:
             self.executor.submit(run_id)
+        try:
+            self._alert(self._interrupt_abandoned(now, at_start=False))
+        except Exception:  # noqa: BLE001 - the database is away: the next tick tries again
+            log.exception("looking for abandoned runs")
         try:
             self.daily_summary(now)
         except Exception:  # noqa: BLE001 - a summary problem never stops the schedules

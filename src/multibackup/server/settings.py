@@ -27,6 +27,12 @@ class ServerSettings:
     session_hours: int = 12
     secure_cookies: bool = False  # set behind HTTPS
     summary_hour: int = 7  # UTC hour of the daily summary alert
+    #: the region this process's worker serves: runs of plans placed in it (and, for the
+    #: server, runs of plans with no region)
+    region: str | None = None
+    serves_unplaced: bool = True  # False for a regional worker: only its region's runs
+    role: str = "server"  # or "worker": names the process in each run's ``worker``
+    worker_timeout: float = 90.0  # seconds without a heartbeat before a run is given up
 
     def database(self) -> str:
         """The SQLAlchemy URL of the database."""

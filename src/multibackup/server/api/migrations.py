@@ -11,7 +11,7 @@ from sqlalchemy import select
 from multibackup.server import models as m
 from multibackup.server import service
 from multibackup.server.api.context import Id, Principal, principal, session
-from multibackup.server.api.owned import refuse_taken, run_now, save_schedule
+from multibackup.server.api.owned import REGION, refuse_taken, run_now, save_schedule
 from multibackup.server.api.problems import Problem, not_found
 
 router = APIRouter(tags=["migrations"])
@@ -25,6 +25,7 @@ class MigrationBody(BaseModel):
     schedule: str | None = None
     timezone: str = "UTC"
     enabled: bool = True
+    region: str | None = Field(default=None, pattern=REGION)  # None: the server's worker
     catch_up: bool = False
 
 
@@ -36,7 +37,7 @@ def migration_json(s: Any, row: m.Migration) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "source": cfg.pop("source", None),
             "destination": cfg.pop("destination", None), "options": cfg,
             "schedule": row.schedule, "timezone": row.timezone, "enabled": row.enabled,
-            "catch_up": row.catch_up,
+            "catch_up": row.catch_up, "region": row.region,
             "next_run": row.next_run_at.isoformat() if row.next_run_at and row.schedule
             and row.enabled else None,
             "last_run": {"id": last.id, "status": last.status} if last else None}
@@ -70,7 +71,8 @@ def _check(s: Any, who: Principal, body: MigrationBody) -> dict[str, Any]:
 
 def _save(row: m.Migration, body: MigrationBody, table: dict[str, Any]) -> None:
     row.name, row.config = body.name, table
-    save_schedule(row, body.schedule, body.timezone, body.enabled, body.catch_up)
+    save_schedule(row, body.schedule, body.timezone, body.enabled, body.catch_up,
+                  body.region)
 
 
 @router.get("/migrations")

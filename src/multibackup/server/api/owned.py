@@ -23,14 +23,18 @@ def refuse_taken(s: Session, model: type[Any], who: Principal, name: str, what: 
         raise Problem(409, f"{article} {what} named {name!r} exists", field="name")
 
 
+REGION = r"^[a-z0-9][a-z0-9-]{0,63}$"  # as `multibackup worker --region` takes it
+
+
 def save_schedule(row: Any, schedule: str | None, timezone: str, enabled: bool,
-                  catch_up: bool) -> None:
-    """Store a plan's or migration's schedule; a changed one is computed afresh by the
-    scheduler (next_run_at cleared), so saving never fires a run at once."""
+                  catch_up: bool, region: str | None) -> None:
+    """Store when and where a plan or migration runs; a changed schedule is computed
+    afresh by the scheduler (next_run_at cleared), so saving never fires a run at once."""
     if row.schedule != (schedule or None) or row.timezone != timezone:
         row.next_run_at = None
     row.schedule, row.timezone = schedule or None, timezone
     row.enabled, row.catch_up = enabled, catch_up
+    row.region = region or None
 
 
 def run_now(request: Request, who: Principal, kind: str,

@@ -12,7 +12,7 @@ from multibackup.config.schedule import ScheduleError, parse_schedule
 from multibackup.server import models as m
 from multibackup.server import service
 from multibackup.server.api.context import Id, Principal, ctx, principal, session
-from multibackup.server.api.owned import refuse_taken, run_now, save_schedule
+from multibackup.server.api.owned import REGION, refuse_taken, run_now, save_schedule
 from multibackup.server.api.problems import Problem, not_found
 
 
@@ -31,6 +31,7 @@ class PlanBody(BaseModel):
     compression: int | None = Field(default=None, ge=0, le=22)
     password: str | None = Field(default=None, max_length=1000)
     enabled: bool = True
+    region: str | None = Field(default=None, pattern=REGION)  # None: the server's worker
     catch_up: bool = True
 
 
@@ -61,7 +62,7 @@ def plan_json(s: Any, row: m.Plan) -> dict[str, Any]:
             **{k: cfg.get(k) for k in service.PLAN_KEYS},
             "exclude": cfg.get("exclude") or [], "tags": cfg.get("tags") or [],
             "schedule": row.schedule, "schedule_cron": cron, "timezone": row.timezone,
-            "enabled": row.enabled, "catch_up": row.catch_up,
+            "enabled": row.enabled, "catch_up": row.catch_up, "region": row.region,
             "next_run": (row.next_run_at.isoformat() if row.next_run_at and row.enabled
                          and row.schedule else None),
             "last_run": ({"id": last.id, "status": last.status,
@@ -98,7 +99,8 @@ def _check(s: Any, who: Principal, body: PlanBody, password: str) -> dict[str, A
 
 def _save(row: m.Plan, body: PlanBody, table: dict[str, Any]) -> None:
     row.name, row.config = body.name, table
-    save_schedule(row, body.schedule, body.timezone, body.enabled, body.catch_up)
+    save_schedule(row, body.schedule, body.timezone, body.enabled, body.catch_up,
+                  body.region)
 
 
 @router.get("/plans")

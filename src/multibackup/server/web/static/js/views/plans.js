@@ -63,6 +63,7 @@ export async function planPage(ctx, id) {
         plan.exclude && plan.exclude.length ? ['Exclude', list(plan.exclude)] : null,
         plan.tags && plan.tags.length ? ['Tags', plan.tags.join(', ')] : null,
         ['Catch up missed runs', plan.catch_up === false ? 'no' : 'yes'],
+        ['Runs on', plan.region ? `workers of region ${plan.region}` : 'the server'],
       ]))),
       section('Snapshots', snapshots)),
     section('Over time', h('div', { class: 'charts' },
@@ -142,6 +143,8 @@ export async function planFormPage(ctx, id) {
       field({ label: 'Time zone', name: 'timezone', value: p.timezone || 'UTC', list: 'tz-list', testid: 'field-timezone',
         hint: 'An IANA name such as Europe/Berlin.' })),
     timezoneList('tz-list'),
+    field({ label: 'Region', name: 'region', value: p.region || '', testid: 'field-region', autocomplete: 'off',
+      hint: 'Empty: the server runs it. A region name (e.g. eu-west): a `multibackup worker --region` there runs it, near the data.' }),
     h('fieldset', { class: 'group', 'data-field': 'retention' }, h('legend', null, 'Retention'),
       h('p', { class: 'hint' }, 'How many snapshots to keep after each run. Leave all empty to keep everything.'),
       h('p', { class: 'field-error', hidden: true }),
@@ -183,6 +186,7 @@ export async function planFormPage(ctx, id) {
       retention: Object.keys(keep).length ? keep : null,
       exclude: lines(el.exclude.value),
       enabled: el.enabled.checked,
+      region: el.region.value.trim() || null,
     });
     if (el.password.value) body.password = el.password.value;
     else delete body.password;
