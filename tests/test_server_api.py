@@ -264,10 +264,44 @@ def test_organisations_are_isolated(client: TestClient, tmp_path: Path) -> None:
                 kwargs["json"] = {"name": "x", "sources": ["/tmp"], "destinations": ["disk"]}
             r = getattr(bob, method)(url, **kwargs)
             assert r.status_code == 404, (method, url, r.status_code, r.text)
+        # the server's own files are out of reach: only the organisation's folder
+        folder = Path(bob.get("/api/v1/auth/me").json()["server_folder"])
+        assert folder == Path(client.app.state.ctx.settings.organisations_root) / str(org["id"])
+        r = bob.post("/api/v1/destinations", headers=bcsrf,
+                     json={"name": "disk", "config": {"location": str(tmp_path / "repo-a")}})
+        assert r.status_code == 403 and r.json()["errors"][0]["field"] == "location"
+        r = bob.post("/api/v1/destinations", headers=bcsrf, json={"name": "box", "config": {
+            "location": "sftp://u@127.0.0.1:22/x", "key_file": "/root/.ssh/id_ed25519"}})
+        assert r.status_code == 403 and r.json()["errors"][0]["field"] == "key_file"
+        r = bob.post("/api/v1/sources", headers=bcsrf,
+                     json={"name": "db", "config": {"url": "sqlite:///etc/app.db"}})
+        assert r.status_code == 403
         # the same names are free in another organisation
         r = bob.post("/api/v1/destinations", headers=bcsrf,
-                     json={"name": "disk", "config": {"location": str(tmp_path / "repo-b")}})
-        assert r.status_code == 201
+                     json={"name": "disk", "config": {"location": str(folder / "repo")}})
+        assert r.status_code == 201, r.text
+        for plan_body, field in (({"sources": ["/etc"]}, "sources"),
+                                 ({"sources": [str(folder)], "hooks": {"before": ["id"]}},
+                                  "hooks")):
+            r = bob.post("/api/v1/plans", headers=bcsrf, json={
+                "name": "p", "destinations": ["disk"], "password": "pw-1234567890",
+                **plan_body})
+            assert r.status_code == 403 and r.json()["errors"][0]["field"] == field, r.text
+        (folder / "site").mkdir(parents=True)
+        (folder / "site" / "f.txt").write_text("bob's file")
+        bplan = bob.post("/api/v1/plans", headers=bcsrf, json={
+            "name": "p", "sources": [str(folder / "site")], "destinations": ["disk"],
+            "password": "pw-1234567890"}).json()
+        brun = wait_run(bob, bob.post(f"/api/v1/plans/{bplan['id']}/run",
+                                      headers=bcsrf).json()["id"])
+        assert brun["status"] == "ok", brun
+        r = bob.post(f"/api/v1/plans/{bplan['id']}/snapshots/{brun['snapshot']}/restore",
+                     headers=bcsrf, json={"target": str(tmp_path / "outside")})
+        assert r.status_code == 403 and r.json()["errors"][0]["field"] == "target"
+        r = bob.post(f"/api/v1/plans/{bplan['id']}/snapshots/{brun['snapshot']}/restore",
+                     headers=bcsrf, json={"target": str(folder / "back")})
+        assert wait_run(bob, r.json()["id"])["status"] == "ok"
+        assert list((folder / "back").rglob("f.txt"))[0].read_text() == "bob's file"
         assert bob.post("/api/v1/organisations", json={"name": "x"},
                         headers=bcsrf).status_code == 403
     assert client.get(f"/api/v1/plans/{plan['id']}").status_code == 200

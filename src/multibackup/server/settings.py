@@ -44,9 +44,10 @@ class ServerSettings:
         return "sqlite:///" + os.path.join(self.state_dir, "server.sqlite")
 
     @property
-    def restore_root(self) -> str:
-        """Where organisation admins may restore onto the server (one folder each)."""
-        return os.path.join(self.state_dir, "restores")
+    def organisations_root(self) -> str:
+        """One folder per organisation: the only place on the server its users may back up
+        from, keep a local destination in, or restore to."""
+        return os.path.join(self.state_dir, "organisations")
 
     @property
     def key_file(self) -> str:

@@ -54,11 +54,11 @@ def user_json(user: m.User, org: m.Organisation | None) -> dict[str, Any]:
             "organisation": {"id": org.id, "name": org.name} if org else None}
 
 
-def _restore_root(request: Request, user: m.User) -> str | None:
-    """Where this user may restore onto the server (None: anywhere, the administrator)."""
+def _server_folder(request: Request, user: m.User) -> str | None:
+    """The only place on the server this user may use (None: anywhere, the administrator)."""
     if user.superadmin:
         return None
-    return os.path.join(ctx(request).settings.restore_root, str(user.organisation_id))
+    return os.path.join(ctx(request).settings.organisations_root, str(user.organisation_id))
 
 
 def _client(request: Request) -> str:
@@ -83,7 +83,7 @@ def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
         c.throttle.succeeded(address, email)
         token, row = auth.new_session(s, user, c.settings.session_hours)
         out = {"user": {**user_json(user, s.get(m.Organisation, user.organisation_id)),
-                        "restore_root": _restore_root(request, user)},
+                        "server_folder": _server_folder(request, user)},
                "csrf_token": row.csrf_token}
     response.set_cookie(SESSION_COOKIE, token, max_age=c.settings.session_hours * 3600,
                         httponly=True, samesite="strict", secure=c.settings.secure_cookies,
@@ -113,7 +113,7 @@ def me(request: Request, who: Principal = Depends(principal)) -> dict[str, Any]:
         org = s.get(m.Organisation, who.organisation_id)
         assert user is not None
         return {**user_json(user, org), "csrf_token": who.csrf,
-                "restore_root": _restore_root(request, user)}
+                "server_folder": _server_folder(request, user)}
 
 
 def _token_json(row: m.ApiToken) -> dict[str, Any]:

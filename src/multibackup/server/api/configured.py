@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from multibackup.server import models as m
 from multibackup.server import service
+from multibackup.server.api.confine import check_config
 from multibackup.server.api.context import Id, Principal, ctx, principal, session
 from multibackup.server.api.owned import refuse_taken
 from multibackup.server.api.problems import Problem, not_found
@@ -81,6 +82,7 @@ def make_router(kind: str, model: type[Any], check: Any, probe: Any,
         name = service.check_name(body.name, kind)
         public, secrets = service.split_secrets(body.config)
         check(name, public, secrets)
+        check_config(ctx(request), who, public)
         with session(request) as s:
             refuse_taken(s, model, who, name, kind)
             row = model(organisation_id=who.organisation_id, name=name)
@@ -113,6 +115,7 @@ def make_router(kind: str, model: type[Any], check: Any, probe: Any,
                     if k not in secrets and body.config.get(k) is None}
             secrets = {**kept, **secrets}
             check(name, public, secrets)
+            check_config(ctx(request), who, public)
             row.name = name
             service.store_config(row, keyring, public, secrets)
             s.flush()
@@ -134,7 +137,9 @@ def make_router(kind: str, model: type[Any], check: Any, probe: Any,
                      who: Principal = Depends(principal)) -> dict[str, Any]:
         public, secrets = service.split_secrets(body.config)
         name = body.name if service.NAME.match(body.name or "") else "test"
-        return probe(check(name, public, secrets)).to_json()
+        item = check(name, public, secrets)
+        check_config(ctx(request), who, public)
+        return probe(item).to_json()
 
     @router.post(plural + "/{item_id}/test", name=f"test_{kind}")
     def test_saved(item_id: Id, request: Request,

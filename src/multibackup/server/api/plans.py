@@ -11,6 +11,7 @@ from sqlalchemy import select
 from multibackup.config.schedule import ScheduleError, parse_schedule
 from multibackup.server import models as m
 from multibackup.server import service
+from multibackup.server.api import confine
 from multibackup.server.api.context import Id, Principal, ctx, principal, session
 from multibackup.server.api.owned import REGION, refuse_taken, run_now, save_schedule
 from multibackup.server.api.problems import Problem, not_found
@@ -82,7 +83,8 @@ def _table(body: PlanBody) -> dict[str, Any]:
     return table
 
 
-def _check(s: Any, who: Principal, body: PlanBody, password: str) -> dict[str, Any]:
+def _check(request: Request, s: Any, who: Principal, body: PlanBody,
+           password: str) -> dict[str, Any]:
     from multibackup.server.timing import check_timezone
 
     name = service.check_name(body.name, "plan")
@@ -91,6 +93,7 @@ def _check(s: Any, who: Principal, body: PlanBody, password: str) -> dict[str, A
     except ValueError as exc:
         raise Problem(422, str(exc), field="timezone") from None
     table = _table(body)
+    confine.check_plan(ctx(request), who, body.sources, body.hooks)
     service.check_plan(s, who.organisation_id, name,
                        {**table, "password": password,
                         **({"schedule": body.schedule} if body.schedule else {})})
@@ -118,7 +121,7 @@ def create_plan(body: PlanBody, request: Request,
         raise Problem(422, "password: the repository password is required", field="password")
     with session(request) as s:
         refuse_taken(s, m.Plan, who, body.name, "plan")
-        table = _check(s, who, body, body.password)
+        table = _check(request, s, who, body, body.password)
         row = m.Plan(organisation_id=who.organisation_id)
         _save(row, body, table)
         row.secrets = ctx(request).keyring.seal({"password": body.password})
@@ -142,7 +145,7 @@ def update_plan(plan_id: Id, body: PlanBody, request: Request,
         row = get_plan(s, who, plan_id)
         refuse_taken(s, m.Plan, who, body.name, "plan", row)
         password = body.password or keyring.open(row.secrets).get("password", "")
-        table = _check(s, who, body, password)
+        table = _check(request, s, who, body, password)
         _save(row, body, table)
         if body.password:
             row.secrets = keyring.seal({"password": body.password})

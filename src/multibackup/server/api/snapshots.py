@@ -25,6 +25,7 @@ from multibackup.repository.repository import Repository
 from multibackup.repository.tree import DIR, FILE, SYMLINK
 from multibackup.server import models as m
 from multibackup.server import service
+from multibackup.server.api.confine import check_path
 from multibackup.server.api.context import Id, Principal, ServerContext, ctx, principal, session
 from multibackup.server.api.plans import get_plan
 from multibackup.server.api.problems import Problem
@@ -128,21 +129,6 @@ def _has_password(url: str) -> bool:
         return False
 
 
-def _check_local_target(c: ServerContext, who: Principal, target: str) -> None:
-    """Only the server's administrator restores anywhere on the server; an organisation's
-    admins restore below their organisation's folder of the restore root."""
-    if not os.path.isabs(target):
-        raise Problem(422, "target: give an absolute path on the server or a URL",
-                      field="target")
-    if who.superadmin:
-        return
-    root = os.path.join(c.settings.restore_root, str(who.organisation_id))
-    real = os.path.realpath(target)
-    if real != root and not real.startswith(root + os.sep):
-        raise Problem(403, f"target: restores onto the server go below {root}",
-                      field="target")
-
-
 @router.post("/plans/{plan_id}/snapshots/{snapshot_id}/restore", status_code=202)
 def restore(plan_id: Id, snapshot_id: str, body: RestoreBody, request: Request,
             who: Principal = Depends(principal)) -> dict[str, Any]:
@@ -159,7 +145,10 @@ def restore(plan_id: Id, snapshot_id: str, body: RestoreBody, request: Request,
         if source is not None:  # a saved source: its URL, with its sealed credentials
             saved, target = source.name, str(source.config.get("url", ""))
     if not is_url(target):
-        _check_local_target(ctx(request), who, target)
+        if not os.path.isabs(target):
+            raise Problem(422, "target: give an absolute path on the server, a URL or the "
+                               "name of a saved source", field="target")
+        check_path(c, who, target, "target")
     elif _has_password(target):  # run parameters are stored: no secret may ride in them
         raise Problem(422, "target: a password must not be written in the URL: save the "
                            "target as a source with its password and give its name",

@@ -145,7 +145,7 @@ export async function snapshotPage(ctx, planId, sid) {
       rows));
 
   // Restore form
-  const restoreRoot = session.me && session.me.restore_root;
+  const restoreRoot = session.me && session.me.server_folder;
   const region = alertRegion('restore-alert');
   const form = h('form', { class: 'form', testid: 'restore-form', novalidate: true },
     region,
