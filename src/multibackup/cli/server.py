@@ -42,7 +42,8 @@ def cmd_server(args: argparse.Namespace, out: Printer) -> int:
     settings = ServerSettings(host=args.listen_host, port=args.port,
                               database_url=_database(args), workers=args.workers,
                               catch_up_missed=not args.no_catch_up, region=args.region,
-                              worker_timeout=args.worker_timeout)
+                              worker_timeout=args.worker_timeout,
+                              secure_cookies=args.secure_cookies)
     if args.state_dir:
         settings.state_dir = os.path.abspath(args.state_dir)
     if not 1 <= settings.port <= 65535:
@@ -121,6 +122,9 @@ def add_server_parser(add: Any) -> None:
     sp.add_argument("--region", metavar="NAME",
                     help="also run the plans placed in this region here (by default the "
                          "server runs the plans placed in no region)")
+    sp.add_argument("--secure-cookies", action="store_true",
+                    help="mark the session cookie Secure (when served through HTTPS, e.g. "
+                         "behind a reverse proxy)")
     sp.add_argument("--worker-timeout", type=float, default=90.0, metavar="SECONDS",
                     help="give up a run whose worker sent no heartbeat for this long "
                          "(default 90)")
