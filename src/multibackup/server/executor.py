@@ -246,8 +246,13 @@ class LocalExecutor:
         try:
             outcome = run_job(ctx)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run "running"
-            log.error("run %s failed with an internal error\n%s", run_id,
-                      traceback.format_exc())
+            # type and where it happened, never the trace's text (it may quote a secret);
+            # MULTIBACKUP_DEBUG=1 shows the whole trace, as on the command line
+            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            log.error("run %s failed with an internal error: %s at %s", run_id,
+                      type(exc).__name__,
+                      f"{where.filename}:{where.lineno}" if where else "?",
+                      exc_info=bool(os.environ.get("MULTIBACKUP_DEBUG")))
             outcome = Outcome.failed(f"internal error: {type(exc).__name__}: "
                                      + " ".join(str(exc).split())[:300])
         try:
