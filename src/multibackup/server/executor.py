@@ -247,7 +247,7 @@ class LocalExecutor:
             outcome = run_job(ctx)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run "running"
             # type and where it happened, never the trace's text (it may quote a secret);
-            # MULTIBACKUP_DEBUG=1 shows the whole trace, as on the command line
+            # MULTIBACKUP_DEBUG=1 adds the error message (as on the command line)
             where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             log.error("run %s failed with an internal error: %s at %s", run_id,
                       type(exc).__name__,
