@@ -406,3 +406,43 @@ def test_the_migrations_build_exactly_the_models_schema(tmp_path: Path) -> None:
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), m.Base.metadata) == []
     db.close()
+
+
+def test_snapshot_pages_see_new_backups_and_edits(client: TestClient, tmp_path: Path) -> None:
+    """The browser's repositories are kept open between requests: a backup made since,
+    and a destination moved elsewhere, must still show at once."""
+    csrf = sign_in(client)
+    site = tmp_path / "site"
+    make_site(site)
+    client.post("/api/v1/destinations", headers=csrf,
+                json={"name": "disk", "config": {"location": str(tmp_path / "repo")}})
+    plan = client.post("/api/v1/plans", headers=csrf, json={
+        "name": "web", "sources": [str(site)], "destinations": ["disk"],
+        "password": "repo-password-123"}).json()
+
+    def backup() -> str:
+        run = wait_run(client, client.post(f"/api/v1/plans/{plan['id']}/run",
+                                           headers=csrf).json()["id"])
+        assert run["status"] == "ok", run
+        return run["snapshot"]
+
+    first = backup()
+    names = {e["name"] for e in client.get(
+        f"/api/v1/plans/{plan['id']}/snapshots/{first}/tree", params={"path": str(site)}).json()}
+    assert "new.txt" not in names
+    (site / "new.txt").write_text("added later")
+    second = backup()
+    assert [s["id"] for s in client.get(f"/api/v1/plans/{plan['id']}/snapshots").json()] == [
+        second, first]
+    names = {e["name"] for e in client.get(
+        f"/api/v1/plans/{plan['id']}/snapshots/{second}/tree",
+        params={"path": str(site)}).json()}
+    assert "new.txt" in names  # the index was reloaded for the new snapshot's trees
+    # the destination now points at an empty folder: the pages read that one
+    dest = client.get("/api/v1/destinations").json()[0]
+    (tmp_path / "empty").mkdir()
+    r = client.put(f"/api/v1/destinations/{dest['id']}", headers=csrf,
+                   json={"name": "disk", "config": {"location": str(tmp_path / "empty")}})
+    assert r.status_code == 200
+    r = client.get(f"/api/v1/plans/{plan['id']}/snapshots")
+    assert r.status_code >= 400 and "repository" in r.json()["detail"].lower()

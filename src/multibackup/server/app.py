@@ -96,6 +96,7 @@ def create_app(settings: ServerSettings, *, background: bool = True,
             if background:
                 scheduler.stop()
             executor.shutdown(wait=False)
+            context.repositories.close()
             db.close()
 
     app = FastAPI(title="multibackup", version=__version__, lifespan=lifespan,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Path as PathParam
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from multibackup.server import auth
 from multibackup.server.api.problems import Problem
+from multibackup.server.api.repositories import RepositoryCache
 from multibackup.server.db import Database
 from multibackup.server.keyring import Keyring
 from multibackup.server.settings import ServerSettings
@@ -40,6 +41,7 @@ class ServerContext:
     scheduler: Any
     metrics: Any
     throttle: auth.LoginThrottle
+    repositories: RepositoryCache = field(default_factory=RepositoryCache)
 
 
 @dataclass(frozen=True)

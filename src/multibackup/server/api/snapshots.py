@@ -6,10 +6,11 @@ queued run like a backup, so it shows in the history with its own log.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -42,13 +43,31 @@ class RestoreBody(BaseModel):
 
 
 @contextmanager
-def _repository(c: ServerContext, who: Principal, plan_id: int) -> Iterator[Repository]:
+def _repository(c: ServerContext, who: Principal, plan_id: int,
+                index: bool = False) -> Iterator[Repository]:
+    """The plan's repository from the cache (opened with the settings as saved now)."""
     with c.db.session() as s:
         plan = get_plan(s, who, plan_id)
         config = service.build_config(s, c.keyring, who.organisation_id, plan=plan)
         name = plan.name
-    with plan_repository(config, name, default_cache_dir()) as repo:
+        fingerprint = _fingerprint(s, plan)
+
+    def opener(stack: ExitStack) -> Repository:
+        return stack.enter_context(plan_repository(config, name, default_cache_dir()))
+
+    with c.repositories.borrow(plan_id, fingerprint, opener, index=index) as repo:
         yield repo
+
+
+def _fingerprint(s: Any, plan: m.Plan) -> str:
+    """Changes whenever the plan's or its destinations' saved settings change."""
+    parts: list[Any] = [plan.config, plan.secrets, plan.updated_at]
+    names = (plan.config or {}).get("destinations") or []
+    for dest in s.scalars(select(m.Destination).where(
+            m.Destination.organisation_id == plan.organisation_id,
+            m.Destination.name.in_(names)).order_by(m.Destination.name)):
+        parts += [dest.name, dest.config, dest.secrets, dest.updated_at]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def snapshot_json(snap: Any) -> dict[str, Any]:
@@ -76,8 +95,7 @@ def _clean(path: str) -> str:
 def browse(plan_id: Id, snapshot_id: str, request: Request, path: str = "/",
            who: Principal = Depends(principal)) -> list[dict[str, Any]]:
     path = _clean(path)
-    with _repository(ctx(request), who, plan_id) as repo:
-        repo.load_index(recover=False)
+    with _repository(ctx(request), who, plan_id, index=True) as repo:
         snap = repo.find_snapshot(snapshot_id)
         node = find_node(repo, snap, path)
         if node.type != DIR or node.subtree is None:
@@ -96,9 +114,13 @@ def download(plan_id: Id, snapshot_id: str, path: str, request: Request,
              who: Principal = Depends(principal)) -> StreamingResponse:
     path = _clean(path)
     c = ctx(request)
-    repo_cm = _repository(c, who, plan_id)
-    repo = repo_cm.__enter__()
+    with c.db.session() as s:  # its own repository: a long download holds it a while
+        plan = get_plan(s, who, plan_id)
+        config = service.build_config(s, c.keyring, who.organisation_id, plan=plan)
+        name = plan.name
+    stack = ExitStack()
     try:
+        repo = stack.enter_context(plan_repository(config, name, default_cache_dir()))
         repo.load_index(recover=False)
         snap = repo.find_snapshot(snapshot_id)
         node = find_node(repo, snap, path)
@@ -106,18 +128,15 @@ def download(plan_id: Id, snapshot_id: str, path: str, request: Request,
             raise Problem(422, f"{path!r} is not a file in snapshot {snap.short_id}",
                           field="path")
     except BaseException:
-        repo_cm.__exit__(None, None, None)
+        stack.close()
         raise
 
     def body() -> Iterator[bytes]:
-        try:
-            with ThreadPoolExecutor(4, thread_name_prefix="download") as pool:
-                yield from iter_content(repo, node, pool)
-        finally:
-            repo_cm.__exit__(None, None, None)
+        with stack, ThreadPoolExecutor(4, thread_name_prefix="download") as pool:
+            yield from iter_content(repo, node, pool)
 
-    name = path.rsplit("/", 1)[-1] or "file"
-    headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+    filename = path.rsplit("/", 1)[-1] or "file"
+    headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
                "Content-Length": str(node.size)}
     return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
 
