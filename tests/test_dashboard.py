@@ -385,3 +385,67 @@ def test_another_organisation_sees_nothing_in_the_pages(browser: Any, tmp_path: 
         tab.context.close()
     # console 404s are expected here; no script error may have happened
     assert not [e for e in tab.errors if "404" not in e], tab.errors
+
+
+def test_edit_an_alert_keeps_its_stored_url(tab: Page) -> None:
+    page = tab.page
+    tab.open()
+    tab.sign_in()
+    sync_api.expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    tab.go("#/alerts")
+    form = page.get_by_test_id("alert-form")
+    form.get_by_test_id("field-name").fill("ops")
+    form.get_by_test_id("field-url").fill("json://hooks.example.test/multibackup?token=s3cr3t-tok")
+    page.get_by_test_id("save").click()
+    row = page.locator("[data-testid=alert-row][data-name='ops']")
+    sync_api.expect(row).to_contain_text("Sends: failures")
+    assert "s3cr3t-tok" not in row.inner_text()  # shown masked
+    row.get_by_test_id("alert-edit").click()
+    form = page.get_by_test_id("alert-form")
+    sync_api.expect(form.get_by_test_id("field-name")).to_have_value("ops")
+    form.get_by_test_id("field-on-success").check()
+    page.get_by_test_id("save").click()
+    row = page.locator("[data-testid=alert-row][data-name='ops']")
+    sync_api.expect(row).to_contain_text("Sends: failures, successes")
+    sync_api.expect(row).to_contain_text("hooks.example.test")
+    assert page.locator("[data-testid=alert-row]").count() == 1
+
+
+def test_add_run_and_edit_a_migration(tab: Page, tmp_path: Path) -> None:
+    from test_server_process import Api
+
+    api = Api(tab.server)
+    for name in ("old-cloud", "new-cloud"):
+        (tmp_path / name).mkdir()
+        api.call("POST", "/destinations", {"name": name,
+                                           "config": {"location": str(tmp_path / name)}})
+    (tmp_path / "old-cloud" / "photo.jpg").write_bytes(os.urandom(20_000))
+    page = tab.page
+    tab.open()
+    tab.sign_in()
+    sync_api.expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    tab.go("#/migrations")
+    form = page.get_by_test_id("migration-form")
+    form.get_by_test_id("field-name").fill("move")
+    form.get_by_test_id("field-source").select_option("old-cloud")
+    form.get_by_test_id("field-destination").select_option("new-cloud")
+    form.get_by_test_id("field-transfers").fill("3")
+    page.get_by_test_id("save").click()
+    row = page.locator("[data-testid=migration-row][data-name='move']")
+    sync_api.expect(row).to_contain_text("old-cloud → new-cloud")
+    row.get_by_role("button", name="Run migration move now").click()
+    page.get_by_test_id("toast-run-link").click()
+    status = page.get_by_test_id("run-status")
+    sync_api.expect(status).to_have_attribute("data-status", "ok", timeout=RUN_TIMEOUT_MS)
+    assert (tmp_path / "new-cloud" / "photo.jpg").read_bytes() == \
+        (tmp_path / "old-cloud" / "photo.jpg").read_bytes()
+    tab.go("#/migrations")
+    row = page.locator("[data-testid=migration-row][data-name='move']")
+    row.get_by_test_id("migration-edit").click()
+    form = page.get_by_test_id("migration-form")
+    sync_api.expect(form.get_by_test_id("field-transfers")).to_have_value("3")
+    form.get_by_test_id("field-schedule").fill("daily 04:00")
+    page.get_by_test_id("save").click()
+    sync_api.expect(row).to_contain_text("daily 04:00")
+    saved = api.call("GET", "/migrations")[0]
+    assert saved["schedule"] == "daily 04:00" and saved["options"]["transfers"] == 3

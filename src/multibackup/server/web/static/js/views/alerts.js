@@ -1,16 +1,18 @@
 // #/alerts — where failures (and optionally successes, a daily summary) are reported.
 
-import { del, get, post } from '../api.js';
+import { del, get, post, put } from '../api.js';
 import {
   actionButton, alertRegion, badge, clear, empty, field, h, onSubmit, pageHeader, section,
   submitButton, timeEl, toast,
 } from '../ui.js';
 import { confirmDelete, enc } from './common.js';
 
-export async function alertsPage(ctx) {
+export async function alertsPage(ctx, editing = null) {
   const channels = await get('/alerts');
   if (!ctx.alive()) return;
   const reload = () => alertsPage(ctx).catch((err) => toast(err.detail || String(err), 'error'));
+  const edit = (a) => alertsPage(ctx, a).catch((err) => toast(err.detail || String(err), 'error'));
+  const e = editing || { on_failure: true };
 
   const items = channels.map((a) => {
     const result = h('span', { class: 'test-result', role: 'status', testid: 'alert-test-result' });
@@ -29,6 +31,7 @@ export async function alertsPage(ctx) {
             clear(result, badge('failed'), ` ${err.detail}`);
           }
         }, { class: 'btn btn-small', testid: 'alert-test', 'aria-label': `Send a test to ${a.name}` }),
+        h('button', { type: 'button', class: 'btn btn-small', testid: 'alert-edit', 'aria-label': `Edit alert ${a.name}`, onclick: () => edit(a) }, 'Edit'),
         actionButton('Delete', async () => {
           if (!confirmDelete(`alert ${a.name}`)) return;
           try {
@@ -46,21 +49,25 @@ export async function alertsPage(ctx) {
   const region = alertRegion('form-alert');
   const form = h('form', { class: 'form', testid: 'alert-form', novalidate: true },
     region,
-    field({ label: 'Name', name: 'name', required: true, testid: 'field-name' }),
-    field({ label: 'Notification URL', name: 'url', required: true, testid: 'field-url', autocomplete: 'off',
-      placeholder: 'mailtos://user:password@mail.example.com?to=ops@example.com',
-      hint: 'An Apprise URL: mailto:// or mailtos:// for email, json:// or jsons:// for a webhook, slack://, tgram://, and many more. Stored encrypted.' }),
+    field({ label: 'Name', name: 'name', value: e.name || '', required: true, testid: 'field-name' }),
+    field({ label: 'Notification URL', name: 'url', required: !editing, testid: 'field-url', autocomplete: 'off',
+      placeholder: editing ? e.url : 'mailtos://user:password@mail.example.com?to=ops@example.com',
+      hint: editing ? 'Leave empty to keep the stored URL.'
+        : 'An Apprise URL: mailto:// or mailtos:// for email, json:// or jsons:// for a webhook, slack://, tgram://, and many more. Stored encrypted.' }),
     h('fieldset', { class: 'group' }, h('legend', null, 'Send on'),
-      field({ label: 'Failed or partial runs', name: 'on_failure', type: 'checkbox', value: true, testid: 'field-on-failure' }),
-      field({ label: 'Successful runs', name: 'on_success', type: 'checkbox', testid: 'field-on-success' }),
-      field({ label: 'A daily summary', name: 'daily_summary', type: 'checkbox', testid: 'field-daily-summary' })),
-    h('div', { class: 'form-actions' }, submitButton('Add alert', { testid: 'save' })));
+      field({ label: 'Failed or partial runs', name: 'on_failure', type: 'checkbox', value: e.on_failure, testid: 'field-on-failure' }),
+      field({ label: 'Successful runs', name: 'on_success', type: 'checkbox', value: e.on_success, testid: 'field-on-success' }),
+      field({ label: 'A daily summary', name: 'daily_summary', type: 'checkbox', value: e.daily_summary, testid: 'field-daily-summary' })),
+    h('div', { class: 'form-actions' }, submitButton(editing ? 'Save changes' : 'Add alert', { testid: 'save' }),
+      editing ? h('button', { type: 'button', class: 'btn btn-link', onclick: reload }, 'Cancel') : null));
   onSubmit(form, region, async () => {
     const el = form.elements;
-    const saved = await post('/alerts', {
-      name: el.name.value.trim(), url: el.url.value.trim(), on_failure: el.on_failure.checked,
+    const body = {
+      name: el.name.value.trim(), on_failure: el.on_failure.checked,
       on_success: el.on_success.checked, daily_summary: el.daily_summary.checked,
-    });
+    };
+    if (el.url.value.trim()) body.url = el.url.value.trim();
+    const saved = editing ? await put(`/alerts/${enc(editing.id)}`, body) : await post('/alerts', body);
     toast(`Alert ${saved.name} saved.`, 'ok');
     await reload();
   });
@@ -68,6 +75,7 @@ export async function alertsPage(ctx) {
   ctx.render(
     pageHeader('Alerts'),
     channels.length ? h('ul', { class: 'cards', testid: 'alert-list' }, items) : section('No alerts yet', empty('Nobody is told when a backup fails. Add an alert below.')),
-    section('Add an alert', form),
+    section(editing ? `Edit alert ${editing.name}` : 'Add an alert', form),
   );
+  if (editing) form.elements.name.focus();
 }

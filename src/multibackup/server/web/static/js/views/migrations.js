@@ -1,16 +1,19 @@
 // #/migrations — saved bucket/folder migrations between two destinations: list, run, add.
 
-import { del, get, post } from '../api.js';
+import { del, get, post, put } from '../api.js';
 import {
   actionButton, alertRegion, badge, empty, field, h, lines, localTimezone, onSubmit, pageHeader,
   section, submitButton, timeEl, timezoneList, toast,
 } from '../ui.js';
 import { confirmDelete, enc } from './common.js';
 
-export async function migrationsPage(ctx) {
+export async function migrationsPage(ctx, editing = null) {
   const [migrations, destinations] = await Promise.all([get('/migrations'), get('/destinations')]);
   if (!ctx.alive()) return;
   const reload = () => migrationsPage(ctx).catch((err) => toast(err.detail || String(err), 'error'));
+  const edit = (m) => migrationsPage(ctx, m).catch((err) => toast(err.detail || String(err), 'error'));
+  const e = editing || { options: {}, timezone: localTimezone() };
+  const eo = e.options || {};
   const names = destinations.map((d) => [d.name, `${d.name} — ${d.location || ''}`]);
 
   const rows = migrations.map((m) => {
@@ -30,6 +33,7 @@ export async function migrationsPage(ctx) {
             toast(`${m.name}: ${err.detail}`, 'error');
           }
         }, { class: 'btn btn-small', 'aria-label': `Run migration ${m.name} now` }),
+        h('button', { type: 'button', class: 'btn btn-small', testid: 'migration-edit', 'aria-label': `Edit migration ${m.name}`, onclick: () => edit(m) }, 'Edit'),
         actionButton('Delete', async () => {
           if (!confirmDelete(`migration ${m.name}`)) return;
           try {
@@ -44,25 +48,26 @@ export async function migrationsPage(ctx) {
   const region = alertRegion('form-alert');
   const form = h('form', { class: 'form', testid: 'migration-form', novalidate: true },
     region,
-    field({ label: 'Name', name: 'name', required: true, testid: 'field-name' }),
+    field({ label: 'Name', name: 'name', value: e.name || '', required: true, testid: 'field-name' }),
     h('div', { class: 'row-2' },
-      field({ label: 'From (destination)', name: 'source', type: 'select', options: [['', 'Choose…'], ...names], required: true, testid: 'field-source' }),
-      field({ label: 'To (destination)', name: 'destination', type: 'select', options: [['', 'Choose…'], ...names], required: true, testid: 'field-destination' })),
+      field({ label: 'From (destination)', name: 'source', type: 'select', value: e.source, options: [['', 'Choose…'], ...names], required: true, testid: 'field-source' }),
+      field({ label: 'To (destination)', name: 'destination', type: 'select', value: e.destination, options: [['', 'Choose…'], ...names], required: true, testid: 'field-destination' })),
     h('div', { class: 'row-2' },
-      field({ label: 'Mode', name: 'options.mode', type: 'select', value: 'copy', testid: 'field-mode',
+      field({ label: 'Mode', name: 'options.mode', type: 'select', value: eo.mode || 'copy', testid: 'field-mode',
         options: [['copy', 'copy — add and update objects'], ['sync', 'sync — make the target match'], ['check', 'check — compare only']] }),
-      field({ label: 'Parallel transfers', name: 'options.transfers', type: 'number', min: 1, value: '', testid: 'field-transfers', hint: 'Empty: the default.' })),
-    field({ label: 'Delete objects missing from the source (sync)', name: 'options.delete', type: 'checkbox', testid: 'field-delete' }),
-    field({ label: 'At most this many deletions', name: 'options.max_delete', type: 'number', min: 0, testid: 'field-max-delete', hint: 'A safety limit for sync with delete. Empty: no limit.' }),
-    field({ label: 'Compare checksums, not only size and time', name: 'options.checksum', type: 'checkbox', testid: 'field-checksum' }),
+      field({ label: 'Parallel transfers', name: 'options.transfers', type: 'number', min: 1, value: eo.transfers ?? '', testid: 'field-transfers', hint: 'Empty: the default.' })),
+    field({ label: 'Delete objects missing from the source (sync)', name: 'options.delete', type: 'checkbox', value: eo.delete, testid: 'field-delete' }),
+    field({ label: 'At most this many deletions', name: 'options.max_delete', type: 'number', min: 0, value: eo.max_delete ?? '', testid: 'field-max-delete', hint: 'A safety limit for sync with delete. Empty: no limit.' }),
+    field({ label: 'Compare checksums, not only size and time', name: 'options.checksum', type: 'checkbox', value: eo.checksum, testid: 'field-checksum' }),
     h('div', { class: 'row-2' },
-      field({ label: 'Include', name: 'options.include', type: 'textarea', rows: 2, placeholder: 'images/**', hint: 'Glob patterns, one per line.' }),
-      field({ label: 'Exclude', name: 'options.exclude', type: 'textarea', rows: 2, placeholder: '*.tmp', hint: 'Glob patterns, one per line.' })),
+      field({ label: 'Include', name: 'options.include', type: 'textarea', rows: 2, value: (eo.include || []).join('\n'), placeholder: 'images/**', hint: 'Glob patterns, one per line.' }),
+      field({ label: 'Exclude', name: 'options.exclude', type: 'textarea', rows: 2, value: (eo.exclude || []).join('\n'), placeholder: '*.tmp', hint: 'Glob patterns, one per line.' })),
     h('div', { class: 'row-2' },
-      field({ label: 'Schedule', name: 'schedule', testid: 'field-schedule', hint: 'daily 02:30, hourly, or cron. Empty: manual only.' }),
-      field({ label: 'Time zone', name: 'timezone', value: localTimezone(), list: 'tz-list-m', testid: 'field-timezone' })),
+      field({ label: 'Schedule', name: 'schedule', value: e.schedule || '', testid: 'field-schedule', hint: 'daily 02:30, hourly, or cron. Empty: manual only.' }),
+      field({ label: 'Time zone', name: 'timezone', value: e.timezone || localTimezone(), list: 'tz-list-m', testid: 'field-timezone' })),
     timezoneList('tz-list-m'),
-    h('div', { class: 'form-actions' }, submitButton('Add migration', { testid: 'save' })));
+    h('div', { class: 'form-actions' }, submitButton(editing ? 'Save changes' : 'Add migration', { testid: 'save' }),
+      editing ? h('button', { type: 'button', class: 'btn btn-link', onclick: reload }, 'Cancel') : null));
 
   onSubmit(form, region, async () => {
     const el = form.elements;
@@ -77,10 +82,12 @@ export async function migrationsPage(ctx) {
     const exclude = lines(el['options.exclude'].value);
     if (include.length) options.include = include;
     if (exclude.length) options.exclude = exclude;
-    const saved = await post('/migrations', {
+    const body = {
       name: el.name.value.trim(), source: el.source.value, destination: el.destination.value, options,
       schedule: el.schedule.value.trim() || null, timezone: el.timezone.value.trim() || 'UTC',
-    });
+    };
+    if (editing) Object.assign(body, { enabled: editing.enabled, catch_up: editing.catch_up, region: editing.region });
+    const saved = editing ? await put(`/migrations/${enc(editing.id)}`, body) : await post('/migrations', body);
     toast(`Migration ${saved.name} saved.`, 'ok');
     await reload();
   });
@@ -93,7 +100,7 @@ export async function migrationsPage(ctx) {
         h('thead', null, h('tr', null, ['Name', 'From → to', 'Mode', 'Schedule', 'Last run', h('span', { class: 'sr-only' }, 'Actions')].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', null, rows)))
       : empty('No migrations yet.')),
-    section('Add a migration', destinations.length >= 2 ? form
+    section(editing ? `Edit migration ${editing.name}` : 'Add a migration', destinations.length >= 2 ? form
       : empty('A migration copies between two saved destinations. ', h('a', { href: '#/destinations/new' }, 'Add destinations'), ' first.')),
   );
 }
