@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from multibackup.server.models import ApiToken, User, WebSession
@@ -63,6 +63,9 @@ def password_problem(password: str) -> str | None:
 
 
 def new_session(db: Session, user: User, hours: int) -> tuple[str, WebSession]:
+    """A dashboard session; the user's expired ones are dropped on the way."""
+    db.execute(delete(WebSession).where(WebSession.user_id == user.id,
+                                        WebSession.expires_at <= datetime.now(UTC)))
     token = "mbs_" + secrets.token_urlsafe(32)
     row = WebSession(user_id=user.id, token_hash=digest(token),
                      csrf_token=secrets.token_urlsafe(24),
