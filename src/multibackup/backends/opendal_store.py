@@ -97,6 +97,8 @@ class OpenDALStore:
         self._keeps_type = bool(op.capability().write_with_content_type) and not self.is_local
         self._keeps_meta = (bool(getattr(op.capability(), "write_with_user_metadata", False))
                             and not self.is_local)
+        #: True where writes can carry content type or user metadata (cloud services)
+        self.keeps_attributes = self._keeps_type or self._keeps_meta
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
                                      min_delay=0.2, max_delay=5.0))
@@ -156,9 +158,13 @@ class OpenDALStore:
             except OSError:
                 pass
 
-    def put(self, key: str, data: bytes | bytearray) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, content_type: str | None = None,
+            user_metadata: dict[str, str] | None = None) -> None:
+        """Write ``data`` in one request; ``content_type`` and ``user_metadata`` are kept
+        where the service stores them (``keeps_attributes``) and ignored elsewhere."""
+        options = self._attribute_options(content_type, user_metadata)
         try:
-            self._op.write(key, data)
+            self._op.write(key, data, **options)
         except Exception as exc:
             error = self._error(exc, "writing", key)
             if isinstance(error, StorageFull):
@@ -297,11 +303,8 @@ class OpenDALStore:
         """
         if create_only and not self.create_only_atomic and self.exists(key):
             raise ObjectExists(f"{self.description}: writing {key}: object already exists")
-        options: dict[str, object] = {"chunk": part_size}
-        if content_type and self._keeps_type:
-            options["content_type"] = content_type
-        if user_metadata and self._keeps_meta:
-            options["user_metadata"] = user_metadata
+        options: dict[str, object] = {"chunk": part_size,
+                                      **self._attribute_options(content_type, user_metadata)}
         if create_only and self.create_only_atomic:
             options["if_not_exists"] = True
         try:
@@ -322,6 +325,16 @@ class OpenDALStore:
         except Exception as exc:
             raise self._write_error(exc, key) from None
         return size
+
+    def _attribute_options(self, content_type: str | None,
+                           user_metadata: dict[str, str] | None) -> dict[str, object]:
+        """The write options that carry content type and user metadata, where kept."""
+        options: dict[str, object] = {}
+        if content_type and self._keeps_type:
+            options["content_type"] = content_type
+        if user_metadata and self._keeps_meta:
+            options["user_metadata"] = user_metadata
+        return options
 
     def _write_error(self, exc: Exception, key: str) -> StoreError:
         error = self._error(exc, "writing", key)

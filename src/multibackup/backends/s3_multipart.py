@@ -80,17 +80,6 @@ class S3Multipart:
         except Exception as exc:
             raise self._error(exc, "starting an upload of", key) from None
 
-    def put(self, key: str, data: bytes, content_type: str | None = None,
-            metadata: Mapping[str, str] | None = None) -> str:
-        """One-request upload with content type and user metadata; returns the ETag."""
-        extra = _attributes(content_type, metadata)
-        try:
-            reply = self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
-                                            **extra)
-        except Exception as exc:
-            raise self._error(exc, "writing", key) from None
-        return str(reply.get("ETag", "")).strip('"')
-
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
         """Send one part; returns its ETag (the part's MD5 at S3)."""
         try:

@@ -6,6 +6,12 @@ verified object is recorded with what both listings said about it (size, ETag, m
 a later run that sees the same listings skips it at no cost. It lives in SQLite in the local
 state directory, one table keyed by the (source, destination) pair - descriptions only,
 never credentials.
+
+Verified objects are written in batches (one transaction per :data:`BATCH` records or
+every :data:`FLUSH_SECONDS`, and on close): a commit per small object costs about as much
+as copying it. A record lost to a kill only means that object is compared again next run
+(listings, ETags or hashes), never that anything is skipped unverified. Upload parts are
+committed at once, with any batch pending, since resending a part is the costly case.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from dataclasses import dataclass
 
 from multibackup.backends.base import ObjectInfo
 from multibackup.store.lag import state_dir
+
+#: verified records written per transaction at most, and the longest a record waits
+BATCH = 512
+FLUSH_SECONDS = 0.5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS verified (
@@ -117,10 +127,44 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        #: verified records not yet committed, by key (a later record replaces an earlier)
+        self._pending: dict[str, VerifiedObject] = {}
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, daemon=True,
+                                         name="journal-flush")
+        self._flusher.start()
 
     def close(self) -> None:
+        """Commit what is pending and close; the next run sees every record made."""
+        self._closed.set()
+        self._flusher.join()
         with self._lock:
+            self._commit_pending()
             self._db.close()
+
+    def flush(self) -> None:
+        """Commit the pending verified records now."""
+        with self._lock:
+            self._commit_pending()
+
+    def _flush_periodically(self) -> None:
+        while not self._closed.wait(FLUSH_SECONDS):
+            self.flush()
+
+    def _commit_pending(self, *also: tuple[str, tuple[object, ...]]) -> None:
+        """One transaction: the pending records, then the statements ``also`` (lock held)."""
+        if not self._pending and not also:
+            return
+        rows = [(self.pair, o.key, o.size, o.src_etag, o.src_mtime_ns, o.dst_etag, o.md5)
+                for o in self._pending.values()]
+        with self._db:  # BEGIN ... COMMIT, or ROLLBACK on error
+            self._db.execute("BEGIN")
+            if rows:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            for sql, params in also:
+                self._db.execute(sql, params)
+        self._pending.clear()
 
     def __enter__(self) -> Journal:
         return self
@@ -131,22 +175,25 @@ class Journal:
     def verified(self) -> dict[str, VerifiedObject]:
         """Everything verified so far for this pair (loaded once per run)."""
         with self._lock:
+            self._commit_pending()
             rows = self._db.execute(
                 "SELECT key, size, src_etag, src_mtime_ns, dst_etag, md5 FROM verified "
                 "WHERE pair = ?", (self.pair,)).fetchall()
         return {r[0]: VerifiedObject(*r) for r in rows}
 
     def record(self, obj: VerifiedObject) -> None:
-        """Remember one verified object; committed at once, so a kill right after keeps it."""
+        """Remember one verified object; committed with its batch (see the module doc)."""
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.pair, obj.key, obj.size, obj.src_etag, obj.src_mtime_ns, obj.dst_etag,
-                 obj.md5))
+            self._pending[obj.key] = obj
+            if len(self._pending) >= BATCH:
+                self._commit_pending()
 
     def forget(self, key: str) -> None:
+        """Drop a record (the object no longer matches); committed at once."""
         with self._lock:
-            self._db.execute("DELETE FROM verified WHERE pair = ? AND key = ?", (self.pair, key))
+            self._pending.pop(key, None)
+            self._commit_pending(("DELETE FROM verified WHERE pair = ? AND key = ?",
+                                  (self.pair, key)))
 
     # -- multipart uploads in progress -----------------------------------------------------
 
@@ -181,9 +228,9 @@ class Journal:
     def record_part(self, key: str, upload_id: str, part: Part) -> None:
         """Remember one acknowledged part at once: a kill after this never resends it."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (self.pair, key, upload_id, part.number, part.etag, part.md5,
-                              part.size))
+            self._commit_pending(("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  (self.pair, key, upload_id, part.number, part.etag, part.md5,
+                                   part.size)))
 
     def end_upload(self, key: str) -> None:
         """The upload completed or was abandoned: drop it and its parts."""

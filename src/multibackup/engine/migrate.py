@@ -440,20 +440,46 @@ class Migrator:
 
     def _copy(self, task: _Task) -> ObjectResult:
         info = task.src
-        key, size = info.key, info.size
-        self.progress.add(current=key)
+        self.progress.add(current=info.key)
         if self.server_side:
             return self._copy_server_side(task)
-        if self._parts is not None and (self.dst_s3 is not None
-                                        or size > self.options.chunk_size):
+        if info.size <= self.options.chunk_size:
+            return self._copy_small(task)
+        if self._parts is not None:
             return self._copy_parts(task)
+        return self._copy_streamed(task)
+
+    def _copy_small(self, task: _Task) -> ObjectResult:
+        """An object of up to one chunk: one read, one write, then the usual verification.
+
+        Everything goes through the two stores (OpenDAL for the clouds), whose requests
+        cost a fraction of boto3's CPU: with many small objects the client's CPU per
+        request, not the bytes, sets the pace.
+        """
+        info = task.src
+        content_type, metadata = self._attributes(info.key)
+        data = self._read(info, 0, info.size) if info.size else b""
+        if len(data) != info.size:
+            raise StoreError(f"{self.src.description}: {info.key}: read {len(data)} bytes, "
+                             f"listed as {info.size}")
+        self.progress.add(len(data))
+        if content_type or metadata:
+            self.dst.put(info.key, data, content_type=content_type,  # type: ignore[call-arg]
+                         user_metadata=metadata)
+        else:
+            self.dst.put(info.key, data)
+        md5 = hashlib.md5(data)
+        return self._verified(task, len(data), md5.hexdigest(), [md5.digest()])
+
+    def _copy_streamed(self, task: _Task) -> ObjectResult:
+        """A large object to a destination without resumable parts (Azure, GCS, WebDAV):
+        streamed through the store's writer, or buffered where it takes one request only."""
+        info = task.src
+        key, size = info.key, info.size
         hashes = _Hashes()
         chunks = self._chunks(self.src, info, hashes, count=True)
-        content_type, metadata = (self._attributes(key) if hasattr(self.dst, "attributes")
-                                  and not self.dst.is_local else (None, {}))
-        if size <= self.options.chunk_size and not (content_type or metadata):
-            self.dst.put(key, b"".join(chunks))
-        elif not getattr(self.dst, "writes_multi", True):
+        content_type, metadata = self._attributes(key)
+        if not getattr(self.dst, "writes_multi", True):
             if size > BUFFER_LIMIT:
                 raise StoreError(f"{self.dst.description}: writing {key}: this destination "
                                  "takes no streamed uploads, and objects over "
@@ -472,29 +498,34 @@ class Migrator:
         if hashes.size != size:
             raise StoreError(f"{self.src.description}: {key}: read {hashes.size} bytes, "
                              f"listed as {size}")
+        return self._verified(task, size, hashes.whole.hexdigest(), hashes.parts)
+
+    def _verified(self, task: _Task, sent: int, md5: str, parts: list[bytes]) -> ObjectResult:
+        """Count ``sent`` bytes, verify the written object (:meth:`_verify`) and journal it;
+        ``md5`` is the whole object's, or "" when a resumed upload did not read it all."""
+        info = task.src
+        key, size = info.key, info.size
         with self._lock:
-            self._report.bytes_transferred += size
+            self._report.bytes_transferred += sent
         self.progress.add(items=1)
-        md5 = hashes.whole.hexdigest()
-        problem, dst_etag = self._verify(key, size, md5, hashes.parts)
+        problem, dst_etag = self._verify(key, size, md5, parts)
         if problem:
             if self.journal is not None:
                 self.journal.forget(key)
             return ObjectResult(key, "mismatched", size, problem)
         if self.journal is not None:
             self.journal.record(VerifiedObject(key, size, info.etag or "", info.mtime_ns,
-                                               dst_etag, md5))
+                                               dst_etag, md5 or _etag(dst_etag)))
         return ObjectResult(key, "copied", size, task.reason)
 
     def _attributes(self, key: str) -> tuple[str | None, dict[str, str]]:
-        """The source object's content type and user metadata, to carry over (a local disk
-        has none worth a stat)."""
-        if self.src_s3 is not None:
-            return self.src_s3.head(key)
+        """The source object's content type and user metadata, where the destination keeps
+        them (clouds; not a local disk, SFTP or WebDAV): one stat through the source store."""
         attributes = getattr(self.src, "attributes", None)
-        if attributes is None or self.src.is_local:
+        if (attributes is None or self.src.is_local
+                or not getattr(self.dst, "keeps_attributes", False)):
             return None, {}
-        return attributes(key)
+        return attributes(key)  # type: ignore[no-any-return]
 
     def _copy_server_side(self, task: _Task) -> ObjectResult:
         """CopyObject / UploadPartCopy: the provider copies, we only check the result."""
@@ -517,34 +548,11 @@ class Migrator:
         return ObjectResult(info.key, "copied", info.size, task.reason, server_side=True)
 
     def _copy_parts(self, task: _Task) -> ObjectResult:
-        """Large objects part by part, journalled and resumable; into S3 also small ones,
-        with content type and user metadata when the source is S3 too."""
-        info = task.src
-        key, size = info.key, info.size
-        content_type, metadata = (self._attributes(key) if self.dst_s3 is not None
-                                  else (None, {}))
-        if size <= self.options.chunk_size:
-            assert self.dst_s3 is not None
-            hashes = _Hashes()
-            data = b"".join(self._chunks(self.src, info, hashes, count=True))
-            self.dst_s3.put(key, data, content_type, metadata)
-            sent, part_md5s = size, hashes.parts
-            md5 = hashes.whole.hexdigest()
-        else:
-            sent, part_md5s = self._multipart(info, content_type, metadata)
-            md5 = ""
-        with self._lock:
-            self._report.bytes_transferred += sent
-        self.progress.add(items=1)
-        problem, dst_etag = self._verify(key, size, md5, part_md5s)
-        if problem:
-            if self.journal is not None:
-                self.journal.forget(key)
-            return ObjectResult(key, "mismatched", size, problem)
-        if self.journal is not None:
-            self.journal.record(VerifiedObject(key, size, info.etag or "", info.mtime_ns,
-                                               dst_etag, md5 or _etag(dst_etag)))
-        return ObjectResult(key, "copied", size, task.reason)
+        """A large object part by part, journalled and resumable (S3 multipart, a partial
+        file on SFTP or local disk); into S3 with content type and user metadata."""
+        content_type, metadata = self._attributes(task.src.key)
+        sent, part_md5s = self._multipart(task.src, content_type, metadata)
+        return self._verified(task, sent, "", part_md5s)
 
     def _resume(self, info: ObjectInfo) -> tuple[str | None, dict[int, Part]]:
         """The journalled upload of this very source version and the parts the server
