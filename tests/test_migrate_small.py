@@ -122,3 +122,21 @@ def test_journal_batch_killed_never_skips_an_unverified_object(
     # ETags are skipped without a record, as before)
     copied = {k for k, v in status.items() if v[0] == "copied"}
     assert set(_journalled(state)) == set(journalled) | copied
+
+
+def test_a_part_that_does_not_match_its_md5_is_refused(
+        s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts go up with their Content-MD5 (and no SHA-256 of the payload): the server
+    itself refuses a body that arrives different."""
+    from multibackup.backends.s3_multipart import S3Multipart
+    from multibackup.errors import StoreError
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    target = S3Multipart(parse_location(f"s3://{s3_server.new_bucket()}/m"))
+    upload_id = target.create("big.bin")
+    data = os.urandom(1000)
+    with pytest.raises(StoreError, match="BadDigest"):
+        target.upload_part("big.bin", upload_id, 1, data, md5=hashlib.md5(data[1:]).digest())
+    assert target.upload_part("big.bin", upload_id, 1, data) == hashlib.md5(data).hexdigest()
+    target.abort("big.bin", upload_id)

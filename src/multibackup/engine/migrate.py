@@ -601,8 +601,12 @@ class Migrator:
         sent = 0
 
         def send(number: int, data: bytes) -> int:
-            md5 = hashlib.md5(data).hexdigest()
-            etag = target.upload_part(key, upload_id, number, data)
+            digest = hashlib.md5(data).digest()
+            md5 = digest.hex()
+            if target is self.dst_s3:  # sent with its Content-MD5, hashed once
+                etag = self.dst_s3.upload_part(key, upload_id, number, data, md5=digest)
+            else:
+                etag = target.upload_part(key, upload_id, number, data)
             if _etag(etag) != md5:
                 raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
                                  f"damaged (ETag {etag}, MD5 {md5})")
