@@ -37,8 +37,6 @@ def cmd_server(args: argparse.Namespace, out: Printer) -> int:
     from multibackup.server.logs import setup_logging
     from multibackup.server.settings import ServerSettings
 
-    if args.region and not _REGION.match(args.region):
-        raise UsageError(f"--region {args.region!r}: use lowercase letters, digits and '-'")
     settings = ServerSettings(host=args.listen_host, port=args.port,
                               database_url=_database(args), workers=args.workers,
                               catch_up_missed=not args.no_catch_up, region=args.region,
@@ -70,8 +68,6 @@ def cmd_worker(args: argparse.Namespace, out: Printer) -> int:
     from multibackup.server.logs import log, setup_logging
     from multibackup.server.settings import ServerSettings
 
-    if not _REGION.match(args.region):
-        raise UsageError(f"--region {args.region!r}: use lowercase letters, digits and '-'")
     database = _database(args)
     if not database:
         raise UsageError("a worker needs the server's database: give --database or set "
@@ -101,6 +97,21 @@ def cmd_worker(args: argparse.Namespace, out: Printer) -> int:
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
+def _region(text: str) -> str:
+    if not _REGION.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use lowercase letters, digits and '-'")
+    return text
+
+
+def _common(sp: Any, state_help: str) -> None:
+    """The options server and worker share."""
+    sp.add_argument("--state-dir", metavar="DIR", help=state_help)
+    sp.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="runs executed at once (default 1)")
+    sp.add_argument("--log-level", default="info",
+                    choices=("debug", "info", "warning", "error"))
+
+
 def add_server_parser(add: Any) -> None:
     """Register ``server`` through main's ``add(name, fn, help)``."""
     sp = add("server", cmd_server, "run the server: REST API, web dashboard, scheduler and "
@@ -112,14 +123,11 @@ def add_server_parser(add: Any) -> None:
                     help="postgresql://user@host/db for larger deployments (password from "
                          f"${DATABASE_ENV}, PGPASSWORD or ~/.pgpass); default SQLite in the "
                          "state directory")
-    sp.add_argument("--state-dir", metavar="DIR",
-                    help="where the SQLite database, server key and caches live "
-                         "(default ~/.local/state/multibackup/server)")
-    sp.add_argument("--workers", type=int, default=1, metavar="N",
-                    help="runs executed at once (default 1)")
+    _common(sp, "where the SQLite database, server key and caches live "
+                "(default ~/.local/state/multibackup/server)")
     sp.add_argument("--no-catch-up", action="store_true",
                     help="do not run schedules missed while the server was down")
-    sp.add_argument("--region", metavar="NAME",
+    sp.add_argument("--region", metavar="NAME", type=_region,
                     help="also run the plans placed in this region here (by default the "
                          "server runs the plans placed in no region)")
     sp.add_argument("--secure-cookies", action="store_true",
@@ -128,20 +136,13 @@ def add_server_parser(add: Any) -> None:
     sp.add_argument("--worker-timeout", type=float, default=90.0, metavar="SECONDS",
                     help="give up a run whose worker sent no heartbeat for this long "
                          "(default 90)")
-    sp.add_argument("--log-level", default="info",
-                    choices=("debug", "info", "warning", "error"))
 
     sp = add("worker", cmd_worker, "run the server's queued runs for one region, near the "
                                    "data (shares the server's database and key)")
-    sp.add_argument("--region", required=True, metavar="NAME",
+    sp.add_argument("--region", required=True, metavar="NAME", type=_region,
                     help="the region whose plans this worker runs, e.g. eu-west")
     sp.add_argument("--database", metavar="URL",
                     help="the server's database (password from "
                          f"${DATABASE_ENV}, PGPASSWORD or ~/.pgpass)")
-    sp.add_argument("--state-dir", metavar="DIR",
-                    help="where the server key (server.key) and caches are; default "
-                         "~/.local/state/multibackup/server")
-    sp.add_argument("--workers", type=int, default=1, metavar="N",
-                    help="runs executed at once (default 1)")
-    sp.add_argument("--log-level", default="info",
-                    choices=("debug", "info", "warning", "error"))
+    _common(sp, "where the server key (server.key) and caches are; default "
+                "~/.local/state/multibackup/server")
