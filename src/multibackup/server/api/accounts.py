@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -12,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from multibackup.server import auth
 from multibackup.server import models as m
+from multibackup.server.api.confine import folder_for
 from multibackup.server.api.context import (
     SESSION_COOKIE,
     Id,
@@ -56,9 +56,7 @@ def user_json(user: m.User, org: m.Organisation | None) -> dict[str, Any]:
 
 def _server_folder(request: Request, user: m.User) -> str | None:
     """The only place on the server this user may use (None: anywhere, the administrator)."""
-    if user.superadmin:
-        return None
-    return os.path.join(ctx(request).settings.organisations_root, str(user.organisation_id))
+    return folder_for(ctx(request).settings, user.superadmin, user.organisation_id)
 
 
 def _client(request: Request) -> str:

@@ -16,15 +16,21 @@ from urllib.parse import unquote, urlsplit
 from multibackup.config.loader import CREDENTIAL_FORMS, PATH
 from multibackup.server.api.context import Principal, ServerContext
 from multibackup.server.api.problems import Problem
+from multibackup.server.settings import ServerSettings
 
 _PATH_KEYS = tuple(k for k, form in CREDENTIAL_FORMS.items() if form == PATH)
 
 
+def folder_for(settings: ServerSettings, superadmin: bool, organisation_id: int) -> str | None:
+    """A user's folder on the server (None: the administrator, not confined)."""
+    if superadmin:
+        return None
+    return os.path.join(settings.organisations_root, str(organisation_id))
+
+
 def folder_of(c: ServerContext, who: Principal) -> str | None:
     """The caller's folder on the server (None: the administrator, not confined)."""
-    if who.superadmin:
-        return None
-    return os.path.join(c.settings.organisations_root, str(who.organisation_id))
+    return folder_for(c.settings, who.superadmin, who.organisation_id)
 
 
 def _inside(path: str, folder: str) -> bool:

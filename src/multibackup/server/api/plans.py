@@ -15,6 +15,7 @@ from multibackup.server.api import confine
 from multibackup.server.api.context import Id, Principal, ctx, principal, session
 from multibackup.server.api.owned import REGION, refuse_taken, run_now, save_schedule
 from multibackup.server.api.problems import Problem, not_found
+from multibackup.server.queue import active_run
 
 
 class PlanBody(BaseModel):
@@ -51,8 +52,8 @@ def plan_json(s: Any, row: m.Plan) -> dict[str, Any]:
     last = s.scalar(select(m.Run).where(m.Run.plan_id == row.id, m.Run.kind == "backup",
                                         m.Run.finished_at.is_not(None))
                     .order_by(m.Run.id.desc()).limit(1))
-    running = s.scalar(select(m.Run.id).where(m.Run.plan_id == row.id, m.Run.kind == "backup",
-                                              m.Run.status.in_(("queued", "running"))).limit(1))
+    active = active_run(s, plan_id=row.id)
+    running = active.id if active is not None else None
     cron = None
     if row.schedule:
         try:

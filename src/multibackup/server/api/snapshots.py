@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from multibackup.config.model import Config
 from multibackup.engine.source_restore import find_node, iter_content
 from multibackup.plans.runner import plan_repository
 from multibackup.repository.cache import default_cache_dir
@@ -46,17 +47,22 @@ class RestoreBody(BaseModel):
 def _repository(c: ServerContext, who: Principal, plan_id: int,
                 index: bool = False) -> Iterator[Repository]:
     """The plan's repository from the cache (opened with the settings as saved now)."""
-    with c.db.session() as s:
-        plan = get_plan(s, who, plan_id)
-        config = service.build_config(s, c.keyring, who.organisation_id, plan=plan)
-        name = plan.name
-        fingerprint = _fingerprint(s, plan)
+    config, name, fingerprint = _plan_config(c, who, plan_id)
 
     def opener(stack: ExitStack) -> Repository:
         return stack.enter_context(plan_repository(config, name, default_cache_dir()))
 
     with c.repositories.borrow(plan_id, fingerprint, opener, index=index) as repo:
         yield repo
+
+
+def _plan_config(c: ServerContext, who: Principal, plan_id: int) -> tuple[Config, str, str]:
+    """The caller's plan as a Config (secrets unsealed), its name, and the fingerprint of
+    its saved settings."""
+    with c.db.session() as s:
+        plan = get_plan(s, who, plan_id)
+        config = service.build_config(s, c.keyring, who.organisation_id, plan=plan)
+        return config, plan.name, _fingerprint(s, plan)
 
 
 def _fingerprint(s: Any, plan: m.Plan) -> str:
@@ -114,11 +120,8 @@ def download(plan_id: Id, snapshot_id: str, path: str, request: Request,
              who: Principal = Depends(principal)) -> StreamingResponse:
     path = _clean(path)
     c = ctx(request)
-    with c.db.session() as s:  # its own repository: a long download holds it a while
-        plan = get_plan(s, who, plan_id)
-        config = service.build_config(s, c.keyring, who.organisation_id, plan=plan)
-        name = plan.name
-    stack = ExitStack()
+    config, name, _ = _plan_config(c, who, plan_id)
+    stack = ExitStack()  # its own repository, not the cache's: a long download holds it
     try:
         repo = stack.enter_context(plan_repository(config, name, default_cache_dir()))
         repo.load_index(recover=False)
