@@ -135,11 +135,8 @@ def create_app(settings: ServerSettings, *, background: bool = True,
 
 
 def _refresh_gauges(c: ServerContext) -> None:
+    c.executor.update_gauges()
     with c.db.session() as s:
-        c.metrics.set_running(s.scalar(select(func.count(m.Run.id)).where(
-            m.Run.status == "running")) or 0)
-        c.metrics.set_queued(s.scalar(select(func.count(m.Run.id)).where(
-            m.Run.status == "queued")) or 0)
         orgs = {o.id: o.name for o in s.scalars(select(m.Organisation))}
         for d in s.scalars(select(m.Destination)):
             c.metrics.set_destination(

@@ -136,7 +136,7 @@ class LocalExecutor:
             future = self._pool.submit(self._execute, run_id)
             self._futures[run_id] = future
         future.add_done_callback(lambda _f: self._forget(run_id))
-        self._update_gauges()
+        self.update_gauges()
 
     def cancel(self, run_id: int) -> bool:
         now = datetime.now(UTC)
@@ -156,7 +156,7 @@ class LocalExecutor:
             event.set()
             if run_log is not None:
                 run_log.line("cancel requested: stopping")
-        self._update_gauges()
+        self.update_gauges()
         return bool(dropped or asked)
 
     def shutdown(self, wait: bool = True) -> None:
@@ -233,7 +233,7 @@ class LocalExecutor:
         with self._lock:
             self._cancels[run_id] = event
             self._logs[run_id] = run_log
-        self._update_gauges()
+        self.update_gauges()
         what = f"{run.kind} of {'migration' if run.kind == 'migrate' else 'plan'} {run.name!r}"
         run_log.line(f"started {what} (trigger {run.trigger}, attempt {run.attempt}) "
                      f"on {self.name}")
@@ -264,7 +264,7 @@ class LocalExecutor:
                 self._cancels.pop(run_id, None)
                 self._logs.pop(run_id, None)
                 self._progress.pop(run_id, None)
-            self._update_gauges()
+            self.update_gauges()
 
     def _finish(self, run_id: int, outcome: Outcome, cancelled: bool, run_log: RunLog) -> None:
         status = outcome.status
@@ -389,7 +389,8 @@ class LocalExecutor:
                 if not events[run_id].is_set():
                     events[run_id].set()
 
-    def _update_gauges(self) -> None:
+    def update_gauges(self) -> None:
+        """Set the running and queued gauges from the database (all processes' runs)."""
         if self.metrics is None:
             return
         try:
