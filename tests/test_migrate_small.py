@@ -140,3 +140,124 @@ def test_a_part_that_does_not_match_its_md5_is_refused(
         target.upload_part("big.bin", upload_id, 1, data, md5=hashlib.md5(data[1:]).digest())
     assert target.upload_part("big.bin", upload_id, 1, data) == hashlib.md5(data).hexdigest()
     target.abort("big.bin", upload_id)
+
+
+class _DamagingObjects:
+    """Whole-object writes (S3Objects) that arrive with their first byte flipped."""
+
+    def __init__(self, objects: Any) -> None:
+        self._objects = objects
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._objects, name)
+
+    def put(self, key: str, data: bytes, attributes: Any = None) -> str:
+        return self._objects.put(key, bytes([data[0] ^ 1]) + data[1:], attributes)
+
+
+class _ChangingSource:
+    """Whole-object reads where ``victim`` is rewritten at the source just before its GET."""
+
+    def __init__(self, objects: Any, client: Any, bucket: str, victim: str) -> None:
+        self._objects, self._client = objects, client
+        self._bucket, self._victim = bucket, victim
+
+    def get(self, key: str, etag: str | None = None) -> Any:
+        if key == self._victim:
+            self._client.put_object(Bucket=self._bucket, Key=key, Body=b"newer version")
+        return self._objects.get(key, etag)
+
+
+def test_two_request_copy_keeps_headers_proves_writes_and_reads_the_listed_version(
+        s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 to S3, small objects go as one GET and one PUT: the GET brings the headers and
+    metadata along, the PUT's MD5 ETag proves what arrived, If-Match pins the version."""
+    import gzip
+
+    from multibackup.backends.s3_objects import S3Objects
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    src_b, dst_b = s3_server.new_bucket(), s3_server.new_bucket()
+    client = s3_server.client()
+    page = gzip.compress(b"<html>" + b"hello " * 500 + b"</html>")
+    objs = {f"w/{i}.html.gz": page + bytes([i]) for i in range(5)}
+    headers = {"ContentType": "text/html", "ContentEncoding": "gzip",
+               "CacheControl": "max-age=60", "ContentDisposition": "inline",
+               "ContentLanguage": "de"}
+    for key, data in objs.items():
+        client.put_object(Bucket=src_b, Key=key, Body=data, Metadata={"owner": key},
+                          **headers)
+    src_loc, dst_loc = parse_location(f"s3://{src_b}"), parse_location(f"s3://{dst_b}/m")
+    src, dst = open_store(src_loc), open_store(dst_loc)
+    src_objects, dst_objects = S3Objects(src_loc), S3Objects(dst_loc)
+    options = MigrateOptions(server_side=False)
+    path = str(tmp_path / "journal.sqlite")
+
+    with Journal("src", "dst", path) as journal:
+        report = Migrator(src, dst, options, journal=journal, src_objects=src_objects,
+                          dst_objects=_DamagingObjects(dst_objects)).run()
+        assert {r.status for r in report.results} == {"mismatched"}
+        assert all("destination MD5" in r.reason for r in report.results)
+        assert journal.verified() == {}
+
+    victim = "w/3.html.gz"
+    changing = _ChangingSource(src_objects, client, src_b, victim)
+    with Journal("src", "dst", path) as journal:
+        report = Migrator(src, dst, options, journal=journal, src_objects=changing,
+                          dst_objects=dst_objects).run()
+        status = {r.key: (r.status, r.reason) for r in report.results}
+        assert status.pop(victim) == ("failed", f"s3://{src_b}: reading {victim}: the object "
+                                                "changed since it was listed")
+        assert {s for s, _ in status.values()} == {"copied"} and not report.ok
+        assert report.bytes_read == report.bytes_transferred == 4 * len(objs["w/0.html.gz"])
+        known = journal.verified()
+    assert set(known) == set(status)
+    for key in status:
+        got = client.get_object(Bucket=dst_b, Key=f"m/{key}")
+        assert got["Body"].read() == objs[key]  # not decompressed on the way
+        assert {k: got[k] for k in headers} == headers
+        assert got["Metadata"] == {"owner": key}
+        assert known[key].dst_etag.strip('"') == known[key].md5 == \
+            hashlib.md5(objs[key]).hexdigest()
+
+
+def test_whole_object_client_config_and_errors(s3_server: S3Server,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Virtual-hosted providers get the bucket in the endpoint's host (object_store takes
+    that endpoint as it is); a wrong secret is one line that never shows the secret."""
+    from multibackup.backends.providers import provider_location
+    from multibackup.backends.s3_objects import S3Objects, store_config
+    from multibackup.errors import StoreError
+
+    oss = store_config(provider_location("oss", "site-backup", "prod", "cn-hangzhou"),
+                       {"access_key_id": "id", "secret_access_key": "sk"})
+    assert oss["bucket"] == "site-backup" and oss["prefix"] == "prod"
+    assert oss["config"]["endpoint"] == "https://site-backup.oss-cn-hangzhou.aliyuncs.com"
+    assert oss["config"]["virtual_hosted_style_request"] is True
+    assert oss["client_options"]["allow_http"] is False
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    aws = store_config(parse_location("s3://public-bucket"))
+    assert "endpoint" not in aws["config"] and aws["config"]["skip_signature"] is True
+    assert aws["prefix"] is None
+
+    local = parse_location(f"s3://{s3_server.new_bucket()}", s3_endpoint=s3_server.endpoint)
+    key_id = s3_server.env()["AWS_ACCESS_KEY_ID"]
+    wrong = S3Objects(local, {"access_key_id": key_id, "secret_access_key": "never-shown-x"})
+    with pytest.raises(StoreError) as err:
+        wrong.put("a.txt", b"a")
+    text = str(err.value)
+    assert "\n" not in text and "never-shown-x" not in text
+    assert "access denied" in text and "SignatureDoesNotMatch" in text
+    right = S3Objects(local, {"access_key_id": key_id,
+                              "secret_access_key": s3_server.env()["AWS_SECRET_ACCESS_KEY"]})
+    assert right.put("a.txt", b"a") == hashlib.md5(b"a").hexdigest()
+    with pytest.raises(StoreError, match="object not found"):
+        right.get("missing.txt")
+    dead = S3Objects(parse_location("s3://b", s3_endpoint="http://127.0.0.1:9"),
+                     {"access_key_id": "k", "secret_access_key": "never-shown-y"})
+    with pytest.raises(StoreError, match="cannot reach the server") as err:
+        dead.get("a.txt")
+    assert "\n" not in str(err.value) and "never-shown-y" not in str(err.value)

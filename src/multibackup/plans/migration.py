@@ -16,6 +16,7 @@ from typing import Any
 from multibackup.backends.base import ObjectStore
 from multibackup.backends.location import Location, open_store
 from multibackup.backends.s3_multipart import S3Multipart
+from multibackup.backends.s3_objects import S3Objects
 from multibackup.config.model import Config, Destination
 from multibackup.engine.journal import Journal
 from multibackup.engine.migrate import (
@@ -38,13 +39,15 @@ class End:
 
     ``identity`` keys the journal (the description plus the endpoint, since the same bucket
     name at two providers describes alike); ``s3`` is the multipart/server-side-copy client
-    of an S3 side; ``parts`` the resumable partial-file writer of an SFTP or local side.
+    of an S3 side and ``objects`` its whole-object client for small objects; ``parts`` the
+    resumable partial-file writer of an SFTP or local side.
     """
 
     store: ObjectStore
     identity: str
     s3: S3Multipart | None = None
     parts: PartsTarget | None = None
+    objects: S3Objects | None = None
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)
@@ -58,7 +61,9 @@ def end_for(store: ObjectStore, location: Location,
     identity = store.description
     if location.endpoint:
         identity += f" at {location.endpoint}"
-    s3 = S3Multipart(location, credentials) if location.scheme == "s3" else None
+    s3 = objects = None
+    if location.scheme == "s3":
+        s3, objects = S3Multipart(location, credentials), S3Objects(location, credentials)
     parts: PartsTarget | None = None
     if location.scheme in ("sftp", "fs"):
         # imported here: paramiko is only loaded when SFTP is in use
@@ -67,7 +72,7 @@ def end_for(store: ObjectStore, location: Location,
 
         parts = (SFTPPartial(store, CHUNK) if isinstance(store, SFTPStore)
                  else LocalPartial(location.path, CHUNK))
-    return End(store, identity, s3, parts)
+    return End(store, identity, s3, parts, objects)
 
 
 def open_end(dest: Destination) -> End:
@@ -129,7 +134,8 @@ def migrate(src: End, dst: End, options: MigrateOptions,
         try:
             migrator = Migrator(src.store, dst.store, options, journal=journal,
                                 progress=progress, src_s3=src.s3, dst_s3=dst.s3,
-                                dst_parts=dst.parts)
+                                dst_parts=dst.parts, src_objects=src.objects,
+                                dst_objects=dst.objects)
             return migrator.run()
         finally:
             journal.close()
