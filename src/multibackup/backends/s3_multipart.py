@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from multibackup.backends.base import ObjectInfo
 from multibackup.backends.location import Location, operator_config
@@ -35,34 +37,49 @@ class S3Multipart:
     """Multipart uploads and copies below one bucket and prefix (``root``)."""
 
     def __init__(self, location: Location, credentials: Mapping[str, str] | None = None) -> None:
-        import boto3
-        from botocore import UNSIGNED
-        from botocore.config import Config
-
         _, options = operator_config(location, credentials)
         self.description = location.describe()
         self.bucket = options["bucket"]
         self.root = options["root"].strip("/")
+        self._options = options
+        self._made: Any = None
+        self._making = threading.Lock()
         virtual = options.get("enable_virtual_host_style") == "true"
+        #: same endpoint and account: a server-side copy between the two is possible
+        self.identity = _Endpoint(options.get("endpoint", ""), options["region"],
+                                  options.get("access_key_id", ""), virtual)
+
+    @property
+    def _client(self) -> Any:
+        """The boto3 client, made on first use: importing boto3 and building a client
+        cost about a third of a second, which a migration of small objects never needs."""
+        with self._making:
+            if self._made is None:
+                self._made = self._new_client()
+            return self._made
+
+    def _new_client(self) -> Any:
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        options = self._options
         config = Config(request_checksum_calculation="when_required",
                         response_checksum_validation="when_required",
                         retries={"max_attempts": 5, "mode": "standard"},
                         # every body we send (a part) carries its Content-MD5, which is
                         # signed and checked by the server: no SHA-256 of each 8 MiB part
                         # over plain HTTP, as botocore already does over HTTPS
-                        s3={"addressing_style": "virtual" if virtual else "path",
+                        s3={"addressing_style": "virtual" if self.identity.virtual else "path",
                             "payload_signing_enabled": False},
                         max_pool_connections=32,
                         **({"signature_version": UNSIGNED}
                            if options.get("allow_anonymous") else {}))
-        self._client = boto3.session.Session().client(
+        return boto3.session.Session().client(
             "s3", endpoint_url=options.get("endpoint") or None, region_name=options["region"],
             aws_access_key_id=options.get("access_key_id"),
             aws_secret_access_key=options.get("secret_access_key"),
             aws_session_token=options.get("session_token"), config=config)
-        #: same endpoint and account: a server-side copy between the two is possible
-        self.identity = _Endpoint(options.get("endpoint", ""), options["region"],
-                                  options.get("access_key_id", ""), virtual)
 
     def _key(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key

@@ -313,8 +313,12 @@ class Migrator:
                 return False
             return self.options.filters.match(info)
 
-        sources = {o.key: o for o in self.src.list() if wanted(self.src, o)}
-        targets = {o.key: o for o in self.dst.list() if wanted(self.dst, o)}
+        # both sides are listed at once: with many objects each listing is many requests
+        with ThreadPoolExecutor(1, thread_name_prefix="list") as pool:
+            listing = pool.submit(lambda: {o.key: o for o in self.dst.list()
+                                           if wanted(self.dst, o)})
+            sources = {o.key: o for o in self.src.list() if wanted(self.src, o)}
+            targets = listing.result()
         known = self.journal.verified() if self.journal is not None else {}
         tasks: list[_Task] = []
         skipped: list[ObjectResult] = []
