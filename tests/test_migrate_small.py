@@ -261,3 +261,31 @@ def test_whole_object_client_config_and_errors(s3_server: S3Server,
     with pytest.raises(StoreError, match="cannot reach the server") as err:
         dead.get("a.txt")
     assert "\n" not in str(err.value) and "never-shown-y" not in str(err.value)
+
+
+def test_an_azure_block_that_does_not_match_its_md5_is_refused(
+        azurite: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Azure parts are staged blocks sent with their Content-MD5: the service refuses a
+    body that arrives different, and only this upload's blocks are listed and committed."""
+    from multibackup.backends.azure_blocks import AzureBlocks
+    from multibackup.errors import StoreError
+
+    for name, value in azurite.env().items():
+        monkeypatch.setenv(name, value)
+    location = azurite.location(prefix="m")
+    target = AzureBlocks(parse_location(location))
+    data, other = os.urandom(1000), os.urandom(700)
+    upload_id = target.create("big.bin")
+    with pytest.raises(StoreError, match="staging block 1 of big.bin") as err:
+        target.upload_part("big.bin", upload_id, 1, data, md5=hashlib.md5(data[1:]).digest())
+    assert "\n" not in str(err.value)
+    assert target.upload_part("big.bin", upload_id, 1, data) == hashlib.md5(data).hexdigest()
+    stale = target.create("big.bin")  # an earlier upload's block, never to be committed
+    target.upload_part("big.bin", stale, 1, other)
+    target.upload_part("big.bin", upload_id, 2, other)
+    assert target.list_parts("big.bin", upload_id) == {1: (None, 1000), 2: (None, 700)}
+    target.complete("big.bin", upload_id, ["", ""], "text/x-big", {"origin": "test"})
+    store = open_store(parse_location(location))
+    assert store.get("big.bin") == data + other
+    assert store.attributes("big.bin") == ("text/x-big", {"origin": "test"})
+    assert target.list_parts("big.bin", upload_id) == {}

@@ -47,12 +47,14 @@ class _PartialFile:
         self._guard(lambda: self._create(name), "starting a write of", key)
         return name
 
-    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
-        """Write part ``number`` (1-based) at its offset; returns the MD5 of what was written."""
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
+                    md5: bytes | None = None) -> str:
+        """Write part ``number`` (1-based) at its offset; returns the MD5 of what was written
+        (``md5`` when the caller has it already)."""
         offset = (number - 1) * self.part_size
         self._guard(lambda: self._write_at(upload_id, offset, data), f"writing part {number} of",
                     key)
-        return hashlib.md5(data).hexdigest()
+        return (md5 or hashlib.md5(data).digest()).hex()
 
     def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str | None, int]]:
         """Parts the temp file is long enough to hold; their content is checked later, when
@@ -64,7 +66,10 @@ class _PartialFile:
         return {n: (None, self.part_size) for n in range(1, full + 1)} | (
             {full + 1: (None, size % self.part_size)} if size % self.part_size else {})
 
-    def complete(self, key: str, upload_id: str, etags: list[str]) -> str:
+    def complete(self, key: str, upload_id: str, etags: list[str],
+                 content_type: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> str:
+        """Rename the partial file to the key (files keep no content type or metadata)."""
         self._guard(lambda: self._commit(upload_id, key), "completing", key)
         return ""
 

@@ -132,8 +132,11 @@ class S3Multipart:
         except Exception as exc:
             raise self._error(exc, "listing the parts of", key) from None
 
-    def complete(self, key: str, upload_id: str, etags: list[str]) -> str:
-        """Assemble parts 1..N in order; returns the object's ETag."""
+    def complete(self, key: str, upload_id: str, etags: list[str],
+                 content_type: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> str:
+        """Assemble parts 1..N in order; returns the object's ETag. (S3 took the content
+        type and metadata when the upload was created.)"""
         parts = [{"PartNumber": n, "ETag": f'"{e}"'} for n, e in enumerate(etags, 1)]
         try:
             reply = self._client.complete_multipart_upload(

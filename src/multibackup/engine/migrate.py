@@ -216,13 +216,18 @@ class _Hashes:
 
 class PartsTarget(Protocol):
     """A destination that takes an object in numbered parts and can be resumed: an S3
-    multipart upload, or a partial file at fixed offsets (SFTP, local disk)."""
+    multipart upload, staged Azure blocks, or a partial file at fixed offsets (SFTP, local
+    disk). Content type and metadata are given to both ``create`` and ``complete``, since
+    S3 takes them at the start and Azure at the commit."""
 
     def create(self, key: str, content_type: str | None = None,
                metadata: Mapping[str, str] | None = None) -> str: ...
-    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str: ...
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
+                    md5: bytes | None = None) -> str: ...
     def list_parts(self, key: str, upload_id: str) -> Mapping[int, tuple[str | None, int]]: ...
-    def complete(self, key: str, upload_id: str, etags: list[str]) -> str: ...
+    def complete(self, key: str, upload_id: str, etags: list[str],
+                 content_type: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> str: ...
     def abort(self, key: str, upload_id: str) -> None: ...
 
 
@@ -251,7 +256,7 @@ class Migrator:
     interface cannot do: resumable multipart uploads with journalled parts, content type
     and user metadata carried over, and server-side copies when both sides are the same
     endpoint and account. ``dst_parts`` does the resumable part for other destinations
-    (a partial file on SFTP or local disk). ``src_objects`` and ``dst_objects`` (S3 sides)
+    (staged blocks on Azure, a partial file on SFTP or local disk). ``src_objects`` and ``dst_objects`` (S3 sides)
     read and write small objects whole with fewer requests (:meth:`_copy_small`).
     """
 
@@ -580,8 +585,9 @@ class Migrator:
         return ObjectResult(info.key, "copied", info.size, task.reason, server_side=True)
 
     def _copy_parts(self, task: _Task) -> ObjectResult:
-        """A large object part by part, journalled and resumable (S3 multipart, a partial
-        file on SFTP or local disk); into S3 with content type and user metadata."""
+        """A large object part by part, journalled and resumable (S3 multipart, Azure
+        blocks, a partial file on SFTP or local disk); into S3 and Azure with content type
+        and user metadata."""
         content_type, metadata = self._attributes(task.src.key)
         sent, part_md5s = self._multipart(task.src, content_type, metadata)
         return self._verified(task, sent, "", part_md5s)
@@ -635,10 +641,8 @@ class Migrator:
         def send(number: int, data: bytes) -> int:
             digest = hashlib.md5(data).digest()
             md5 = digest.hex()
-            if target is self.dst_s3:  # sent with its Content-MD5, hashed once
-                etag = self.dst_s3.upload_part(key, upload_id, number, data, md5=digest)
-            else:
-                etag = target.upload_part(key, upload_id, number, data)
+            # sent with its Content-MD5 where the service checks one (S3, Azure)
+            etag = target.upload_part(key, upload_id, number, data, md5=digest)
             if _etag(etag) != md5:
                 raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
                                  f"damaged (ETag {etag}, MD5 {md5})")
@@ -671,7 +675,7 @@ class Migrator:
                 raise
         etags = [parts[n].etag for n in sorted(parts)]
         md5s = [bytes.fromhex(parts[n].md5) for n in sorted(parts)]
-        target.complete(key, upload_id, etags)
+        target.complete(key, upload_id, etags, content_type, metadata)
         if self.journal is not None:
             self.journal.end_upload(key)
         return sent, md5s

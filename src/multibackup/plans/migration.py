@@ -40,7 +40,7 @@ class End:
     ``identity`` keys the journal (the description plus the endpoint, since the same bucket
     name at two providers describes alike); ``s3`` is the multipart/server-side-copy client
     of an S3 side and ``objects`` its whole-object client for small objects; ``parts`` the
-    resumable partial-file writer of an SFTP or local side.
+    resumable block writer of an Azure side, or partial-file writer of an SFTP or local one.
     """
 
     store: ObjectStore
@@ -65,7 +65,11 @@ def end_for(store: ObjectStore, location: Location,
     if location.scheme == "s3":
         s3, objects = S3Multipart(location, credentials), S3Objects(location, credentials)
     parts: PartsTarget | None = None
-    if location.scheme in ("sftp", "fs"):
+    if location.scheme == "azblob":
+        from multibackup.backends.azure_blocks import AzureBlocks
+
+        parts = AzureBlocks(location, credentials)
+    elif location.scheme in ("sftp", "fs"):
         # imported here: paramiko is only loaded when SFTP is in use
         from multibackup.backends.partial import LocalPartial, SFTPPartial
         from multibackup.backends.sftp_store import SFTPStore
