@@ -318,6 +318,70 @@ def test_s3_to_webdav_streams_large_objects(s3_server: S3Server, mcli: CLI, webd
     assert doc["counts"] == {"skipped": len(objs)}
 
 
+def test_large_object_streams_into_webdav_in_bounded_memory(tmp_path: Path, fresh_webdav) -> None:
+    """WebDAV takes an object in one request: it is streamed as the body of one PUT to a
+    temporary file, then moved onto its key, so a 300 MiB object never sits in memory and
+    a killed copy leaves nothing at the key."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    webdav = fresh_webdav
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 300 * 1024 * 1024 + 321
+    with open(src / "huge.bin", "wb") as fh:
+        for _ in range(size >> 20):
+            fh.write(os.urandom(1 << 20))
+        fh.write(os.urandom(size & ((1 << 20) - 1)))
+    (src / "dir").mkdir()
+    (src / "dir" / "small.txt").write_bytes(b"small")
+    sub = "big-" + os.urandom(4).hex()
+    env = {**os.environ, **webdav.env(), "MULTIBACKUP_STATE_DIR": str(tmp_path / "state")}
+    args = [sys.executable, "-m", "multibackup", "migrate", f"local:{src}",
+            webdav.location(sub), "--json"]
+
+    proc = subprocess.Popen([*args, "--bwlimit", "60M"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    tmp_dir = webdav.root / sub / ".tmp"
+    deadline = time.monotonic() + 60
+    while not any(p.stat().st_size > (32 << 20) for p in tmp_dir.glob("upload-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the upload did not start in time"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert not (webdav.root / sub / "huge.bin").exists()  # nothing truncated at the key
+
+    # a parent of its own, so that its peak RSS is the copy's alone
+    measure = ("import resource, subprocess, sys; "
+               "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+               "sys.stderr.write(r.stdout + r.stderr)")
+    run = subprocess.run([sys.executable, "-c", measure, *args], env=env, capture_output=True,
+                         text=True, timeout=300)
+    code, peak_kib = map(int, run.stdout.split())
+    assert code == 0, run.stderr
+    doc = json.loads(run.stderr[:run.stderr.rindex("}") + 1])
+    assert _status(doc, "copied") == {"huge.bin"}  # dir/small.txt went before the kill
+    assert _status(doc, "skipped") == {"dir/small.txt"}
+    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib >> 10} MiB for a 300 MiB object"
+    assert _md5_of(webdav.root / sub / "huge.bin") == _md5_of(src / "huge.bin")
+    # the killed run's temporary file is neither an object nor deleted by a sync
+    doc = _run(CLI("unused", env=env), f"local:{src}", webdav.location(sub), "--mode", "sync",
+               "--delete")
+    assert doc["counts"] == {"skipped": 2}
+
+
+def _md5_of(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def test_local_temp_files_are_not_objects(tmp_path: Path) -> None:
     """Unfinished writes in .tmp/ are neither copied nor deleted by a sync."""
     src, dst = tmp_path / "src", tmp_path / "dst"

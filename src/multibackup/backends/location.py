@@ -221,6 +221,10 @@ def open_store(location: Location, retries: int = 4,
     if location.scheme == "sftp":
         return _open_sftp(location, credentials)
     scheme, options = operator_config(location, credentials)
+    if scheme == "webdav":
+        from multibackup.backends.webdav_store import WebDAVStore
+
+        return WebDAVStore(location.describe(), retries=retries, **options)
     return OpenDALStore(scheme, location.describe(), retries=retries, **options)
 
 

@@ -292,8 +292,11 @@ class OpenDALStore:
 
     def put_stream(self, key: str, chunks: Iterable[bytes], *, create_only: bool = False,
                    part_size: int = 16 << 20, content_type: str | None = None,
-                   user_metadata: dict[str, str] | None = None) -> int:
+                   user_metadata: dict[str, str] | None = None,
+                   size: int | None = None) -> int:
         """Write an object from chunks without holding it whole; returns its size.
+
+        ``size``, when known, is only a hint (a one-request service streams with it).
 
         ``content_type`` and ``user_metadata`` are kept where the service stores them
         (and ignored elsewhere). Large objects go up as a multipart upload of ``part_size`` parts, which becomes

@@ -33,9 +33,6 @@ from multibackup.errors import StoreError, UsageError
 CHUNK = 8 << 20
 #: parts of one object uploaded at once (each holds one CHUNK in memory)
 PART_CONCURRENCY = 4
-#: the largest object buffered whole for a destination that takes no streamed upload
-#: (WebDAV); one such buffer at a time
-BUFFER_LIMIT = 256 << 20
 MODES = ("copy", "sync", "check")
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
@@ -74,8 +71,10 @@ def _etag(value: str | None) -> str:
 
 
 def _keeps_temp_files(store: ObjectStore) -> bool:
-    """True for stores that write through ``.tmp/`` below their root (local disk, SFTP)."""
-    return getattr(store, "scheme", "") == "fs" or type(store).__name__ == "SFTPStore"
+    """True for stores that write through ``.tmp/`` below their root (local disk, SFTP,
+    WebDAV), whose keys are also file paths."""
+    return (getattr(store, "scheme", "") == "fs"
+            or type(store).__name__ in ("SFTPStore", "WebDAVStore"))
 
 
 def multipart_etag(part_md5s: list[bytes]) -> str:
@@ -280,7 +279,6 @@ class Migrator:
         self._parts: PartsTarget | None = dst_s3 if dst_s3 is not None else dst_parts
         self._limit = RateLimit(options.bwlimit) if options.bwlimit else None
         self._stop = threading.Event()
-        self._buffer = threading.Semaphore(1)
         self.server_side = bool(options.server_side and src_s3 and dst_s3
                                 and dst_s3.same_account(src_s3))
         self.progress = progress or Progress()
@@ -506,29 +504,22 @@ class Migrator:
         return self._verified(task, len(data), md5.hexdigest(), [md5.digest()])
 
     def _copy_streamed(self, task: _Task) -> ObjectResult:
-        """A large object to a destination without resumable parts (Azure, GCS, WebDAV):
-        streamed through the store's writer, or buffered where it takes one request only."""
+        """A large object to a destination without resumable parts (GCS, WebDAV): streamed
+        through the store's writer, which makes it visible only once complete."""
         info = task.src
         key, size = info.key, info.size
         hashes = _Hashes()
         chunks = self._chunks(self.src, info, hashes, count=True)
         content_type, metadata = self._attributes(key)
-        if not getattr(self.dst, "writes_multi", True):
-            if size > BUFFER_LIMIT:
-                raise StoreError(f"{self.dst.description}: writing {key}: this destination "
-                                 "takes no streamed uploads, and objects over "
-                                 f"{BUFFER_LIMIT >> 20} MiB are not buffered in memory")
-            with self._buffer:
-                self.dst.put(key, b"".join(chunks))
+        put_stream = getattr(self.dst, "put_stream", None)
+        if put_stream is None or not getattr(self.dst, "writes_multi", True):
+            raise StoreError(f"{self.dst.description}: writing {key}: this destination "
+                             "cannot stream large objects")
+        if hasattr(self.dst, "create_only_atomic"):  # OpenDAL: part size, attributes
+            put_stream(key, chunks, part_size=self.options.chunk_size,
+                       content_type=content_type, user_metadata=metadata, size=size)
         else:
-            put_stream = getattr(self.dst, "put_stream", None)
-            if put_stream is None:
-                raise StoreError(f"{self.dst.description}: cannot stream large objects")
-            if hasattr(self.dst, "create_only_atomic"):  # OpenDAL: part size, attributes
-                put_stream(key, chunks, part_size=self.options.chunk_size,
-                           content_type=content_type, user_metadata=metadata)
-            else:
-                put_stream(key, chunks)
+            put_stream(key, chunks)
         if hashes.size != size:
             raise StoreError(f"{self.src.description}: {key}: read {hashes.size} bytes, "
                              f"listed as {size}")

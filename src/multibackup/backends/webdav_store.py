@@ -1,0 +1,133 @@
+"""WebDAV store: OpenDAL for everything but streamed writes, which go as one streamed PUT.
+
+WebDAV has no multipart upload, and OpenDAL's WebDAV writer takes an object in one
+request only, so it must hold the object whole in memory. A streamed write here sends
+the chunks as the body of a single PUT (with Content-Length when the size is known) to
+a temporary name below ``.tmp/``, then MOVEs it onto the key: a killed process leaves
+no truncated object at the key, only a temporary file that a later write never reuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+from multibackup.backends.opendal_store import OpenDALStore
+from multibackup.errors import ObjectExists, StorageFull, StoreError
+
+#: where streamed writes are put together before they are moved onto their key
+TMP_DIR = ".tmp"
+
+
+class WebDAVStore(OpenDALStore):
+    """An OpenDAL WebDAV store whose ``put_stream`` streams instead of buffering."""
+
+    def __init__(self, description: str, retries: int = 4, **options: str) -> None:
+        super().__init__("webdav", description, retries=retries, **options)
+        #: True: put_stream streams (one PUT whose body is the chunks)
+        self.writes_multi = True
+        self._endpoint = options["endpoint"].rstrip("/")
+        #: path segments of the root below the endpoint, which MKCOL makes too
+        self._root = [p for p in options.get("root", "/").split("/") if p]
+        self._headers: dict[str, str] = {}
+        if options.get("username"):
+            pair = f"{options['username']}:{options.get('password', '')}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self._pool: Any = None
+        self._collections: set[str] = set()
+
+    def _url(self, path: str, *, from_endpoint: bool = False) -> str:
+        """URL of ``path`` below the root (or below the endpoint, ``from_endpoint``)."""
+        segments = ([] if from_endpoint else self._root) + [path]
+        return f"{self._endpoint}/{quote('/'.join(segments))}"
+
+    def _request(self, method: str, path: str, action: str, key: str, *,
+                 headers: dict[str, str] | None = None, body: Any = None,
+                 ok: tuple[int, ...] = (200, 201, 204), from_endpoint: bool = False) -> int:
+        """One request; its status, or a one-line StoreError naming ``action`` on ``key``."""
+        import urllib3
+
+        if self._pool is None:
+            self._pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(
+                connect=15, read=300))
+        where = f"{self.description}: {action} {key}"
+        try:
+            reply = self._pool.request(method, self._url(path, from_endpoint=from_endpoint),
+                                       body=body,
+                                       headers={**self._headers, **(headers or {})},
+                                       preload_content=True, redirect=False)
+        except StoreError:
+            raise
+        except urllib3.exceptions.HTTPError as exc:
+            text = self._scrub(" ".join(str(exc).split()))
+            raise StoreError(f"{where}: cannot reach the server ({text})") from None
+        if reply.status in ok:
+            return int(reply.status)
+        if reply.status in (401, 403):
+            raise StoreError(f"{where}: access denied, check the credentials "
+                             f"(HTTP {reply.status})")
+        if reply.status == 507:
+            raise StorageFull(f"{where}: no space left on the destination")
+        if reply.status == 412:
+            raise ObjectExists(f"{where}: object already exists")
+        raise StoreError(f"{where}: HTTP {reply.status} {reply.reason or ''}".rstrip())
+
+    def _collection(self, path: str, key: str) -> None:
+        """Make sure collection ``path`` below the root exists, and every collection above
+        it up to the endpoint (MKCOL, parents first; a new root may not exist yet)."""
+        parts = self._root + [p for p in path.split("/") if p]
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub in self._collections:
+                continue
+            # 201: made; 405: it exists already
+            self._request("MKCOL", sub + "/", "creating the folder of", key, ok=(201, 405),
+                          from_endpoint=True)
+            self._collections.add(sub)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, create_only: bool = False,
+                   part_size: int = 16 << 20, content_type: str | None = None,
+                   user_metadata: dict[str, str] | None = None,
+                   size: int | None = None) -> int:
+        """Stream ``chunks`` into ``key`` through a temporary file; returns the size.
+
+        WebDAV keeps neither content type nor metadata, so those are ignored. With
+        ``create_only`` the MOVE is refused when the key exists (``Overwrite: F``). If
+        ``chunks`` raises, the temporary file is deleted and nothing reaches the key.
+        """
+        if create_only and self.exists(key):
+            raise ObjectExists(f"{self.description}: writing {key}: object already exists")
+        temp = f"{TMP_DIR}/upload-{uuid.uuid4().hex}"
+        self._collection(TMP_DIR, key)
+        if "/" in key:
+            self._collection(key.rsplit("/", 1)[0], key)
+        sent = 0
+
+        def body() -> Iterable[bytes]:
+            nonlocal sent
+            for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+
+        # without a known size urllib3 sends the body chunked (Transfer-Encoding)
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        try:
+            self._request("PUT", temp, "writing", key, headers=headers, body=body())
+            if size is not None and sent != size:
+                raise StoreError(f"{self.description}: writing {key}: sent {sent} bytes, "
+                                 f"expected {size}")
+            self._request("MOVE", temp, "writing", key, headers={
+                "Destination": self._url(key), "Overwrite": "F" if create_only else "T"})
+        except BaseException:
+            try:
+                self._request("DELETE", temp, "removing the temporary file of", key,
+                              ok=(200, 204, 404))
+            except StoreError:
+                pass
+            raise
+        return sent
