@@ -16,4 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 EXTRA_REQUIREMENTS=bench/requirements.txt . scripts/venv.sh
+# multibackup is installed editable: compile its bytecode once, as a pip install does,
+# so that no measured run spends its start compiling (PYTHONDONTWRITEBYTECODE may be set)
+.venv/bin/python -m compileall -q src/multibackup
 exec .venv/bin/python bench/run.py "$@"

@@ -13,14 +13,19 @@ import argparse
 import json
 import os
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multibackup.backends.location import Location, open_store, parse_location
 from multibackup.cli.output import Printer, human_bytes
-from multibackup.engine.migrate import MODES, MigrationReport
 from multibackup.engine.progress import Progress
 from multibackup.errors import UsageError
-from multibackup.plans.migration import End, end_for, migrate, open_saved, options_for
+
+if TYPE_CHECKING:  # the engine and config are imported when a migration runs, not at start
+    from multibackup.engine.migrate import MigrationReport
+    from multibackup.plans.migration import End
+
+#: the engine's modes (``multibackup.engine.migrate.MODES``, which checks them again)
+MODES = ("copy", "sync", "check")
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -57,6 +62,8 @@ def open_side(text: str, side: str, args: argparse.Namespace) -> End:
     names = _CREDENTIAL_VARS.get(location.scheme, {})
     overrides = {key: value for var, key in names.items()
                  if (value := _side_env(side, var)) is not None}
+    from multibackup.plans.migration import end_for
+
     store = open_store(location, credentials=overrides or None)
     return end_for(store, location, overrides or None)
 
@@ -70,6 +77,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
+    from multibackup.plans.migration import migrate, open_saved, options_for
+
     if args.destination is None:
         if not args.config and not os.environ.get("MULTIBACKUP_CONFIG"):
             raise UsageError("give SRC and DST, or the name of a [migrations.NAME] entry "

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multibackup.cli.output import Printer, human_bytes
-from multibackup.config import Config, describe_plans, load_config
 from multibackup.engine.progress import Progress
-from multibackup.plans.history import append_run, load_history
-from multibackup.plans.runner import elapsed, run_plan
 from multibackup.store.lag import LagRecord
+
+if TYPE_CHECKING:  # config and plans are imported by the plan commands, not at start
+    from multibackup.config import Config
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from multibackup.config import load_config
+
     return load_config(args.config)
 
 
@@ -25,6 +27,8 @@ def _policy_text(policy: dict[str, Any] | None) -> str:
 
 def cmd_plan_list(args: argparse.Namespace, out: Printer) -> int:
     config = _config(args)
+    from multibackup.config import describe_plans
+
     plans = describe_plans(config)
     if out.json:
         out.emit(plans)
@@ -46,6 +50,9 @@ def cmd_plan_list(args: argparse.Namespace, out: Printer) -> int:
 
 
 def cmd_plan_run(args: argparse.Namespace, out: Printer) -> int:
+    from multibackup.plans.history import append_run
+    from multibackup.plans.runner import elapsed, run_plan
+
     config = _config(args)
     config.plan(args.name)  # an unknown name fails here, before anything runs
     progress = Progress()
@@ -94,6 +101,8 @@ def cmd_plan_run(args: argparse.Namespace, out: Printer) -> int:
 
 
 def cmd_plan_status(args: argparse.Namespace, out: Printer) -> int:
+    from multibackup.plans.history import load_history
+
     config = _config(args)
     plan = config.plan(args.name)
     runs = load_history(plan.name)
