@@ -243,3 +243,57 @@ def test_restore_as_root_keeps_owners_and_groups(tmp_path: Path, cli: CLI,
             b = root / a.relative_to(src)
             sa, sb = a.lstat(), b.lstat()
             assert (sb.st_uid, sb.st_gid) == (sa.st_uid, sa.st_gid), a
+
+
+def test_check_names_every_damaged_path_in_every_snapshot(tmp_path: Path, cli: CLI) -> None:
+    """Damage two files' data and one directory's listing: check --read-data names those
+    paths (a lost listing as the directory) in each snapshot that holds them, and only
+    those; intact trees beside the damaged one in its pack still load."""
+    from multibackup.backends import open_store, parse_location
+    from multibackup.repository.repository import Repository
+
+    src = tmp_path / "src"
+    files = {"a/x.txt": b"x" * 5000, "a/y.txt": b"y" * 7000, "b/z.txt": b"z" * 3000,
+             "c/d/w.txt": b"w" * 4000, "top.txt": b"top"}
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    cli("init")
+    first = cli("backup", str(src), "--json").json()["snapshot_id"]
+    (src / "a" / "x.txt").unlink()
+    (src / "c" / "d" / "w.txt").write_bytes(b"v" * 4100)  # a new listing for c/d
+    second = cli("backup", str(src), "--json").json()["snapshot_id"]
+    (src / "a").rename(tmp_path / "a-moved")
+    (src / "c" / "d" / "w.txt").unlink()
+    third = cli("backup", str(src), "--json").json()["snapshot_id"]
+    assert cli("check", "--read-data", "--json").json()["affected"] == {}
+
+    repo = Repository.open(open_store(parse_location(cli.repo)), cli.env["MULTIBACKUP_PASSWORD"])
+    repo.load_index()
+    snap = repo.load_snapshot(first)
+    root = {n.name: n for n in repo.load_tree(snap.tree)}
+    path = [p for p in str(src).strip("/").split("/")]
+    node = root[path[0]]
+    for part in path[1:]:
+        node = {n.name: n for n in repo.load_tree(node.subtree)}[part]
+    here = {n.name: n for n in repo.load_tree(node.subtree)}
+    x_blob = {n.name: n for n in repo.load_tree(here["a"].subtree)}["x.txt"].content[0]
+    d_tree = {n.name: n for n in repo.load_tree(here["c"].subtree)}["d"].subtree
+    top_blob = here["top.txt"].content[0]  # in every snapshot
+    for blob in (x_blob, d_tree, top_blob):
+        loc = repo.index.lookup(blob)
+        pack = Path(cli.repo) / "data" / loc.pack_id.hex()[:2] / loc.pack_id.hex()
+        data = bytearray(pack.read_bytes())
+        data[loc.offset + loc.length // 2] ^= 0x01
+        pack.write_bytes(bytes(data))
+
+    r = cli("check", "--read-data", "--json", ok=False)
+    assert r.code == 1, r.err
+    affected = json.loads(r.out)["affected"]
+    base = "/" + str(src).strip("/")
+    assert affected == {first: [f"{base}/a/x.txt", f"{base}/c/d", f"{base}/top.txt"],
+                        second: [f"{base}/top.txt"], third: [f"{base}/top.txt"]}
+    # the tree of b shares its pack with the damaged listing of c/d, and still loads
+    target = tmp_path / "out"
+    cli("restore", second, "--target", str(target), "--include", f"{base}/b")
+    assert (target / base.lstrip("/") / "b" / "z.txt").read_bytes() == files["b/z.txt"]

@@ -22,6 +22,7 @@ from multibackup.repository.blob import open_blob
 from multibackup.repository.pack import PackEntry, header_size
 from multibackup.repository.repository import Repository, pack_key
 from multibackup.repository.snapshot import Snapshot
+from multibackup.repository.tree import decode_tree
 
 _PIECE = 4 * 1024 * 1024
 
@@ -61,7 +62,11 @@ class Checker:
         self.report = CheckReport()
         self._packs: dict[bytes, list[PackEntry]] = {}
         self._damaged: set[bytes] = set()
-        self._damaged_trees: set[bytes] = set()
+        #: tree id -> (names of its damaged files, its subdirectories as (name, tree id)),
+        #: or None when the tree itself is missing or unreadable
+        self._trees: dict[bytes, tuple[list[str], list[tuple[str, bytes]]] | None] = {}
+        self._order: list[bytes] = []  # surveyed trees, parents before children
+        self._dirty: set[bytes] = set()  # trees with damage at or below them
         self._sizes: dict[str, int] = {}
         self._local = threading.local()
 
@@ -106,11 +111,13 @@ class Checker:
                                   "interrupted run; the next backup or prune takes care of it)")
         r.blobs = len(self.repo.index)
 
-    def _scratch(self) -> bytearray:
-        """This thread's buffer to decrypt blobs into (one chunk's worth, reused)."""
+    def _scratch(self, size: int) -> bytearray:
+        """This thread's buffer to decrypt blobs into, reused and grown to the largest
+        blob met (not the chunker's maximum up front: each would cost its full size in
+        touched memory, while most blobs are far smaller)."""
         buf = getattr(self._local, "scratch", None)
-        if buf is None:
-            buf = self._local.scratch = bytearray(self.repo.config.chunker.max_size)
+        if buf is None or len(buf) < size:
+            buf = self._local.scratch = bytearray(max(size, 1 << 20))
         return buf
 
     def _read_pack(self, pack_id: bytes, entries: list[PackEntry]) -> list[str]:
@@ -159,7 +166,7 @@ class Checker:
                 hashable = False
             hasher.update(data)
             pos = max(pos, end)
-            scratch = self._scratch()
+            scratch = self._scratch(max(e.length for e in group))
             for e in group:
                 try:
                     open_blob(self.repo.cipher, e.id, data[e.offset - start:e.offset - start
@@ -182,29 +189,63 @@ class Checker:
         self.progress.add(0, 1)
         return errors
 
-    def _walk_snapshot(self, snap: Snapshot) -> list[str]:
-        """Paths in a snapshot that use missing or damaged blobs."""
-        hit: list[str] = []
-        stack: list[tuple[bytes, str]] = [(snap.tree, "")]
+    def _survey(self, root: bytes) -> None:
+        """Read every tree below ``root`` not surveyed yet, once for all snapshots.
+
+        Each tree is decoded once, its own damaged entries and its subdirectories noted,
+        and its nodes dropped: memory holds the directory structure, not every file node
+        of a snapshot, and snapshots that share trees cost nothing more.
+        """
+        stack = [root]
         while stack:
-            tree_id, prefix = stack.pop()
+            tree_id = stack.pop()
+            if tree_id in self._trees:
+                continue
             if tree_id in self._damaged or tree_id not in self.repo.index:
-                hit.append(prefix or "/")
-                self._damaged_trees.add(tree_id)
+                self._trees[tree_id] = None
                 continue
             try:
-                nodes = self.repo.load_tree(tree_id)
+                nodes = decode_tree(self.repo.load_blob(tree_id), f"tree {tree_id.hex()[:16]}")
             except MultibackupError:
-                hit.append(prefix or "/")
-                self._damaged_trees.add(tree_id)
+                self._trees[tree_id] = None
                 continue
+            hits, subdirs = [], []
             for node in nodes:
-                path = f"{prefix}/{node.name}"
                 if node.subtree is not None:
-                    stack.append((node.subtree, path))
+                    subdirs.append((node.name, node.subtree))
+                    stack.append(node.subtree)
                 elif any(c in self._damaged or c not in self.repo.index for c in node.content):
-                    hit.append(path)
-        return sorted(hit)
+                    hits.append(node.name)
+            self._trees[tree_id] = (hits, subdirs)
+            self._order.append(tree_id)
+
+    def _mark_dirty(self) -> None:
+        """Which surveyed trees have damage anywhere below them (children before parents:
+        the survey met every parent before its children)."""
+        self._dirty.update(t for t, entry in self._trees.items() if entry is None)
+        for tree_id in reversed(self._order):
+            entry = self._trees[tree_id]
+            assert entry is not None
+            hits, subdirs = entry
+            if hits or any(sub in self._dirty for _, sub in subdirs):
+                self._dirty.add(tree_id)
+        self._order.clear()
+
+    def _damaged_paths(self, root: bytes) -> list[str]:
+        """Paths in the snapshot of tree ``root`` that use missing or damaged blobs."""
+        found: list[str] = []
+        stack = [(root, "")]
+        while stack:
+            tree_id, prefix = stack.pop()
+            entry = self._trees[tree_id]
+            if entry is None:  # the directory's own listing is lost
+                found.append(prefix or "/")
+                continue
+            hits, subdirs = entry
+            found.extend(f"{prefix}/{name}" for name in hits)
+            stack.extend((sub, f"{prefix}/{name}") for name, sub in subdirs
+                         if sub in self._dirty)
+        return sorted(found)
 
     def run(self) -> CheckReport:
         r = self.report
@@ -225,9 +266,13 @@ class Checker:
             except (IntegrityError, ObjectNotFound) as exc:
                 r.errors.append(str(exc))
         r.snapshots = len(snaps)
+        self._packs.clear()  # not needed below: the index answers from here on
+        for snap in snaps:
+            self._survey(snap.tree)
+        self._mark_dirty()
         per_snapshot: dict[str, list[str]] = defaultdict(list)
         for snap in snaps:
-            paths = self._walk_snapshot(snap)
+            paths = self._damaged_paths(snap.tree) if snap.tree in self._dirty else []
             if paths:
                 per_snapshot[snap.id] = paths
                 shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
