@@ -164,7 +164,7 @@ class Archiver:
         if node is None or node.type != DIR or node.subtree is None:
             return None
         try:
-            return self.repo.load_tree(node.subtree)
+            return self.repo.load_tree(node.subtree, keep=False)  # each is read once
         except MultibackupError:
             return None
 
@@ -177,8 +177,17 @@ class Archiver:
     def _file(self, path: str, name: str, st: os.stat_result, old: Node | None) -> _Result:
         s = self.summary
         if unchanged(old, st) and all(c in self.repo.index for c in old.content):  # type: ignore[union-attr]
-            node = node_from_stat(name, st, FILE)
-            node.content = old.content  # type: ignore[union-attr]
+            assert old is not None
+            if (old.mode == statmod.S_IMODE(st.st_mode) and old.uid == st.st_uid
+                    and old.gid == st.st_gid and old.device == st.st_dev
+                    and old.links == st.st_nlink and old.name == name and not old.etag):
+                # the parent's node in every field: shared, not copied (nodes are never
+                # changed once made), which also lets an unchanged directory be told
+                # unchanged by identity; a large directory is not held twice
+                node = old
+            else:
+                node = node_from_stat(name, st, FILE)
+                node.content = old.content
             with self._lock:
                 s.files_unchanged += 1
                 s.total_files += 1

@@ -512,13 +512,17 @@ class Repository:
                     self._tree_packs.popitem(last=False)
         return pack[offset:offset + length]
 
-    def load_tree(self, tree_id: bytes) -> list[Node]:
+    def load_tree(self, tree_id: bytes, keep: bool = True) -> list[Node]:
+        """A tree's nodes; ``keep=False`` for a caller that reads each tree once (a
+        backup's parent trees), so they are not all held in the decoded-tree cache."""
         with self._lock:
             cached = self._tree_cache.get(tree_id)
             if cached is not None:
                 self._tree_cache.move_to_end(tree_id)
                 return cached
         nodes = decode_tree(self.load_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+        if not keep:
+            return nodes
         with self._lock:
             self._tree_cache[tree_id] = nodes
             if len(self._tree_cache) > 4096:
