@@ -184,6 +184,17 @@ def s3_cli(s3_server: S3Server, s3_repo: str) -> CLI:
     return CLI(s3_repo, env=s3_server.env())
 
 
+def md5_file(path: Path) -> str:
+    """MD5 (hex) of a file, read in 1 MiB blocks: large test files are never held whole."""
+    import hashlib
+
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def make_tree(root: Path, seed: int = 1, big: bool = True) -> Path:
     """A small website-like tree with every kind of entry a restore must reproduce."""
     import random

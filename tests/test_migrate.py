@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import CLI, S3_SECRET, S3Server
+from conftest import CLI, S3_SECRET, S3Server, md5_file
 
 BIG = 20 * 1024 * 1024 + 4321  # three 8 MiB parts: streamed, multipart at S3
 
@@ -367,19 +367,12 @@ def test_large_object_streams_into_webdav_in_bounded_memory(tmp_path: Path, fres
     assert _status(doc, "copied") == {"huge.bin"}  # dir/small.txt went before the kill
     assert _status(doc, "skipped") == {"dir/small.txt"}
     assert peak_kib < 200 * 1024, f"peak RSS {peak_kib >> 10} MiB for a 300 MiB object"
-    assert _md5_of(webdav.root / sub / "huge.bin") == _md5_of(src / "huge.bin")
+    assert md5_file(webdav.root / sub / "huge.bin") == md5_file(src / "huge.bin")
     # the killed run's temporary file is neither an object nor deleted by a sync
     doc = _run(CLI("unused", env=env), f"local:{src}", webdav.location(sub), "--mode", "sync",
                "--delete")
     assert doc["counts"] == {"skipped": 2}
 
-
-def _md5_of(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def test_local_temp_files_are_not_objects(tmp_path: Path) -> None:

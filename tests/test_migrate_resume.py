@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI, S3Server
+from conftest import CLI, S3Server, md5_file
 
 PART = 8 << 20
 BIG = 210 * 1024 * 1024 + 12345  # 27 parts
@@ -39,13 +39,6 @@ def _azure_store(azurite: object, location: str) -> object:
             env.setenv(k, v)
         return open_store(parse_location(location))
 
-
-def _md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _multipart_etag(path: Path) -> str:
@@ -149,12 +142,12 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
         for block in client.get_object(Bucket=bucket,
                                        Key="mig/big.bin")["Body"].iter_chunks(1 << 20):
             got.update(block)
-        assert got.hexdigest() == _md5_file(src / "big.bin")
+        assert got.hexdigest() == md5_file(src / "big.bin")
     elif kind == "azure":  # the committed blocks: every byte, and the content type kept
-        assert hashlib.md5(read("big.bin") or b"").hexdigest() == _md5_file(src / "big.bin")
+        assert hashlib.md5(read("big.bin") or b"").hexdigest() == md5_file(src / "big.bin")
         assert azure.attributes("big.bin")[0] in (None, "application/octet-stream")
     else:
-        assert _md5_file(dst_dir / "big.bin") == _md5_file(src / "big.bin")
+        assert md5_file(dst_dir / "big.bin") == md5_file(src / "big.bin")
         assert not list((dst_dir / ".tmp").iterdir())  # the partial file became the object
     for name, data in small.items():
         assert read(name) == data
