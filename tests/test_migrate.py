@@ -375,6 +375,45 @@ def test_large_object_streams_into_webdav_in_bounded_memory(tmp_path: Path, fres
 
 
 
+def test_many_large_objects_share_a_bounded_number_of_parts(tmp_path: Path,
+                                                            s3_server: S3Server) -> None:
+    """Eight large objects at once hold at most 2 x 8 parts of 8 MiB in memory together,
+    not up to five each (about 430 MiB peak, here 240), and arrive intact."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 48 * 1024 * 1024 + 99
+    for i in range(8):
+        with open(src / f"big{i}.bin", "wb") as fh:
+            for _ in range(size >> 20):
+                fh.write(os.urandom(1 << 20))
+            fh.write(os.urandom(size & ((1 << 20) - 1)))
+    bucket = s3_server.new_bucket()
+    env = {**os.environ, **s3_server.env(), "MULTIBACKUP_STATE_DIR": str(tmp_path / "state")}
+    measure = ("import resource, subprocess, sys; "
+               "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+               "sys.stderr.write(r.stdout + r.stderr)")
+    run = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "multibackup",
+                          "migrate", f"local:{src}", f"s3://{bucket}/m", "--transfers", "8",
+                          "--json"], env=env, capture_output=True, text=True, timeout=600)
+    code, peak_kib = map(int, run.stdout.split())
+    assert code == 0, run.stderr
+    doc = json.loads(run.stderr[:run.stderr.rindex("}") + 1])
+    assert doc["counts"] == {"copied": 8}
+    assert peak_kib < 320 * 1024, f"peak RSS {peak_kib >> 10} MiB"  # five each: ~430
+    client = s3_server.client()
+    for i in (0, 7):
+        head = client.head_object(Bucket=bucket, Key=f"m/big{i}.bin")
+        assert head["ContentLength"] == size and head["ETag"].strip('"').endswith("-7")
+        got = hashlib.md5()
+        for block in client.get_object(Bucket=bucket, Key=f"m/big{i}.bin")["Body"].iter_chunks(1 << 20):
+            got.update(block)
+        assert got.hexdigest() == md5_file(src / f"big{i}.bin")
+
+
 def test_local_temp_files_are_not_objects(tmp_path: Path) -> None:
     """Unfinished writes in .tmp/ are neither copied nor deleted by a sync."""
     src, dst = tmp_path / "src", tmp_path / "dst"

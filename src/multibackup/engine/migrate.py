@@ -33,6 +33,9 @@ from multibackup.errors import StoreError, UsageError
 CHUNK = 8 << 20
 #: parts of one object uploaded at once (each holds one CHUNK in memory)
 PART_CONCURRENCY = 4
+#: parts read or on their way for all objects together, per transfer: with many large
+#: objects at once, memory stays near 2 x transfers x CHUNK instead of 5 x
+PARTS_PER_TRANSFER = 2
 MODES = ("copy", "sync", "check")
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
@@ -278,6 +281,9 @@ class Migrator:
         #: where large objects go part by part, resumably (S3 multipart, a partial file)
         self._parts: PartsTarget | None = dst_s3 if dst_s3 is not None else dst_parts
         self._limit = RateLimit(options.bwlimit) if options.bwlimit else None
+        #: a part holds a slot from its read until its upload is acknowledged
+        self._part_slots = threading.BoundedSemaphore(
+            max(PART_CONCURRENCY + 1, PARTS_PER_TRANSFER * options.transfers))
         self._stop = threading.Event()
         self.server_side = bool(options.server_side and src_s3 and dst_s3
                                 and dst_s3.same_account(src_s3))
@@ -615,7 +621,8 @@ class Migrator:
 
         Each part's MD5 is checked against the ETag S3 returns for it and then journalled,
         so a kill loses at most the parts in flight (``PART_CONCURRENCY``, sent in parallel
-        to hide per-request latency). Returns (bytes sent, part MD5s).
+        to hide per-request latency; all objects together hold at most the slots of
+        ``_part_slots``). Returns (bytes sent, part MD5s).
         """
         target = self._parts
         assert target is not None
@@ -652,11 +659,19 @@ class Migrator:
                     if number in done:
                         self.progress.add(done[number].size)
                         continue
-                    data = self._read(info, offset, min(step, size - offset))
-                    while len(in_flight) >= PART_CONCURRENCY:
-                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        sent += sum(f.result() for f in finished)
-                    in_flight.add(pool.submit(send, number, data))
+                    self._part_slots.acquire()
+                    try:
+                        data = self._read(info, offset, min(step, size - offset))
+                        while len(in_flight) >= PART_CONCURRENCY:
+                            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                            sent += sum(f.result() for f in finished)
+                        future = pool.submit(send, number, data)
+                    except BaseException:
+                        self._part_slots.release()
+                        raise
+                    # released when acknowledged, failed or cancelled
+                    future.add_done_callback(lambda _: self._part_slots.release())
+                    in_flight.add(future)
                     del data
                 finished, in_flight = wait(in_flight)
                 sent += sum(f.result() for f in finished)
