@@ -16,7 +16,7 @@ from conftest import CLI, S3Server
 
 from multibackup.backends.location import open_store, parse_location
 from multibackup.engine.journal import Journal
-from multibackup.engine.migrate import MigrateOptions, Migrator
+from multibackup.engine.migrate import MigrateOptions, Migrator, Side
 
 
 class _Damaging:
@@ -195,8 +195,9 @@ def test_two_request_copy_keeps_headers_proves_writes_and_reads_the_listed_versi
     path = str(tmp_path / "journal.sqlite")
 
     with Journal("src", "dst", path) as journal:
-        report = Migrator(src, dst, options, journal=journal, src_objects=src_objects,
-                          dst_objects=_DamagingObjects(dst_objects)).run()
+        report = Migrator(Side(src, objects=src_objects),
+                          Side(dst, objects=_DamagingObjects(dst_objects)), options,
+                          journal=journal).run()
         assert {r.status for r in report.results} == {"mismatched"}
         assert all("destination MD5" in r.reason for r in report.results)
         assert journal.verified() == {}
@@ -204,8 +205,8 @@ def test_two_request_copy_keeps_headers_proves_writes_and_reads_the_listed_versi
     victim = "w/3.html.gz"
     changing = _ChangingSource(src_objects, client, src_b, victim)
     with Journal("src", "dst", path) as journal:
-        report = Migrator(src, dst, options, journal=journal, src_objects=changing,
-                          dst_objects=dst_objects).run()
+        report = Migrator(Side(src, objects=changing), Side(dst, objects=dst_objects),
+                          options, journal=journal).run()
         status = {r.key: (r.status, r.reason) for r in report.results}
         assert status.pop(victim) == ("failed", f"s3://{src_b}: reading {victim}: the object "
                                                 "changed since it was listed")

@@ -251,22 +251,34 @@ class RateLimit:
             time.sleep(wait)
 
 
-class Migrator:
-    """Plans and runs one migration from ``src`` to ``dst``.
+@dataclass
+class Side:
+    """One end of a migration: its store, plus the clients that do what the plain store
+    interface cannot, each None where that side has no such thing.
 
-    ``dst_s3`` (and ``src_s3``), given when that side is S3, enable what the plain store
-    interface cannot do: resumable multipart uploads with journalled parts, content type
-    and user metadata carried over, and server-side copies when both sides are the same
-    endpoint and account. ``dst_parts`` does the resumable part for other destinations
-    (staged blocks on Azure, a partial file on SFTP or local disk). ``src_objects`` and ``dst_objects`` (S3 sides)
-    read and write small objects whole with fewer requests (:meth:`_copy_small`).
+    - ``s3`` (S3 sides): explicit multipart uploads with journalled parts, content type and
+      metadata carried over, and server-side copies within one endpoint and account;
+    - ``objects`` (S3 sides): small objects read and written whole in one request each,
+      with their attributes and ETags (:meth:`Migrator._copy_small`);
+    - ``parts`` (destinations other than S3): resumable parts, as staged blocks on Azure or
+      a partial file on SFTP or local disk.
     """
 
-    def __init__(self, src: ObjectStore, dst: ObjectStore, options: MigrateOptions,
-                 journal: Journal | None = None, progress: Progress | None = None, *,
-                 src_s3: S3Multipart | None = None, dst_s3: S3Multipart | None = None,
-                 dst_parts: PartsTarget | None = None, src_objects: S3Objects | None = None,
-                 dst_objects: S3Objects | None = None) -> None:
+    store: ObjectStore
+    s3: S3Multipart | None = None
+    objects: S3Objects | None = None
+    parts: PartsTarget | None = None
+
+
+class Migrator:
+    """Plans and runs one migration from ``src`` to ``dst`` (sides, or plain stores)."""
+
+    def __init__(self, src: Side | ObjectStore, dst: Side | ObjectStore,
+                 options: MigrateOptions, journal: Journal | None = None,
+                 progress: Progress | None = None) -> None:
+        src_side = src if isinstance(src, Side) else Side(src)
+        dst_side = dst if isinstance(dst, Side) else Side(dst)
+        src_s3, dst_s3 = src_side.s3, dst_side.s3
         if options.mode not in MODES:
             raise UsageError(f"unknown mode {options.mode!r}: use one of {', '.join(MODES)}")
         if options.mode == "sync" and not options.delete and not options.dry_run:
@@ -274,12 +286,13 @@ class Migrator:
                              "add --delete to allow it (or use --mode copy)")
         if options.transfers < 1 or options.max_delete < 0:
             raise UsageError("--transfers must be at least 1 and --max-delete at least 0")
-        self.src, self.dst, self.options = src, dst, options
+        self.src, self.dst, self.options = src_side.store, dst_side.store, options
         self.journal = journal
         self.src_s3, self.dst_s3 = src_s3, dst_s3
-        self.src_objects, self.dst_objects = src_objects, dst_objects
-        #: where large objects go part by part, resumably (S3 multipart, a partial file)
-        self._parts: PartsTarget | None = dst_s3 if dst_s3 is not None else dst_parts
+        self.src_objects, self.dst_objects = src_side.objects, dst_side.objects
+        #: where large objects go part by part, resumably (S3 multipart, Azure blocks, a
+        #: partial file)
+        self._parts: PartsTarget | None = dst_s3 if dst_s3 is not None else dst_side.parts
         self._limit = RateLimit(options.bwlimit) if options.bwlimit else None
         #: a part holds a slot from its read until its upload is acknowledged
         self._part_slots = threading.BoundedSemaphore(
@@ -289,7 +302,7 @@ class Migrator:
                                 and dst_s3.same_account(src_s3))
         self.progress = progress or Progress()
         self._lock = threading.Lock()
-        self._report = MigrationReport(src.description, dst.description, options.mode,
+        self._report = MigrationReport(self.src.description, self.dst.description, options.mode,
                                        options.dry_run)
 
     # -- planning --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from multibackup.engine.migrate import (
     MigrationReport,
     Migrator,
     PartsTarget,
+    Side,
     parse_since,
     parse_size,
 )
@@ -34,20 +35,12 @@ from multibackup.errors import UsageError
 
 
 @dataclass
-class End:
-    """One opened side of a migration.
+class End(Side):
+    """One opened side of a migration, with ``identity``, which keys the journal (the
+    description plus the endpoint, since the same bucket name at two providers describes
+    alike)."""
 
-    ``identity`` keys the journal (the description plus the endpoint, since the same bucket
-    name at two providers describes alike); ``s3`` is the multipart/server-side-copy client
-    of an S3 side and ``objects`` its whole-object client for small objects; ``parts`` the
-    resumable block writer of an Azure side, or partial-file writer of an SFTP or local one.
-    """
-
-    store: ObjectStore
-    identity: str
-    s3: S3Multipart | None = None
-    parts: PartsTarget | None = None
-    objects: S3Objects | None = None
+    identity: str = ""
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)
@@ -76,7 +69,7 @@ def end_for(store: ObjectStore, location: Location,
 
         parts = (SFTPPartial(store, CHUNK) if isinstance(store, SFTPStore)
                  else LocalPartial(location.path, CHUNK))
-    return End(store, identity, s3, parts, objects)
+    return End(store, s3=s3, objects=objects, parts=parts, identity=identity)
 
 
 def open_end(dest: Destination) -> End:
@@ -136,10 +129,7 @@ def migrate(src: End, dst: End, options: MigrateOptions,
             raise UsageError(f"source and destination are the same location ({src.identity})")
         journal = Journal(src.identity, dst.identity)
         try:
-            migrator = Migrator(src.store, dst.store, options, journal=journal,
-                                progress=progress, src_s3=src.s3, dst_s3=dst.s3,
-                                dst_parts=dst.parts, src_objects=src.objects,
-                                dst_objects=dst.objects)
+            migrator = Migrator(src, dst, options, journal=journal, progress=progress)
             return migrator.run()
         finally:
             journal.close()
