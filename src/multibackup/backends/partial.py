@@ -14,7 +14,6 @@ import errno
 import hashlib
 import os
 import posixpath
-import stat as stat_mod
 import uuid
 from collections.abc import Mapping
 
@@ -143,23 +142,9 @@ class SFTPPartial(_PartialFile):
         self.description = store.description
         self._tmp = posixpath.join(store.root, TMP_DIR)
 
-    def _mkdirs(self, sftp, path: str) -> None:  # type: ignore[no-untyped-def]
-        try:
-            if stat_mod.S_ISDIR(sftp.stat(path).st_mode or 0):
-                return
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-        self._mkdirs(sftp, posixpath.dirname(path))
-        try:
-            sftp.mkdir(path)
-        except OSError:
-            if not stat_mod.S_ISDIR(sftp.stat(path).st_mode or 0):
-                raise
-
     def _create(self, name: str) -> None:
         with self.store.session("writing", name) as sftp:
-            self._mkdirs(sftp, self._tmp)
+            self.store.ensure_dir(sftp, self._tmp)
             with sftp.open(posixpath.join(self._tmp, name), "w"):
                 pass
 
@@ -182,7 +167,7 @@ class SFTPPartial(_PartialFile):
     def _commit(self, name: str, key: str) -> None:
         target = posixpath.join(self.store.root, key)
         with self.store.session("writing", key) as sftp:
-            self._mkdirs(sftp, posixpath.dirname(target))
+            self.store.ensure_dir(sftp, posixpath.dirname(target))
             sftp.posix_rename(posixpath.join(self._tmp, name), target)
 
     def _remove(self, name: str) -> None:

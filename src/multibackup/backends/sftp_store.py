@@ -860,7 +860,7 @@ class SFTPStore:
         return StoreError(f"{where}: the server reported a failure ({free} bytes free, so "
                           f"perhaps a quota or an I/O error)")
 
-    def _ensure_dir(self, sftp: paramiko.SFTPClient, path: str) -> None:
+    def ensure_dir(self, sftp: paramiko.SFTPClient, path: str) -> None:
         """Create ``path`` and its parents unless known to exist; tolerate racing creators."""
         if path in self._dirs or path in ("/", "", "."):
             return
@@ -869,7 +869,7 @@ class SFTPStore:
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
-            self._ensure_dir(sftp, posixpath.dirname(path))
+            self.ensure_dir(sftp, posixpath.dirname(path))
             try:
                 sftp.mkdir(path)
             except OSError as exc:
@@ -928,8 +928,8 @@ class SFTPStore:
         tmp = posixpath.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
         parent = posixpath.dirname(path)
         try:
-            self._ensure_dir(sftp, tmp_dir)
-            self._ensure_dir(sftp, parent)
+            self.ensure_dir(sftp, tmp_dir)
+            self.ensure_dir(sftp, parent)
             self._upload(sftp, tmp, data)
             renamed[0] = True
             try:
@@ -941,7 +941,7 @@ class SFTPStore:
                     raise
                 # a directory we had cached was removed by someone else: recreate it
                 self._forget_dirs(parent)
-                self._ensure_dir(sftp, parent)
+                self.ensure_dir(sftp, parent)
                 self._rename(sftp, tmp, path, replace)
         except BaseException as exc:
             error: BaseException = exc
@@ -1005,8 +1005,8 @@ class SFTPStore:
         size = 0
         with self.session("writing", key) as sftp:
             try:
-                self._ensure_dir(sftp, tmp_dir)
-                self._ensure_dir(sftp, posixpath.dirname(path))
+                self.ensure_dir(sftp, tmp_dir)
+                self.ensure_dir(sftp, posixpath.dirname(path))
                 with sftp.open(tmp, "wb") as fh:
                     fh.set_pipelined(True)
                     for chunk in chunks:
