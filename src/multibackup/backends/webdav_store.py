@@ -10,6 +10,7 @@ no truncated object at the key, only a temporary file that a later write never r
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -131,3 +132,22 @@ class WebDAVStore(OpenDALStore):
                 pass
             raise
         return sent
+
+    def sweep_temporary(self, older_than: float) -> int:
+        """Delete streamed uploads (``.tmp/upload-*``) that a killed process left behind
+        more than ``older_than`` seconds ago; returns how many went."""
+        cutoff_ns = int((time.time() - older_than) * 1e9)
+        removed = 0
+        try:
+            leftovers = [o for o in self.list(f"{TMP_DIR}/")
+                         if o.key.startswith(f"{TMP_DIR}/upload-")
+                         and (o.mtime_ns or 0) <= cutoff_ns]
+        except StoreError:
+            return 0
+        for o in leftovers:
+            try:
+                self.delete(o.key)
+                removed += 1
+            except StoreError:
+                continue
+        return removed

@@ -369,6 +369,12 @@ class Migrator:
         tasks, skipped, extraneous = self._plan()
         report.results.extend(skipped)
         self._drop_stale_uploads({r.key for r in skipped})
+        if self._parts is None and not self.options.dry_run and self.options.mode != "check":
+            # a destination whose large writes are not journalled (WebDAV streams through
+            # a temporary file): what killed runs left there a day ago is of no use
+            sweep = getattr(self.dst, "sweep_temporary", None)
+            if sweep is not None:
+                sweep(older_than=86400)
         self.progress.total_items = len(tasks)
         self.progress.total_bytes = sum(t.src.size for t in tasks)
         pool = ThreadPoolExecutor(self.options.transfers, thread_name_prefix="migrate")
