@@ -88,8 +88,22 @@ def store_config(location: Location,
                                "connect_timeout": "15s", "timeout": "300s"}}
 
 
+def handles(key: str) -> bool:
+    """True for keys object_store takes as they are. It refuses empty, ``.`` and ``..``
+    segments and control characters, and it turns a backslash into ``/``, which would
+    write another key: such objects go through the plain store instead."""
+    if not key or key[0] == "/" or key[-1] == "/" or "\\" in key:
+        return False
+    if any(ord(c) < 0x20 or c == "\x7f" for c in key):
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
 class S3Objects:
-    """GET and PUT of whole objects below one bucket and prefix, with attributes and ETags."""
+    """GET and PUT of whole objects below one bucket and prefix, with attributes and ETags.
+
+    Only for keys that :func:`handles`; the caller sends any other through the store.
+    """
 
     def __init__(self, location: Location, credentials: Mapping[str, str] | None = None) -> None:
         from obstore.store import S3Store

@@ -24,7 +24,12 @@ from typing import Any, Protocol
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
 from multibackup.backends.s3_multipart import S3Multipart
-from multibackup.backends.s3_objects import S3Objects, attributes_from, split_attributes
+from multibackup.backends.s3_objects import (
+    S3Objects,
+    attributes_from,
+    handles,
+    split_attributes,
+)
 from multibackup.engine.journal import Journal, Part, Upload, VerifiedObject
 from multibackup.engine.progress import Progress
 from multibackup.errors import StoreError, UsageError
@@ -497,11 +502,14 @@ class Migrator:
         requests an object, where the plain stores need a stat before and after.
         """
         info = task.src
-        keeps = getattr(self.dst, "keeps_attributes", False) or self.dst_objects is not None
-        if self.src_objects is not None:
+        whole = handles(info.key)  # a key obstore would refuse or rewrite: the stores
+        src_objects = self.src_objects if whole else None
+        dst_objects = self.dst_objects if whole else None
+        keeps = getattr(self.dst, "keeps_attributes", False) or dst_objects is not None
+        if src_objects is not None:
             if self._stop.is_set():
                 raise StoreError("interrupted")
-            fetched = self.src_objects.get(info.key, info.etag)
+            fetched = src_objects.get(info.key, info.etag)
             data, attributes = fetched.data, fetched.attributes if keeps else {}
             self._took(len(data))
         else:
@@ -513,8 +521,8 @@ class Migrator:
                              f"listed as {info.size}")
         self.progress.add(len(data))
         md5 = hashlib.md5(data)
-        if self.dst_objects is not None:
-            etag = self.dst_objects.put(info.key, data, attributes)
+        if dst_objects is not None:
+            etag = dst_objects.put(info.key, data, attributes)
             if _MD5_ETAG.match(_etag(etag)):  # the server's MD5 of what it stored
                 problem = ("" if _etag(etag) == md5.hexdigest()
                            else f"destination MD5 {_etag(etag)}, expected {md5.hexdigest()}")
