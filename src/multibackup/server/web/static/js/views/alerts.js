@@ -1,11 +1,11 @@
 // #/alerts — where failures (and optionally successes, a daily summary) are reported.
 
-import { del, get, post, put } from '../api.js';
+import { get, post, put } from '../api.js';
 import {
   actionButton, alertRegion, badge, clear, empty, field, h, onSubmit, pageHeader, section,
   submitButton, timeEl, toast,
 } from '../ui.js';
-import { confirmDelete, enc } from './common.js';
+import { deleteButton, enc } from './common.js';
 
 export async function alertsPage(ctx, editing = null) {
   const channels = await get('/alerts');
@@ -32,15 +32,8 @@ export async function alertsPage(ctx, editing = null) {
           }
         }, { class: 'btn btn-small', testid: 'alert-test', 'aria-label': `Send a test to ${a.name}` }),
         h('button', { type: 'button', class: 'btn btn-small', testid: 'alert-edit', 'aria-label': `Edit alert ${a.name}`, onclick: () => edit(a) }, 'Edit'),
-        actionButton('Delete', async () => {
-          if (!confirmDelete(`alert ${a.name}`)) return;
-          try {
-            await del(`/alerts/${enc(a.id)}`);
-            await reload();
-          } catch (err) {
-            toast(`${a.name} was not deleted: ${err.detail}`, 'error');
-          }
-        }, { class: 'btn btn-small btn-danger', 'aria-label': `Delete alert ${a.name}` })),
+        deleteButton(`alert ${a.name}`, `/alerts/${enc(a.id)}`, a.name, reload,
+          { 'aria-label': `Delete alert ${a.name}` })),
       result,
       a.last_error ? h('p', { class: 'muted wrap' }, 'Last delivery failed: ', a.last_error) : null,
       a.last_sent_at ? h('p', { class: 'muted' }, 'Last sent ', timeEl(a.last_sent_at)) : null);

@@ -1,7 +1,7 @@
 // Pieces several pages share: plan status, run rows, "run now".
 
-import { post } from '../api.js';
-import { ACTIVE, badge, formatBytes, formatDuration, h, timeEl, toast } from '../ui.js';
+import { del, post } from '../api.js';
+import { ACTIVE, actionButton, badge, formatBytes, formatDuration, h, timeEl, toast } from '../ui.js';
 
 export const enc = encodeURIComponent;
 
@@ -54,6 +54,26 @@ export async function runNow(plan) {
 export function confirmDelete(what) {
   // eslint-disable-next-line no-alert
   return window.confirm(`Delete ${what}? This cannot be undone.`);
+}
+
+/**
+ * A button that asks before deleting ``path`` (``what`` names it in the question), then
+ * runs ``done`` (reload the list, or leave the page). A refusal is a toast naming ``name``;
+ * ``announce``, if given, is the toast shown on success.
+ */
+export function deleteButton(what, path, name, done, {
+  label = 'Delete', failed = 'deleted', announce = null, ...props
+} = {}) {
+  return actionButton(label, async () => {
+    if (!confirmDelete(what)) return;
+    try {
+      await del(path);
+      if (announce) toast(announce, 'ok');
+      await done();
+    } catch (err) {
+      toast(`${name} was not ${failed}: ${err.detail}`, 'error');
+    }
+  }, { class: 'btn btn-small btn-danger', ...props });
 }
 
 export function destinationHealth(d) {

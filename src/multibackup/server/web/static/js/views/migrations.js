@@ -1,11 +1,11 @@
 // #/migrations — saved bucket/folder migrations between two destinations: list, run, add.
 
-import { del, get, post, put } from '../api.js';
+import { get, post, put } from '../api.js';
 import {
   actionButton, alertRegion, badge, empty, field, h, lines, localTimezone, onSubmit, pageHeader,
   section, submitButton, timeEl, timezoneList, toast,
 } from '../ui.js';
-import { confirmDelete, enc } from './common.js';
+import { deleteButton, enc } from './common.js';
 
 export async function migrationsPage(ctx, editing = null) {
   const [migrations, destinations] = await Promise.all([get('/migrations'), get('/destinations')]);
@@ -34,15 +34,8 @@ export async function migrationsPage(ctx, editing = null) {
           }
         }, { class: 'btn btn-small', 'aria-label': `Run migration ${m.name} now` }),
         h('button', { type: 'button', class: 'btn btn-small', testid: 'migration-edit', 'aria-label': `Edit migration ${m.name}`, onclick: () => edit(m) }, 'Edit'),
-        actionButton('Delete', async () => {
-          if (!confirmDelete(`migration ${m.name}`)) return;
-          try {
-            await del(`/migrations/${enc(m.id)}`);
-            await reload();
-          } catch (err) {
-            toast(`${m.name} was not deleted: ${err.detail}`, 'error');
-          }
-        }, { class: 'btn btn-small btn-danger', 'aria-label': `Delete migration ${m.name}` })));
+        deleteButton(`migration ${m.name}`, `/migrations/${enc(m.id)}`, m.name, reload,
+          { 'aria-label': `Delete migration ${m.name}` })));
   });
 
   const region = alertRegion('form-alert');

@@ -1,6 +1,6 @@
 // #/plans/ID (settings, charts, history, snapshots) and #/plans/new, #/plans/ID/edit.
 
-import { del, get, post, put } from '../api.js';
+import { get, post, put } from '../api.js';
 import { navigate } from '../app.js';
 import { lineChart } from '../charts.js';
 import {
@@ -8,7 +8,7 @@ import {
   formatBytes, formatDuration, h, lines, loading, localTimezone, onSubmit, pageHeader, section,
   submitButton, table, timeEl, timezoneList, toast,
 } from '../ui.js';
-import { confirmDelete, enc, planStatus, RUN_HEADERS, runRow } from './common.js';
+import { deleteButton, enc, planStatus, RUN_HEADERS, runRow } from './common.js';
 
 export async function planPage(ctx, id) {
   const [plan, history, runs] = await Promise.all([
@@ -27,16 +27,8 @@ export async function planPage(ctx, id) {
       toast(`${plan.name}: ${err.detail}`, 'error');
     }
   }, { class: 'btn btn-primary', testid: 'run-now' });
-  const delBtn = actionButton('Delete', async () => {
-    if (!confirmDelete(`plan ${plan.name}`)) return;
-    try {
-      await del(`/plans/${enc(plan.id)}`);
-      toast(`Deleted plan ${plan.name}.`, 'ok');
-      navigate('#/');
-    } catch (err) {
-      toast(`${plan.name} was not deleted: ${err.detail}`, 'error');
-    }
-  }, { class: 'btn btn-danger' });
+  const delBtn = deleteButton(`plan ${plan.name}`, `/plans/${enc(plan.id)}`, plan.name,
+    () => navigate('#/'), { announce: `Deleted plan ${plan.name}.`, class: 'btn btn-danger' });
 
   const status = planStatus(plan);
   const retention = plan.retention

@@ -1,14 +1,14 @@
 // Destinations and sources: lists with health and "test", and their add/edit forms.
 // Both are a config-file table as JSON ({name, config}); secrets are write-only.
 
-import { del, get, post, put } from '../api.js';
+import { get, post, put } from '../api.js';
 import {
   actionButton, alertRegion, badge, clear, clearErrors, empty, field, formatBytes,
   formatKeyValues, formatNumber, h, onSubmit, pageHeader, parseKeyValues, section, setAlert,
   showFormError, submitButton, timeEl, toast,
 } from '../ui.js';
 import { navigate } from '../app.js';
-import { confirmDelete, destinationHealth, enc } from './common.js';
+import { deleteButton, destinationHealth, enc } from './common.js';
 
 const SECRET_KEYS = ['secret_access_key', 'account_key', 'password', 'key_passphrase', 'credential',
   'session_token', 'sas_token'];
@@ -81,17 +81,10 @@ function testButton(kind, item) {
   return { btn, result };
 }
 
-function deleteButton(kind, item, reload) {
-  return actionButton('Delete', async () => {
-    if (!confirmDelete(`${kind === 'destinations' ? 'destination' : 'source'} ${item.name}`)) return;
-    try {
-      await del(`/${kind}/${enc(item.id)}`);
-      toast(`Deleted ${item.name}.`, 'ok');
-      await reload();
-    } catch (err) {
-      toast(`${item.name} was not deleted: ${err.detail}`, 'error');
-    }
-  }, { class: 'btn btn-small btn-danger', 'aria-label': `Delete ${item.name}` });
+function removeButton(kind, item, reload) {
+  const what = `${kind === 'destinations' ? 'destination' : 'source'} ${item.name}`;
+  return deleteButton(what, `/${kind}/${enc(item.id)}`, item.name, reload,
+    { announce: `Deleted ${item.name}.`, 'aria-label': `Delete ${item.name}` });
 }
 
 function destinationCard(d, reload) {
@@ -113,7 +106,7 @@ function destinationCard(d, reload) {
     h('div', { class: 'item-actions' },
       test.btn,
       h('a', { class: 'btn btn-small', href: `#/destinations/${enc(d.id)}/edit`, 'aria-label': `Edit ${d.name}` }, 'Edit'),
-      deleteButton('destinations', d, reload)),
+      removeButton('destinations', d, reload)),
     test.result);
 }
 
@@ -127,7 +120,7 @@ function sourceCard(s, reload) {
     h('div', { class: 'item-actions' },
       test.btn,
       h('a', { class: 'btn btn-small', href: `#/sources/${enc(s.id)}/edit`, 'aria-label': `Edit ${s.name}` }, 'Edit'),
-      deleteButton('sources', s, reload)),
+      removeButton('sources', s, reload)),
     test.result);
 }
 

@@ -1,12 +1,12 @@
 // #/settings — the account, API tokens (shown once on creation) and signing out.
 
-import { del, get, post } from '../api.js';
+import { get, post } from '../api.js';
 import { logout } from '../app.js';
 import {
   actionButton, alertRegion, clear, dl, empty, errorBox, field, h, onSubmit, pageHeader, section,
   submitButton, table, timeEl, toast,
 } from '../ui.js';
-import { confirmDelete, enc } from './common.js';
+import { deleteButton, enc } from './common.js';
 
 export async function settingsPage(ctx) {
   const tokens = await get('/tokens');
@@ -54,15 +54,8 @@ export async function settingsPage(ctx) {
       h('th', { scope: 'row' }, t.name),
       h('td', null, timeEl(t.created_at)),
       h('td', null, t.expires_at ? timeEl(t.expires_at) : 'never'),
-      h('td', { class: 'actions' }, actionButton('Revoke', async () => {
-        if (!confirmDelete(`token ${t.name}`)) return;
-        try {
-          await del(`/tokens/${enc(t.id)}`);
-          await reload();
-        } catch (err) {
-          toast(`${t.name} was not revoked: ${err.detail}`, 'error');
-        }
-      }, { class: 'btn btn-small btn-danger', 'aria-label': `Revoke token ${t.name}` })))), { testid: 'tokens' })
+      h('td', { class: 'actions' }, deleteButton(`token ${t.name}`, `/tokens/${enc(t.id)}`, t.name, reload,
+        { label: 'Revoke', failed: 'revoked', 'aria-label': `Revoke token ${t.name}` })))), { testid: 'tokens' })
     : empty('No API tokens.'));
   const tokenList = h('div', null, tokenTable(tokens));
 
@@ -117,14 +110,8 @@ async function usersSection(ctx, reload) {
       h('th', { scope: 'row', class: 'wrap' }, u.email),
       h('td', null, u.name || '—'),
       h('td', null, u.superadmin ? `${u.role}, server administrator` : u.role),
-      h('td', { class: 'actions' }, u.id === me.id ? h('span', { class: 'muted' }, 'you') : actionButton('Remove', async () => {
-        if (!confirmDelete(`user ${u.email}`)) return;
-        try {
-          await del(`/users/${enc(u.id)}`);
-          await reload();
-        } catch (err) {
-          toast(`${u.email} was not removed: ${err.detail}`, 'error');
-        }
-      }, { class: 'btn btn-small btn-danger', 'aria-label': `Remove user ${u.email}` })))), { testid: 'users' }),
+      h('td', { class: 'actions' }, u.id === me.id ? h('span', { class: 'muted' }, 'you') : deleteButton(
+        `user ${u.email}`, `/users/${enc(u.id)}`, u.email, reload,
+        { label: 'Remove', failed: 'removed', 'aria-label': `Remove user ${u.email}` })))), { testid: 'users' }),
     h('h3', null, 'Add a user'), form);
 }
