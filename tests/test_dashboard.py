@@ -75,6 +75,12 @@ class Page:
         page.get_by_test_id("login-password").fill(password or self.server.password)
         page.get_by_test_id("login-submit").click()
 
+    def enter(self) -> None:
+        """Open the dashboard, sign in and wait for the overview."""
+        self.open()
+        self.sign_in()
+        sync_api.expect(self.page.get_by_role("heading", name="Overview")).to_be_visible()
+
     def close(self) -> None:
         self.context.close()
         assert not self.errors, self.errors
@@ -244,9 +250,7 @@ def test_invalid_schedule_shows_the_field_error_and_keeps_the_form(tab: Page,
     page = tab.page
     (tmp_path / "repo").mkdir()
     (tmp_path / "src").mkdir()
-    tab.open()
-    tab.sign_in()
-    sync_api.expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    tab.enter()
     add_destination(tab, "disk", tmp_path / "repo")
 
     tab.go("#/plans/new")
@@ -307,9 +311,7 @@ def test_phone_width_navigation(browser: Any, control_server: ControlServer) -> 
     tab = Page(browser, control_server, width=375, height=740)
     try:
         page = tab.page
-        tab.open()
-        tab.sign_in()
-        sync_api.expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        tab.enter()
         nav = page.get_by_role("navigation", name="Main")
         destinations = nav.get_by_role("link", name="Destinations")
         toggle = page.get_by_test_id("nav-toggle")
@@ -389,9 +391,7 @@ def test_another_organisation_sees_nothing_in_the_pages(browser: Any, tmp_path: 
 
 def test_edit_an_alert_keeps_its_stored_url(tab: Page) -> None:
     page = tab.page
-    tab.open()
-    tab.sign_in()
-    sync_api.expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    tab.enter()
     tab.go("#/alerts")
     form = page.get_by_test_id("alert-form")
     form.get_by_test_id("field-name").fill("ops")
@@ -421,9 +421,7 @@ def test_add_run_and_edit_a_migration(tab: Page, tmp_path: Path) -> None:
                                            "config": {"location": str(tmp_path / name)}})
     (tmp_path / "old-cloud" / "photo.jpg").write_bytes(os.urandom(20_000))
     page = tab.page
-    tab.open()
-    tab.sign_in()
-    sync_api.expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    tab.enter()
     tab.go("#/migrations")
     form = page.get_by_test_id("migration-form")
     form.get_by_test_id("field-name").fill("move")
