@@ -71,6 +71,20 @@ def make_site(root: Path) -> dict[str, bytes]:
     return files
 
 
+def site_plan(client: TestClient, csrf: dict[str, str], tmp_path: Path, name: str,
+              password: str, site: str = "site", repo: str = "repo",
+              **extra: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A made site, a folder destination "disk" and a plan backing the one up to the
+    other; returns the plan's JSON and the site's files."""
+    files = make_site(tmp_path / site)
+    client.post("/api/v1/destinations", headers=csrf,
+                json={"name": "disk", "config": {"location": str(tmp_path / repo)}})
+    plan = client.post("/api/v1/plans", headers=csrf, json={
+        "name": name, "sources": [str(tmp_path / site)], "destinations": ["disk"],
+        "password": password, **extra}).json()
+    return plan, files
+
+
 def test_sign_in_errors_and_rate_limit(client: TestClient) -> None:
     r = client.post("/api/v1/auth/login", json={"email": ADMIN, "password": "wrong"})
     assert r.status_code == 401
@@ -225,13 +239,8 @@ def test_plan_run_browse_download_restore(client: TestClient,
 
 def test_organisations_are_isolated(client: TestClient, tmp_path: Path) -> None:
     csrf = sign_in(client)
-    site = tmp_path / "a-site"
-    make_site(site)
-    client.post("/api/v1/destinations", headers=csrf,
-                json={"name": "disk", "config": {"location": str(tmp_path / "repo-a")}})
-    plan = client.post("/api/v1/plans", headers=csrf, json={
-        "name": "a-plan", "sources": [str(site)], "destinations": ["disk"],
-        "password": "repo-password-a"}).json()
+    plan, _ = site_plan(client, csrf, tmp_path, "a-plan", "repo-password-a", site="a-site",
+                        repo="repo-a")
     run = wait_run(client, client.post(f"/api/v1/plans/{plan['id']}/run",
                                        headers=csrf).json()["id"])
     assert run["status"] == "ok"
@@ -335,13 +344,9 @@ def test_failure_alert_by_email_and_restore_to_a_saved_source(
     assert client.post(f"/api/v1/alerts/{alert['id']}/test", headers=csrf).json()["ok"] is True
     smtp_server.wait(1)
     # a plan whose before hook fails: the run fails and the alert says which plan
+    plan, files = site_plan(client, csrf, tmp_path, "shop", "repo-password-1",
+                            hooks={"before": ["exit 3"]})
     site = tmp_path / "site"
-    files = make_site(site)
-    client.post("/api/v1/destinations", headers=csrf,
-                json={"name": "disk", "config": {"location": str(tmp_path / "repo")}})
-    plan = client.post("/api/v1/plans", headers=csrf, json={
-        "name": "shop", "sources": [str(site)], "destinations": ["disk"],
-        "password": "repo-password-1", "hooks": {"before": ["exit 3"]}}).json()
     failed = wait_run(client, client.post(f"/api/v1/plans/{plan['id']}/run",
                                           headers=csrf).json()["id"])
     assert failed["status"] == "failed" and any("before" in e for e in failed["errors"])
@@ -412,13 +417,8 @@ def test_snapshot_pages_see_new_backups_and_edits(client: TestClient, tmp_path: 
     """The browser's repositories are kept open between requests: a backup made since,
     and a destination moved elsewhere, must still show at once."""
     csrf = sign_in(client)
+    plan, _ = site_plan(client, csrf, tmp_path, "web", "repo-password-123")
     site = tmp_path / "site"
-    make_site(site)
-    client.post("/api/v1/destinations", headers=csrf,
-                json={"name": "disk", "config": {"location": str(tmp_path / "repo")}})
-    plan = client.post("/api/v1/plans", headers=csrf, json={
-        "name": "web", "sources": [str(site)], "destinations": ["disk"],
-        "password": "repo-password-123"}).json()
 
     def backup() -> str:
         run = wait_run(client, client.post(f"/api/v1/plans/{plan['id']}/run",
