@@ -124,6 +124,17 @@ class S3Server:
                 "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1"}
 
 
+def _serves_reads(server: S3Server) -> None:
+    """Raise until the server answers listings and, when restarted over data it holds,
+    reads of that data too: its volumes come back a little after its filer does, and
+    meanwhile a GET fails with InternalError."""
+    client = server.client()
+    for bucket in client.list_buckets().get("Buckets", []):
+        found = client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1).get("Contents", [])
+        if found:
+            client.get_object(Bucket=bucket["Name"], Key=found[0]["Key"])["Body"].read()
+
+
 def start_weed(work: Path, ports: dict[str, int] | None = None) -> S3Server:
     """Start SeaweedFS ``weed mini`` with its data in ``work``; ``ports`` restarts it in place.
 
@@ -152,7 +163,7 @@ def start_weed(work: Path, ports: dict[str, int] | None = None) -> S3Server:
         if proc.poll() is not None:
             raise RuntimeError(f"weed mini exited: {(work / 'stdout.log').read_text()[-2000:]}")
         try:
-            server.client().list_buckets()
+            _serves_reads(server)
             return server
         except Exception as exc:  # not ready yet
             last = exc
