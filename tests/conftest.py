@@ -153,6 +153,9 @@ def start_weed(work: Path, ports: dict[str, int] | None = None) -> S3Server:
            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
            f"-s3.config={work / 's3.json'}", "-webdav=false",
            "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+           # Every bucket takes a volume of its own; left to itself, weed sizes the count
+           # from the free disk, which ran out (InternalError on PUT) late in a CI session.
+           "-volume.max=1000",
            *(f"-{name}={port}" for name, port in ports.items())]
     log = open(work / "stdout.log", "ab")  # noqa: SIM115 - closed by stop()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
