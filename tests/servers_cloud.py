@@ -1,4 +1,4 @@
-"""Fixtures for Azurite (Azure Blob) and rclone serve webdav on loopback.
+"""Fixtures for Azurite (Azure Blob), rclone serve webdav and a GCS emulator on loopback.
 
 Both run as real servers on explicit free ports of 127.0.0.1 for the whole session;
 ``stop()`` and ``start()`` (same port, same data) let a test simulate an outage.
@@ -11,6 +11,7 @@ import email.utils
 import hashlib
 import hmac
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 import pytest
 
@@ -182,6 +184,73 @@ class WebDAVServer(_Server):
         return f"webdav://127.0.0.1:{self.port}/{sub}"
 
 
+class GcsServer(_Server):
+    """gcp-storage-emulator, started by ``gcs_emulator.py`` (two answers brought in line
+    with the real service), its data on disk so that a restart keeps objects and upload
+    sessions. It checks no credentials: gs:// locations use it without any."""
+
+    name = "gcs"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).parent / "gcs_emulator.py"), "start",
+                "--host=127.0.0.1", f"--port={self.port}"]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["STORAGE_BASE"] = str(self.workdir)
+        return env
+
+    def env(self) -> dict[str, str]:
+        return {"MULTIBACKUP_GCS_ENDPOINT": self.endpoint}
+
+    def _call(self, method: str, path: str, body: bytes = b"",
+              headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def create_bucket(self, name: str) -> None:
+        status, body = self._call("POST", "/storage/v1/b?project=test",
+                                  json.dumps({"name": name}).encode(),
+                                  {"Content-Type": "application/json"})
+        if status not in (200, 409):
+            raise RuntimeError(f"creating bucket {name}: {status} {body[:300]!r}")
+
+    def location(self, prefix: str = "repo", bucket: str | None = None) -> str:
+        """``gs://`` location in bucket ``bucket`` (created on demand; default: a new one)."""
+        bucket = bucket or "g-" + uuid.uuid4().hex[:12]
+        self.create_bucket(bucket)
+        return f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+
+    def resource(self, bucket: str, name: str) -> dict:
+        """The object's JSON resource (size, md5Hash, contentType, metadata)."""
+        status, body = self._call("GET", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}")
+        if status != 200:
+            raise KeyError(f"{bucket}/{name}: HTTP {status}")
+        return json.loads(body)
+
+    def read(self, bucket: str, name: str) -> bytes:
+        status, body = self._call(
+            "GET", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}?alt=media")
+        if status != 200:
+            raise KeyError(f"{bucket}/{name}: HTTP {status}")
+        return body
+
+    def names(self, bucket: str, prefix: str = "") -> list[str]:
+        status, body = self._call("GET", f"/storage/v1/b/{bucket}/o?prefix={quote(prefix)}")
+        if status != 200:
+            raise RuntimeError(f"listing {bucket}: HTTP {status}")
+        return sorted(item["name"] for item in json.loads(body).get("items", []))
+
+
 S = TypeVar("S", bound=_Server)
 
 
@@ -229,3 +298,13 @@ def fresh_webdav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDAVSer
     binary = _rclone()
     work = tmp_path_factory.mktemp("webdav-own")
     yield from _run(lambda: WebDAVServer(binary, work, _free_port()))
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    try:
+        import gcp_storage_emulator  # noqa: F401
+    except ImportError:
+        pytest.skip("gcp-storage-emulator (pip) is not installed")
+    work = tmp_path_factory.mktemp("gcs")
+    yield from _run(lambda: GcsServer(work, _free_port()))

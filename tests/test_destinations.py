@@ -1,9 +1,10 @@
 """More destinations: Azure Blob (Azurite), WebDAV (rclone), GCS and the S3 provider presets.
 
-Azure and WebDAV run against real servers on loopback, through the store interface and
-through the real CLI. GCS has no local server, so its checks are at configuration level
-plus a tiny fake JSON API in a subprocess. Provider presets are checked by the options
-they hand to OpenDAL.
+Azure, WebDAV and GCS run against real servers on loopback (Azurite, rclone, and
+gcp-storage-emulator for GCS's JSON API), through the store interface and through the
+real CLI. The emulator checks no credentials, so GCS's refusals (access denied, no such
+bucket) are checked against a tiny fake JSON API in a subprocess. Provider presets are
+checked by the options they hand to OpenDAL.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from servers_cloud import (
     WEBDAV_PASSWORD,
     WEBDAV_USER,
     AzuriteServer,
+    GcsServer,
     WebDAVServer,
 )
 
@@ -76,11 +78,11 @@ def _restored(target: Path, src: Path) -> Path:
     return target / str(src).lstrip("/")
 
 
-def _server(kind: str, request: pytest.FixtureRequest) -> AzuriteServer | WebDAVServer:
-    return request.getfixturevalue("azurite" if kind == "azure" else "webdav")
+def _server(kind: str, request: pytest.FixtureRequest) -> AzuriteServer | WebDAVServer | GcsServer:
+    return request.getfixturevalue({"azure": "azurite", "gcs": "gcs"}.get(kind, kind))
 
 
-# ---- store level: Azure and WebDAV ---------------------------------------------------------
+# ---- store level: Azure, WebDAV and GCS ---------------------------------------------------------
 
 
 def _exercise(store: ObjectStore) -> None:
@@ -142,6 +144,17 @@ def test_webdav_store_round_trip(webdav: WebDAVServer, monkeypatch: pytest.Monke
     assert (webdav.root / "a/b/repo/config").read_bytes() == b"first"
 
 
+def test_gcs_store_round_trip(gcs: GcsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, gcs.env())
+    location = parse_location(gcs.location(prefix="deep/repo"))
+    store = open_store(location, retries=0)
+    assert store.create_only_atomic  # ifGenerationMatch=0: put_new is race-safe
+    _exercise(store)
+    assert gcs.names(location.bucket) == ["deep/repo/config", "deep/repo/data/cd/pack2",
+                                          "deep/repo/index/one"]
+    assert gcs.read(location.bucket, "deep/repo/config") == b"first"
+
+
 def test_webdav_user_in_url_and_connection_string_for_azure(
         webdav: WebDAVServer, azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MULTIBACKUP_WEBDAV_PASSWORD", WEBDAV_PASSWORD)
@@ -165,7 +178,7 @@ def test_webdav_user_in_url_and_connection_string_for_azure(
 # ---- full CLI round trips -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["azure", "webdav"])
+@pytest.mark.parametrize("kind", ["azure", "webdav", "gcs"])
 def test_cli_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     server = _server(kind, request)
     cli = CLI(server.location(), env=server.env())
@@ -228,7 +241,7 @@ def test_azure_missing_container(azurite: AzuriteServer) -> None:
         assert r.code != 0 and "container (or the storage account) does not exist" in one_error_line(r)
 
 
-@pytest.mark.parametrize("kind", ["azure", "webdav"])
+@pytest.mark.parametrize("kind", ["azure", "webdav", "gcs"])
 def test_outage_then_recovery(kind: str, request: pytest.FixtureRequest) -> None:
     server = _server(kind, request)
     cli = CLI(server.location(), env=server.env())
@@ -416,7 +429,7 @@ def test_provider_rules(monkeypatch: pytest.MonkeyPatch) -> None:
         provider_location("dropbox", "b")
 
 
-# ---- GCS (configuration level) --------------------------------------------------------------
+# ---- GCS: configuration, and the refusals the emulator never gives --------------------------------------------------------------
 
 _GCS_OPTION_NAMES = (opendal.config.GcsConfig.__required_keys__
                      | opendal.config.GcsConfig.__optional_keys__)
