@@ -119,7 +119,10 @@ class Journal:
 
     def __init__(self, source: str, destination: str, path: str | None = None) -> None:
         self.path = path or default_path()
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        # the owner's only: upload ids include GCS session URIs, which grant writing (and
+        # SQLite gives its WAL and shared-memory files the database file's mode)
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.pair = f"{source}\n{destination}"
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,

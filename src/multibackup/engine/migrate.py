@@ -223,8 +223,9 @@ class _Hashes:
 
 class PartsTarget(Protocol):
     """A destination that takes an object in numbered parts and can be resumed: an S3
-    multipart upload, staged Azure blocks, or a partial file at fixed offsets (SFTP, local
-    disk). Content type and metadata are given to both ``create`` and ``complete``, since
+    multipart upload, staged Azure blocks, a GCS resumable session (which takes its parts
+    in order, one at a time: ``parts_at_once = 1``), or a partial file at fixed offsets
+    (SFTP, local disk). Content type and metadata are given to both ``create`` and ``complete``, since
     S3 takes them at the start and Azure at the commit."""
 
     def create(self, key: str, content_type: str | None = None,
@@ -265,8 +266,8 @@ class Side:
       metadata carried over, and server-side copies within one endpoint and account;
     - ``objects`` (S3 sides): small objects read and written whole in one request each,
       with their attributes and ETags (:meth:`Migrator._copy_small`);
-    - ``parts`` (destinations other than S3): resumable parts, as staged blocks on Azure or
-      a partial file on SFTP or local disk.
+    - ``parts`` (destinations other than S3): resumable parts, as staged blocks on Azure, a
+      resumable session on GCS, or a partial file on SFTP or local disk.
     """
 
     store: ObjectStore
@@ -537,7 +538,7 @@ class Migrator:
         return self._verified(task, len(data), md5.hexdigest(), [md5.digest()])
 
     def _copy_streamed(self, task: _Task) -> ObjectResult:
-        """A large object to a destination without resumable parts (GCS, WebDAV): streamed
+        """A large object to a destination without resumable parts (WebDAV): streamed
         through the store's writer, which makes it visible only once complete."""
         info = task.src
         key, size = info.key, info.size
@@ -610,8 +611,8 @@ class Migrator:
 
     def _copy_parts(self, task: _Task) -> ObjectResult:
         """A large object part by part, journalled and resumable (S3 multipart, Azure
-        blocks, a partial file on SFTP or local disk); into S3 and Azure with content type
-        and user metadata."""
+        blocks, a GCS session, a partial file on SFTP or local disk); into S3, Azure and
+        GCS with content type and user metadata."""
         content_type, metadata = self._attributes(task.src.key)
         sent, part_md5s = self._multipart(task.src, content_type, metadata)
         return self._verified(task, sent, "", part_md5s)
@@ -679,8 +680,10 @@ class Migrator:
             return len(data)
 
         # ranges are read in order, up to PART_CONCURRENCY parts are on their way at once
+        # (one where the destination takes its bytes in order: a GCS session)
+        at_once = getattr(target, "parts_at_once", PART_CONCURRENCY)
         in_flight: set[Future[int]] = set()
-        with ThreadPoolExecutor(PART_CONCURRENCY, thread_name_prefix="part") as pool:
+        with ThreadPoolExecutor(at_once, thread_name_prefix="part") as pool:
             try:
                 for number, offset in enumerate(range(0, size, step), 1):
                     if number in done:
@@ -689,7 +692,7 @@ class Migrator:
                     self._part_slots.acquire()
                     try:
                         data = self._read(info, offset, min(step, size - offset))
-                        while len(in_flight) >= PART_CONCURRENCY:
+                        while len(in_flight) >= at_once:
                             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                             sent += sum(f.result() for f in finished)
                         future = pool.submit(send, number, data)

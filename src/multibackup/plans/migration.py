@@ -62,6 +62,10 @@ def end_for(store: ObjectStore, location: Location,
         from multibackup.backends.azure_blocks import AzureBlocks
 
         parts = AzureBlocks(location, credentials)
+    elif location.scheme == "gcs":
+        from multibackup.backends.gcs_resumable import GcsResumable
+
+        parts = GcsResumable(location, CHUNK, credentials)
     elif location.scheme in ("sftp", "fs"):
         # imported here: paramiko is only loaded when SFTP is in use
         from multibackup.backends.partial import LocalPartial, SFTPPartial
