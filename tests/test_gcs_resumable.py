@@ -57,14 +57,31 @@ def test_held_bytes_are_not_sent_again(gcs: GcsServer, monkeypatch: pytest.Monke
     assert md5 == hashlib.md5(data[:PART]).hexdigest()
     # part 2 continues from the byte the service asks for; were the held half sent again,
     # the emulator would refuse the range
-    again.upload_part("obj.bin", session, 2, data[PART:2 * PART])
-    again.upload_part("obj.bin", session, 3, data[2 * PART:3 * PART])
-    again.upload_part("obj.bin", session, 4, data[3 * PART:])
-    again.complete("obj.bin", session, [])
+    again.upload_part("obj.bin", session, 2, data[PART:2 * PART], total=len(data))
+    again.upload_part("obj.bin", session, 3, data[2 * PART:3 * PART], total=len(data))
+    assert "up/obj.bin" not in gcs.names(bucket)  # nothing visible before the last byte
+    # the last part (not a multiple of 256 KiB) carries the size and completes the object
+    again.upload_part("obj.bin", session, 4, data[3 * PART:], total=len(data))
     assert gcs.read(bucket, "up/obj.bin") == data
+    assert again.complete("obj.bin", session, []) == gcs.resource(bucket, "up/obj.bin")["etag"]
     resource = gcs.resource(bucket, "up/obj.bin")
     assert (resource["contentType"], resource["metadata"]) == ("application/x-kept",
                                                                {"origin": "test"})
+
+
+def test_killed_after_the_last_part(gcs: GcsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last part went in (the object exists) but the run died before it journalled
+    that: a rerun finds every part held and completes without sending a byte."""
+    data = os.urandom(2 * PART + 99)
+    first, bucket = _target(gcs, monkeypatch)
+    session = first.create("done.bin")
+    for n in (1, 2, 3):
+        first.upload_part("done.bin", session, n, data[(n - 1) * PART:n * PART], total=len(data))
+    etag = gcs.resource(bucket, "up/done.bin")["etag"]
+    again, _ = _target(gcs, monkeypatch, bucket=bucket)
+    assert again.list_parts("done.bin", session) == {1: (None, PART), 2: (None, PART), 3: (None, 99)}
+    assert again.upload_part("done.bin", session, 3, data[2 * PART:], total=len(data))
+    assert again.complete("done.bin", session, []) == etag
 
 
 def test_a_gap_is_refused_not_papered_over(gcs: GcsServer,
@@ -172,8 +189,8 @@ def test_service_account_signs_for_its_token(answer: str, gcs: GcsServer,
             return
         data = os.urandom(PART + 5)
         session = target.create("obj.bin")
-        target.upload_part("obj.bin", session, 1, data[:PART])
-        target.upload_part("obj.bin", session, 2, data[PART:])
+        target.upload_part("obj.bin", session, 1, data[:PART], total=len(data))
+        target.upload_part("obj.bin", session, 2, data[PART:], total=len(data))
         target.complete("obj.bin", session, [])
         assert gcs.read(bucket, "up/obj.bin") == data
     finally:

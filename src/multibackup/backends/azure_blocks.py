@@ -84,7 +84,7 @@ class AzureBlocks:
         return os.urandom(8).hex()
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
-                    md5: bytes | None = None) -> str:
+                    md5: bytes | None = None, total: int | None = None) -> str:
         """Stage one block with its Content-MD5; returns that MD5 (hex). The service
         refuses a block whose body does not match it, so an accepted block is proven."""
         digest = md5 or hashlib.md5(data).digest()

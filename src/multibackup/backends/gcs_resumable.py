@@ -68,6 +68,8 @@ class GcsResumable:
         self._lock = threading.Lock()
         #: bytes each session is known to hold, from its last answer
         self._persisted: dict[str, int] = {}
+        #: sessions found complete, with their object's ETag
+        self._done: dict[str, str] = {}
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -167,21 +169,40 @@ class GcsResumable:
         return session
 
     def _query(self, key: str, upload_id: str) -> int:
+        """Bytes the session holds; a session already complete (a kill after its last
+        part) holds them all, and its object's ETag is kept for :meth:`complete`."""
         response = self._send("PUT", upload_id, "resuming", key,
                               headers={"Content-Range": "bytes */*", "Content-Length": "0"})
-        if response.status_code != 308:
+        if response.status_code in (200, 201):
+            held = self._finished(upload_id, response)
+        elif response.status_code == 308:
+            held = self._held(response)
+        else:
             raise self._error(response, "resuming", key)
-        held = self._held(response)
         with self._lock:
             self._persisted[upload_id] = held
         return held
 
+    def _finished(self, upload_id: str, response: Any) -> int:
+        try:
+            resource = response.json()
+            size, etag = int(resource["size"]), str(resource.get("etag") or "")
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"{self.description}: the service's answer to a finished "
+                             "upload is malformed") from None
+        with self._lock:
+            self._done[upload_id] = etag
+        return size
+
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
-                    md5: bytes | None = None) -> str:
+                    md5: bytes | None = None, total: int | None = None) -> str:
         """Send part ``number`` (1-based) from wherever the session stands; returns the
         MD5 of the part. Bytes the session holds already (a kill after the service took
-        them) are not sent again."""
+        them) are not sent again. Every part but the last is a multiple of 256 KiB, as
+        the service requires; the last one (ending at ``total``) carries the size, and
+        the object appears."""
         offset, end = (number - 1) * self.part_size, (number - 1) * self.part_size + len(data)
+        last = total is not None and end >= total
         with self._lock:
             held = self._persisted.get(upload_id)
         if held is None:
@@ -191,14 +212,18 @@ class GcsResumable:
             if held < offset:
                 raise StoreError(f"{self.description}: {action} {key}: the upload holds "
                                  f"{held} bytes, the part starts at {offset}")
+            size = f"{total}" if last else "*"
             response = self._send("PUT", upload_id, action, key,
                                   data=memoryview(data)[held - offset:],
-                                  headers={"Content-Range": f"bytes {held}-{end - 1}/*"})
-            if response.status_code != 308:
+                                  headers={"Content-Range": f"bytes {held}-{end - 1}/{size}"})
+            if last and response.status_code in (200, 201):
+                now = self._finished(upload_id, response)
+            elif response.status_code == 308:
+                now = self._held(response)
+            else:
                 with self._lock:
                     self._persisted.pop(upload_id, None)  # ask again before the next try
                 raise self._error(response, action, key)
-            now = self._held(response)
             if now <= held:  # the service kept none of it: never loop forever
                 raise StoreError(f"{self.description}: {action} {key}: the service kept "
                                  "none of the bytes sent")
@@ -208,26 +233,39 @@ class GcsResumable:
         return (md5 or hashlib.md5(data).digest()).hex()
 
     def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str | None, int]]:
-        """The whole parts the session holds. GCS keeps no checksum of a part, so no ETag
-        (None): the finished object is read back and compared part by part."""
+        """The whole parts the session holds (all of them once it is complete). GCS keeps
+        no checksum of a part, so no ETag (None): the finished object is read back and
+        compared part by part."""
         held = self._query(key, upload_id)
-        return {n: (None, self.part_size) for n in range(1, held // self.part_size + 1)}
+        with self._lock:
+            done = upload_id in self._done
+        parts = {n: (None, self.part_size) for n in range(1, held // self.part_size + 1)}
+        if done and held % self.part_size:
+            parts[len(parts) + 1] = (None, held % self.part_size)
+        return parts
 
     def complete(self, key: str, upload_id: str, etags: list[str],
                  content_type: str | None = None,
                  metadata: Mapping[str, str] | None = None) -> str:
-        """Give the total size (every byte is in): the object appears. Returns its ETag."""
+        """The object's ETag. The last part completed the session already; an object that
+        ended on a part boundary with no size known yet gets it now (every byte is in)."""
         with self._lock:
-            held = self._persisted.get(upload_id)
+            held = self._persisted.pop(upload_id, None)
+            etag = self._done.pop(upload_id, None)
+        if etag is not None:
+            return etag
         if held is None:
             held = self._query(key, upload_id)
+            with self._lock:
+                self._persisted.pop(upload_id, None)
+                etag = self._done.pop(upload_id, None)
+            if etag is not None:
+                return etag
         response = self._send("PUT", upload_id, "completing", key,
                               headers={"Content-Range": f"bytes */{held}",
                                        "Content-Length": "0"})
         if response.status_code not in (200, 201):
             raise self._error(response, "completing", key)
-        with self._lock:
-            self._persisted.pop(upload_id, None)
         try:
             return str(response.json().get("etag") or "")
         except ValueError:
@@ -237,6 +275,7 @@ class GcsResumable:
         """Cancel the session (the service answers 499); it expires on its own anyway."""
         with self._lock:
             self._persisted.pop(upload_id, None)
+            self._done.pop(upload_id, None)
         try:
             self._send("DELETE", upload_id, "cancelling the upload of", key,
                        headers={"Content-Length": "0"})

@@ -47,7 +47,7 @@ class _PartialFile:
         return name
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
-                    md5: bytes | None = None) -> str:
+                    md5: bytes | None = None, total: int | None = None) -> str:
         """Write part ``number`` (1-based) at its offset; returns the MD5 of what was written
         (``md5`` when the caller has it already)."""
         offset = (number - 1) * self.part_size

@@ -104,7 +104,7 @@ class S3Multipart:
             raise self._error(exc, "starting an upload of", key) from None
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
-                    md5: bytes | None = None) -> str:
+                    md5: bytes | None = None, total: int | None = None) -> str:
         """Send one part; returns its ETag (the part's MD5 at S3). The server refuses a
         part whose body does not match its Content-MD5 (``md5``, computed if not given)."""
         digest = base64.b64encode(md5 or hashlib.md5(data).digest()).decode()

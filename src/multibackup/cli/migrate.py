@@ -10,8 +10,8 @@ account's key is never paired with another's secret.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -98,21 +98,25 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
     progress = Progress()
     with out.progress(progress, options.mode):
         report = migrate(src, dst, options, progress)
-    doc = report.to_json()
-    if args.report:
-        with open(args.report, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-    out.emit(doc)
-    _summary(out, report, doc)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    try:
+        # written object by object: a report of millions of objects is never held whole
+        if args.report:
+            with open(args.report, "w", encoding="utf-8") as fh:
+                report.write_json(fh)
+        if out.json:
+            report.write_json(sys.stdout)
+            sys.stdout.flush()
+        _summary(out, report)
+        return EXIT_OK if report.ok else EXIT_FAILED
+    finally:
+        report.close()
 
 
-def _summary(out: Printer, report: MigrationReport, doc: dict[str, Any]) -> None:
-    for r in report.results:
-        if r.status in ("failed", "mismatched", "missing", "differs", "extraneous",
-                        "would-copy", "would-delete", "deleted"):
-            out.line(f"{r.status:<12} {r.key}" + (f": {r.reason}" if r.reason else ""))
-    counts = ", ".join(f"{n} {status}" for status, n in doc["counts"].items()) or "no objects"
+def _summary(out: Printer, report: MigrationReport) -> None:
+    for r in report.results_of(("failed", "mismatched", "missing", "differs", "extraneous",
+                                "would-copy", "would-delete", "deleted")):
+        out.line(f"{r.status:<12} {r.key}" + (f": {r.reason}" if r.reason else ""))
+    counts = ", ".join(f"{n} {status}" for status, n in report.counts().items()) or "no objects"
     rate = report.bytes_transferred / report.elapsed if report.elapsed else 0.0
     out.line(f"{report.mode}{' (dry run)' if report.dry_run else ''} {report.source} -> "
              f"{report.destination}: {counts}; {human_bytes(report.bytes_transferred)} "

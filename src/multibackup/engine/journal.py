@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from multibackup.backends.base import ObjectInfo
@@ -183,6 +184,20 @@ class Journal:
                 "SELECT key, size, src_etag, src_mtime_ns, dst_etag, md5 FROM verified "
                 "WHERE pair = ?", (self.pair,)).fetchall()
         return {r[0]: VerifiedObject(*r) for r in rows}
+
+    def iter_verified(self) -> Iterator[VerifiedObject]:
+        """The same as :meth:`verified`, read a batch at a time (millions of objects)."""
+        with self._lock:
+            self._commit_pending()
+            cursor = self._db.execute(
+                "SELECT key, size, src_etag, src_mtime_ns, dst_etag, md5 FROM verified "
+                "WHERE pair = ?", (self.pair,))
+        while True:
+            with self._lock:
+                rows = cursor.fetchmany(2000)
+            if not rows:
+                return
+            yield from (VerifiedObject(*r) for r in rows)
 
     def record(self, obj: VerifiedObject) -> None:
         """Remember one verified object; committed with its batch (see the module doc)."""

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
 from multibackup.backends.s3_multipart import S3Multipart
@@ -31,6 +32,7 @@ from multibackup.backends.s3_objects import (
     split_attributes,
 )
 from multibackup.engine.journal import Journal, Part, Upload, VerifiedObject
+from multibackup.engine.migrate_scratch import ObjectResult, Scratch, Task
 from multibackup.engine.progress import Progress
 from multibackup.errors import StoreError, UsageError
 
@@ -144,67 +146,83 @@ class MigrateOptions:
     bwlimit: int | None = None
 
 
-@dataclass
-class ObjectResult:
-    """What happened to one object; ``status`` is one of :data:`STATUSES`."""
-
-    key: str
-    status: str
-    size: int = 0
-    reason: str = ""
-    #: copied inside the provider (CopyObject), no bytes through this machine
-    server_side: bool = False
-
-
 #: copied/skipped/failed/mismatched/deleted in copy and sync; would-copy/would-delete in a
 #: dry run; missing/differs/extraneous in check (and extraneous when sync keeps them)
 STATUSES = ("copied", "skipped", "failed", "mismatched", "deleted", "would-copy",
             "would-delete", "missing", "differs", "extraneous")
-_BAD = {"failed", "mismatched", "missing", "differs", "extraneous"}
+#: the statuses that make a run fail
+PROBLEMS = frozenset({"failed", "mismatched", "missing", "differs", "extraneous"})
+_BAD = PROBLEMS
 #: where file-system stores keep unfinished writes (SFTP, local disk): never migrated
 _TMP_PREFIX = ".tmp/"
 
 
-@dataclass
 class MigrationReport:
-    source: str
-    destination: str
-    mode: str
-    dry_run: bool
-    results: list[ObjectResult] = field(default_factory=list)
-    #: problems of the run as a whole (a refused delete), not of one object
-    errors: list[str] = field(default_factory=list)
-    bytes_transferred: int = 0
-    bytes_read: int = 0
-    elapsed: float = 0.0
+    """Counts, bytes and every object's result. The results live in the run's scratch
+    database (:mod:`~multibackup.engine.migrate_scratch`), so a migration of millions of
+    objects does not hold them in memory; ``results`` reads them back in key order."""
+
+    def __init__(self, source: str, destination: str, mode: str, dry_run: bool,
+                 scratch: Scratch | None = None) -> None:
+        self.source, self.destination, self.mode, self.dry_run = (source, destination, mode,
+                                                                  dry_run)
+        self._scratch = scratch or Scratch()
+        #: problems of the run as a whole (a refused delete), not of one object
+        self.errors: list[str] = []
+        self.bytes_transferred = 0
+        self.bytes_read = 0
+        self.elapsed = 0.0
+
+    def add(self, results: list[ObjectResult]) -> None:
+        self._scratch.add_results(results)
+
+    @property
+    def results(self) -> Iterator[ObjectResult]:
+        return self._scratch.results()
+
+    def results_of(self, statuses: Iterable[str]) -> Iterator[ObjectResult]:
+        """The results of some statuses only, in key order."""
+        return self._scratch.results(statuses)
+
+    def problems(self) -> Iterator[ObjectResult]:
+        """The results that make the run fail, in key order."""
+        return self._scratch.results(sorted(_BAD))
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATUSES, 0)
-        for r in self.results:
-            out[r.status] += 1
-        return {k: v for k, v in out.items() if v}
+        found = self._scratch.counts()
+        return {k: found[k] for k in STATUSES if found.get(k)}
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not any(r.status in _BAD for r in self.results)
+        return not self.errors and not any(self.counts().get(k) for k in _BAD)
 
-    def to_json(self) -> dict[str, Any]:
+    def head(self) -> dict[str, Any]:
+        """The report without its objects: counts, bytes, errors."""
         return {"source": self.source, "destination": self.destination, "mode": self.mode,
                 "dry_run": self.dry_run, "ok": self.ok, "counts": self.counts(),
                 "bytes_transferred": self.bytes_transferred, "bytes_read": self.bytes_read,
                 "elapsed_seconds": round(self.elapsed, 3), "errors": self.errors,
-                "server_side": any(r.server_side for r in self.results),
-                "objects": [{"key": r.key, "status": r.status, "size": r.size,
-                             "reason": r.reason, "server_side": r.server_side}
-                            for r in self.results]}
+                "server_side": self._scratch.any_server_side()}
 
+    @staticmethod
+    def _object(r: ObjectResult) -> dict[str, Any]:
+        return {"key": r.key, "status": r.status, "size": r.size, "reason": r.reason,
+                "server_side": r.server_side}
 
-@dataclass
-class _Task:
-    src: ObjectInfo
-    dst: ObjectInfo | None
-    action: str  # "copy" or "hash" (compare contents first)
-    reason: str
+    def to_json(self) -> dict[str, Any]:
+        """The whole report as one document (every object in memory: see write_json)."""
+        return {**self.head(), "objects": [self._object(r) for r in self.results]}
+
+    def write_json(self, out: TextIO) -> None:
+        """The same document as :meth:`to_json`, one object a line, written as read."""
+        out.write(json.dumps(self.head())[:-1] + ', "objects": [')
+        for i, r in enumerate(self.results):
+            out.write(("\n" if i == 0 else ",\n") + json.dumps(self._object(r)))
+        out.write("\n]}\n")
+
+    def close(self) -> None:
+        """Delete the scratch database (also done when the report is collected)."""
+        self._scratch.close()
 
 
 class _Hashes:
@@ -225,13 +243,14 @@ class PartsTarget(Protocol):
     """A destination that takes an object in numbered parts and can be resumed: an S3
     multipart upload, staged Azure blocks, a GCS resumable session (which takes its parts
     in order, one at a time: ``parts_at_once = 1``), or a partial file at fixed offsets
-    (SFTP, local disk). Content type and metadata are given to both ``create`` and ``complete``, since
-    S3 takes them at the start and Azure at the commit."""
+    (SFTP, local disk). Content type and metadata are given to both ``create`` and
+    ``complete``, since S3 takes them at the start and Azure at the commit; ``upload_part``
+    is told the object's size (``total``), since GCS takes its last part with it."""
 
     def create(self, key: str, content_type: str | None = None,
                metadata: Mapping[str, str] | None = None) -> str: ...
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
-                    md5: bytes | None = None) -> str: ...
+                    md5: bytes | None = None, total: int | None = None) -> str: ...
     def list_parts(self, key: str, upload_id: str) -> Mapping[int, tuple[str | None, int]]: ...
     def complete(self, key: str, upload_id: str, etags: list[str],
                  content_type: str | None = None,
@@ -308,8 +327,9 @@ class Migrator:
                                 and dst_s3.same_account(src_s3))
         self.progress = progress or Progress()
         self._lock = threading.Lock()
+        self._scratch = Scratch()
         self._report = MigrationReport(self.src.description, self.dst.description, options.mode,
-                                       options.dry_run)
+                                       options.dry_run, self._scratch)
 
     # -- planning --------------------------------------------------------------------------
 
@@ -335,57 +355,94 @@ class Migrator:
             return "copy", "source modified after the destination copy"
         return "hash", ""
 
-    def _plan(self) -> tuple[list[_Task], list[ObjectResult], list[ObjectInfo]]:
+    def _plan(self) -> tuple[int, int]:
+        """List both sides into the scratch database, compare every object and record the
+        tasks (and the skipped objects' results) there; returns (tasks, their bytes)."""
         def wanted(store: ObjectStore, info: ObjectInfo) -> bool:
             if info.key.startswith(_TMP_PREFIX) and _keeps_temp_files(store):
                 return False
             return self.options.filters.match(info)
 
+        scratch = self._scratch
         # both sides are listed at once: with many objects each listing is many requests
         with ThreadPoolExecutor(1, thread_name_prefix="list") as pool:
-            listing = pool.submit(lambda: {o.key: o for o in self.dst.list()
-                                           if wanted(self.dst, o)})
-            sources = {o.key: o for o in self.src.list() if wanted(self.src, o)}
-            targets = listing.result()
-        known = self.journal.verified() if self.journal is not None else {}
-        tasks: list[_Task] = []
-        skipped: list[ObjectResult] = []
+            listing = pool.submit(scratch.add_listing, "dst",
+                                  (o for o in self.dst.list() if wanted(self.dst, o)))
+            scratch.add_listing("src", (o for o in self.src.list() if wanted(self.src, o)))
+            listing.result()
+        if self.journal is not None:
+            scratch.add_verified(self.journal.iter_verified())
         as_files = _keeps_temp_files(self.dst)
-        for key in sorted(sources):
-            s, d = sources[key], targets.get(key)
+        count = total = 0
+        tasks: list[tuple[str, str, str]] = []
+        done: list[ObjectResult] = []
+        for pair in scratch.pairs():
+            s, key = pair.src, pair.src.key
             if as_files and any(p in ("", ".", "..") for p in key.split("/")):
                 # "a/../b" would land on "b" (or be refused): never write another object
-                self._report.results.append(ObjectResult(
-                    key, "failed", s.size, "the key is no valid file path at the destination"))
-                continue
-            action, why = self._compare(s, d, known.get(key))
-            if action == "skip":
-                skipped.append(ObjectResult(key, "skipped", s.size, why))
+                done.append(ObjectResult(key, "failed", s.size,
+                                         "the key is no valid file path at the destination"))
             else:
-                tasks.append(_Task(s, d, action, why))
-        extraneous = [targets[k] for k in sorted(set(targets) - set(sources))]
-        return tasks, skipped, extraneous
+                action, why = self._compare(s, pair.dst, pair.known)
+                if action == "skip":
+                    done.append(ObjectResult(key, "skipped", s.size, why))
+                else:
+                    tasks.append((key, action, why))
+                    count, total = count + 1, total + s.size
+            if len(tasks) >= 2000:
+                scratch.add_tasks(tasks)
+                tasks = []
+            if len(done) >= 2000:
+                self._report.add(done)
+                done = []
+        scratch.add_tasks(tasks)
+        done += [ObjectResult(o.key.encode(errors="surrogateescape").decode(errors="replace"),
+                              "failed", o.size, "the key is no valid UTF-8")
+                 for o in scratch.unusable]
+        self._report.add(done)
+        return count, total
 
     # -- running ---------------------------------------------------------------------------
 
     def run(self) -> MigrationReport:
-        """List, compare, copy (or only compare), verify, delete; never raises per object."""
+        """List, compare, copy (or only compare), verify, delete; never raises per object.
+
+        Objects stream from the scratch database to the workers, at most a few per worker
+        queued, so memory does not grow with the number of objects."""
         started = time.monotonic()
         report = self._report
-        tasks, skipped, extraneous = self._plan()
-        report.results.extend(skipped)
-        self._drop_stale_uploads({r.key for r in skipped})
+        count, total = self._plan()
+        self._drop_stale_uploads()
         if self._parts is None and not self.options.dry_run and self.options.mode != "check":
             # a destination whose large writes are not journalled (WebDAV streams through
             # a temporary file): what killed runs left there a day ago is of no use
             sweep = getattr(self.dst, "sweep_temporary", None)
             if sweep is not None:
                 sweep(older_than=86400)
-        self.progress.total_items = len(tasks)
-        self.progress.total_bytes = sum(t.src.size for t in tasks)
+        self.progress.total_items = count
+        self.progress.total_bytes = total
         pool = ThreadPoolExecutor(self.options.transfers, thread_name_prefix="migrate")
+        # a slot per queued object: the workers never run dry, the queue never grows
+        slots = threading.BoundedSemaphore(4 * self.options.transfers)
+        finished: list[ObjectResult] = []
+
+        def collect(future: Future[ObjectResult]) -> None:
+            try:
+                if not future.cancelled():
+                    result = future.result()  # _one never raises
+                    with self._lock:
+                        finished.append(result)
+            finally:
+                slots.release()
+
         try:
-            results = list(pool.map(self._one, tasks))
+            for task in self._scratch.tasks():
+                slots.acquire()
+                pool.submit(self._one, task).add_done_callback(collect)
+                if len(finished) >= 500:
+                    with self._lock:
+                        batch, finished[:] = finished[:], []
+                    report.add(batch)
         except BaseException:
             # Ctrl-C: queued objects are dropped and the ones in flight stop at their next
             # range; what was verified or journalled so far is kept for the next run
@@ -393,24 +450,23 @@ class Migrator:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
-        report.results.extend(results)
-        self._extraneous(extraneous)
-        report.results.sort(key=lambda r: r.key)
+        report.add(finished)
+        self._extraneous()
         report.elapsed = time.monotonic() - started
         return report
 
-    def _drop_stale_uploads(self, done: set[str]) -> None:
+    def _drop_stale_uploads(self) -> None:
         """Abort journalled uploads of objects the destination now holds identical (copied
         some other way meanwhile), so none stays open at the provider for nothing."""
         if self.journal is None or self._parts is None or self.options.dry_run \
                 or self.options.mode == "check":
             return
         for up in self.journal.uploads():
-            if up.key in done:
+            if self._scratch.status_of(up.key) == "skipped":
                 self._parts.abort(up.key, up.upload_id)
                 self.journal.end_upload(up.key)
 
-    def _one(self, task: _Task) -> ObjectResult:
+    def _one(self, task: Task) -> ObjectResult:
         key, size = task.src.key, task.src.size
         try:
             if task.action == "hash":
@@ -475,7 +531,7 @@ class Migrator:
             pass
         return hashes.whole.hexdigest()
 
-    def _same_content(self, task: _Task) -> bool:
+    def _same_content(self, task: Task) -> bool:
         assert task.dst is not None
         md5 = self._digest(self.src, task.src)
         same = md5 == self._digest(self.dst, task.dst)
@@ -484,7 +540,7 @@ class Migrator:
                                                task.src.mtime_ns, task.dst.etag or "", md5))
         return same
 
-    def _copy(self, task: _Task) -> ObjectResult:
+    def _copy(self, task: Task) -> ObjectResult:
         info = task.src
         self.progress.add(current=info.key)
         if self.server_side:
@@ -495,7 +551,7 @@ class Migrator:
             return self._copy_parts(task)
         return self._copy_streamed(task)
 
-    def _copy_small(self, task: _Task) -> ObjectResult:
+    def _copy_small(self, task: Task) -> ObjectResult:
         """An object of up to one chunk: one read, one write, then the usual verification.
 
         With an S3 source the GET brings the content type and metadata along, and with
@@ -537,7 +593,7 @@ class Migrator:
             self.dst.put(info.key, data)
         return self._verified(task, len(data), md5.hexdigest(), [md5.digest()])
 
-    def _copy_streamed(self, task: _Task) -> ObjectResult:
+    def _copy_streamed(self, task: Task) -> ObjectResult:
         """A large object to a destination without resumable parts (WebDAV): streamed
         through the store's writer, which makes it visible only once complete."""
         info = task.src
@@ -559,7 +615,7 @@ class Migrator:
                              f"listed as {size}")
         return self._verified(task, size, hashes.whole.hexdigest(), hashes.parts)
 
-    def _verified(self, task: _Task, sent: int, md5: str, parts: list[bytes],
+    def _verified(self, task: Task, sent: int, md5: str, parts: list[bytes],
                   checked: tuple[str, str] | None = None) -> ObjectResult:
         """Count ``sent`` bytes, verify the written object (:meth:`_verify`, unless the
         write already proved it: ``checked`` = (problem or "", destination ETag)) and
@@ -589,7 +645,7 @@ class Migrator:
             return None, {}
         return attributes(key)  # type: ignore[no-any-return]
 
-    def _copy_server_side(self, task: _Task) -> ObjectResult:
+    def _copy_server_side(self, task: Task) -> ObjectResult:
         """CopyObject / UploadPartCopy: the provider copies, we only check the result."""
         assert self.src_s3 is not None and self.dst_s3 is not None
         info = task.src
@@ -609,7 +665,7 @@ class Migrator:
                                                info.mtime_ns, st.etag or "", de))
         return ObjectResult(info.key, "copied", info.size, task.reason, server_side=True)
 
-    def _copy_parts(self, task: _Task) -> ObjectResult:
+    def _copy_parts(self, task: Task) -> ObjectResult:
         """A large object part by part, journalled and resumable (S3 multipart, Azure
         blocks, a GCS session, a partial file on SFTP or local disk); into S3, Azure and
         GCS with content type and user metadata."""
@@ -668,7 +724,7 @@ class Migrator:
             digest = hashlib.md5(data).digest()
             md5 = digest.hex()
             # sent with its Content-MD5 where the service checks one (S3, Azure)
-            etag = target.upload_part(key, upload_id, number, data, md5=digest)
+            etag = target.upload_part(key, upload_id, number, data, md5=digest, total=size)
             if _etag(etag) != md5:
                 raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
                                  f"damaged (ETag {etag}, MD5 {md5})")
@@ -740,40 +796,47 @@ class Migrator:
                      else (multipart_etag(back.parts), multipart_etag(parts)))
         return ("" if got == want else f"read back {got}, expected {want}"), st.etag or ""
 
-    def _extraneous(self, objects: list[ObjectInfo]) -> None:
+    def _extraneous(self) -> None:
         """Report, or in sync mode with --delete delete, destination objects the source lacks."""
-        report, opts = self._report, self.options
-        if not objects:
+        report, opts, scratch = self._report, self.options, self._scratch
+        if opts.mode not in ("sync", "check"):
             return
-        if opts.mode != "sync":
-            if opts.mode == "check":
-                report.results.extend(ObjectResult(o.key, "extraneous", o.size,
-                                                   "not at the source") for o in objects)
+        count = scratch.extraneous_count()
+        if not count:
             return
+
+        def mark(status: str, reason: str) -> None:
+            batch: list[ObjectResult] = []
+            for o in scratch.extraneous():
+                batch.append(ObjectResult(o.key, status, o.size, reason))
+                if len(batch) >= 2000:
+                    report.add(batch)
+                    batch = []
+            report.add(batch)
+
+        if opts.mode == "check":
+            return mark("extraneous", "not at the source")
         if opts.dry_run:
-            report.results.extend(ObjectResult(o.key, "would-delete", o.size,
-                                               "not at the source") for o in objects)
-            return
-        if len(objects) > opts.max_delete:
-            report.errors.append(f"refusing to delete {len(objects)} objects at the destination: "
+            return mark("would-delete", "not at the source")
+        if count > opts.max_delete:
+            report.errors.append(f"refusing to delete {count} objects at the destination: "
                                  f"more than --max-delete {opts.max_delete}")
-            reason = "kept: over the --max-delete limit"
-        elif any(r.status in _BAD for r in report.results):
+            return mark("extraneous", "kept: over the --max-delete limit")
+        if any(report.counts().get(k) for k in _BAD):
             report.errors.append("nothing deleted at the destination because some objects "
                                  "failed to copy")
-            reason = "kept: some copies failed"
-        else:
-            reason = ""
-        if reason:
-            report.results.extend(ObjectResult(o.key, "extraneous", o.size, reason)
-                                  for o in objects)
-            return
-        for o in objects:
+            return mark("extraneous", "kept: some copies failed")
+        # the keys to delete are read first: deletes must not interleave with a cursor over
+        # the scratch database (they add results to it), and there are at most max_delete
+        doomed = list(scratch.extraneous())
+        results: list[ObjectResult] = []
+        for o in doomed:
             try:
                 self.dst.delete(o.key)
             except StoreError as exc:
-                report.results.append(ObjectResult(o.key, "failed", o.size, str(exc)))
+                results.append(ObjectResult(o.key, "failed", o.size, str(exc)))
                 continue
             if self.journal is not None:
                 self.journal.forget(o.key)
-            report.results.append(ObjectResult(o.key, "deleted", o.size, "not at the source"))
+            results.append(ObjectResult(o.key, "deleted", o.size, "not at the source"))
+        report.add(results)

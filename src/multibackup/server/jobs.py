@@ -8,6 +8,7 @@ prints: what it has to say goes to the run's log through ``JobContext.step``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from multibackup.config.model import Config
+from multibackup.engine.migrate import PROBLEMS
 from multibackup.engine.progress import Progress
 from multibackup.engine.restore import Restorer
 from multibackup.engine.source_restore import TargetRestorer
@@ -263,23 +265,28 @@ def migrate_job(ctx: JobContext) -> Outcome:
     ctx.step(f"migrating {saved.source} -> {saved.destination} "
              f"({saved.options.get('mode', 'copy')})")
     report = run_migration(config, name, ctx.progress, dry_run=bool(ctx.params.get("dry_run")))
-    doc = report.to_json()
-    objects = doc.pop("objects")
-    bad = [o for o in objects if o["status"] not in ("copied", "skipped", "deleted",
-                                                     "would-copy", "would-delete")]
+    # the run's counts and its first problems; every object's result stays out of memory
+    doc = report.head()
     counts = ", ".join(f"{n} {status}" for status, n in doc["counts"].items()) or "no objects"
-    doc["problems"] = bad[:_MAX_PROBLEMS]
+    bad = [{"key": o.key, "status": o.status, "size": o.size, "reason": o.reason,
+            "server_side": o.server_side}
+           for o in itertools.islice(report.problems(), _MAX_PROBLEMS)]
+    n_bad = sum(n for status, n in doc["counts"].items() if status in PROBLEMS)
+    n_objects = sum(doc["counts"].values())
+    ok = doc["ok"]
+    report.close()
+    doc["problems"] = bad
     doc["errors"] = list(report.errors) + [
         f"{o['key']}: {o['status']}" + (f": {o['reason']}" if o["reason"] else "")
         for o in bad[:20]]
-    if len(bad) > 20:
-        doc["errors"].append(f"... and {len(bad) - 20} more objects")
+    if n_bad > 20:
+        doc["errors"].append(f"... and {n_bad - 20} more objects")
     doc["notes"] = [f"{report.mode}{' (dry run)' if report.dry_run else ''} "
                     f"{report.source} -> {report.destination}: {counts}; "
                     f"{report.bytes_transferred} bytes transferred in {report.elapsed:.1f}s"]
-    if report.ok:
+    if ok:
         code = EXIT_OK
-    elif report.errors or len(bad) == len(objects):
+    elif report.errors or n_bad == n_objects:
         code = EXIT_FATAL
     else:
         code = EXIT_PARTIAL

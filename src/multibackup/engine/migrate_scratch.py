@@ -1,0 +1,224 @@
+"""A migration's scratch space: both listings, the journal's verified records, the plan and
+every object's result, in a private temporary SQLite database rather than in memory.
+
+A bucket of tens of millions of objects then costs disk pages instead of gigabytes of
+Python objects, and the two listings are joined by SQLite in key order (the binary order
+of their UTF-8 bytes, which is the order S3, Azure and GCS list in). SQLite removes the
+file as soon as it has opened it, so nothing is left behind, not even by a SIGKILL; it
+lives in SQLite's temporary directory (``SQLITE_TMPDIR`` or ``TMPDIR``). One connection
+serves every thread, behind a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from multibackup.backends.base import ObjectInfo
+from multibackup.engine.journal import VerifiedObject
+
+#: rows written per statement, and read per step of an iteration
+_BATCH = 2000
+
+_SCHEMA = """
+CREATE TABLE src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, mtime_ns INTEGER)
+    WITHOUT ROWID;
+CREATE TABLE dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, mtime_ns INTEGER)
+    WITHOUT ROWID;
+CREATE TABLE verified (key TEXT PRIMARY KEY, size INTEGER, src_etag TEXT,
+    src_mtime_ns INTEGER, dst_etag TEXT, md5 TEXT) WITHOUT ROWID;
+CREATE TABLE tasks (key TEXT PRIMARY KEY, action TEXT, reason TEXT) WITHOUT ROWID;
+CREATE TABLE results (key TEXT, status TEXT, size INTEGER, reason TEXT,
+    server_side INTEGER);
+CREATE INDEX results_by_key ON results (key);
+"""
+
+
+@dataclass
+class ObjectResult:
+    """What happened to one object; ``status`` is one of the migration's STATUSES."""
+
+    key: str
+    status: str
+    size: int = 0
+    reason: str = ""
+    #: copied inside the provider (CopyObject), no bytes through this machine
+    server_side: bool = False
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One source object, what the destination holds under its key, and what the journal
+    says was verified for it."""
+
+    src: ObjectInfo
+    dst: ObjectInfo | None
+    known: VerifiedObject | None
+
+
+@dataclass
+class Task:
+    """One object to copy ("copy") or to compare by content first ("hash")."""
+
+    src: ObjectInfo
+    dst: ObjectInfo | None
+    action: str
+    reason: str
+
+
+def _info(key: str, size: int | None, etag: str | None, mtime_ns: int | None
+          ) -> ObjectInfo | None:
+    return None if size is None else ObjectInfo(key, size, etag, mtime_ns or 0)
+
+
+class Scratch:
+    """The temporary database of one migration run; ``close()`` deletes it."""
+
+    def __init__(self) -> None:
+        # "": a private temporary database on disk, deleted when the connection closes
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        #: source objects whose keys are no valid UTF-8 (see ``add_listing``)
+        self.unusable: list[ObjectInfo] = []
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> Iterator[tuple[object, ...]]:
+        """Rows of a query, fetched a batch at a time under the lock (other threads keep
+        writing results in between)."""
+        with self._lock:
+            cursor = self._db.execute(sql, params)
+        while True:
+            with self._lock:
+                batch = cursor.fetchmany(_BATCH)
+            if not batch:
+                return
+            yield from batch
+
+    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()  # type: ignore[no-any-return]
+
+    # -- listings and the journal ------------------------------------------------------------
+
+    def add_listing(self, side: str, infos: Iterable[ObjectInfo]) -> int:
+        """Store a listing ("src" or "dst") as it streams in; returns how many objects.
+
+        A key that is no valid UTF-8 (a file name in another encoding, carried as
+        surrogate escapes) cannot be an object key anywhere: it is kept out, and listed
+        in ``unusable`` (at most a thousand) for the report."""
+        assert side in ("src", "dst")
+        sql = f"INSERT OR REPLACE INTO {side} VALUES (?, ?, ?, ?)"
+        batch: list[tuple[object, ...]] = []
+        count = 0
+        for o in infos:
+            try:
+                o.key.encode()
+            except UnicodeEncodeError:
+                if side == "src" and len(self.unusable) < 1000:
+                    self.unusable.append(o)
+                continue
+            batch.append((o.key, o.size, o.etag, o.mtime_ns))
+            if len(batch) >= _BATCH:
+                self._write(sql, batch)
+                count += len(batch)
+                batch = []
+        if batch:
+            self._write(sql, batch)
+            count += len(batch)
+        return count
+
+    def add_verified(self, records: Iterable[VerifiedObject]) -> None:
+        batch: list[tuple[object, ...]] = []
+        sql = "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)"
+        for v in records:
+            batch.append((v.key, v.size, v.src_etag, v.src_mtime_ns, v.dst_etag, v.md5))
+            if len(batch) >= _BATCH:
+                self._write(sql, batch)
+                batch = []
+        if batch:
+            self._write(sql, batch)
+
+    def pairs(self) -> Iterator[Pair]:
+        """Every source object in key order, with its destination and journal records."""
+        for row in self._rows(
+                "SELECT s.key, s.size, s.etag, s.mtime_ns, d.size, d.etag, d.mtime_ns, "
+                "v.size, v.src_etag, v.src_mtime_ns, v.dst_etag, v.md5 FROM src s "
+                "LEFT JOIN dst d ON d.key = s.key LEFT JOIN verified v ON v.key = s.key "
+                "ORDER BY s.key"):
+            key = str(row[0])
+            src = ObjectInfo(key, int(row[1]), row[2], int(row[3] or 0))  # type: ignore[arg-type]
+            dst = _info(key, *row[4:7])  # type: ignore[arg-type]
+            known = (None if row[7] is None
+                     else VerifiedObject(key, *row[7:12]))  # type: ignore[arg-type]
+            yield Pair(src, dst, known)
+
+    def extraneous(self) -> Iterator[ObjectInfo]:
+        """Destination objects the source lacks, in key order."""
+        for row in self._rows("SELECT d.key, d.size, d.etag, d.mtime_ns FROM dst d WHERE "
+                              "NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key) "
+                              "ORDER BY d.key"):
+            yield ObjectInfo(str(row[0]), int(row[1]), row[2], int(row[3] or 0))  # type: ignore[arg-type]
+
+    def extraneous_count(self) -> int:
+        return int(self._one("SELECT count(*) FROM dst d WHERE NOT EXISTS "  # type: ignore[arg-type]
+                             "(SELECT 1 FROM src s WHERE s.key = d.key)")[0])
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def add_tasks(self, tasks: list[tuple[str, str, str]]) -> None:
+        """(key, action, reason) of objects to copy or hash; the rest comes from ``src``."""
+        self._write("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", tasks)
+
+    def tasks(self) -> Iterator[Task]:
+        for row in self._rows(
+                "SELECT t.key, s.size, s.etag, s.mtime_ns, d.size, d.etag, d.mtime_ns, "
+                "t.action, t.reason FROM tasks t JOIN src s ON s.key = t.key "
+                "LEFT JOIN dst d ON d.key = t.key ORDER BY t.key"):
+            key = str(row[0])
+            src = ObjectInfo(key, int(row[1]), row[2], int(row[3] or 0))  # type: ignore[arg-type]
+            yield Task(src, _info(key, *row[4:7]), str(row[7]), str(row[8]))  # type: ignore[arg-type]
+
+    # -- results -----------------------------------------------------------------------------
+
+    def add_results(self, results: list[ObjectResult]) -> None:
+        if results:
+            self._write("INSERT INTO results VALUES (?, ?, ?, ?, ?)",
+                        [(r.key, r.status, r.size, r.reason, int(r.server_side))
+                         for r in results])
+
+    def results(self, statuses: Iterable[str] | None = None) -> Iterator[ObjectResult]:
+        """Results in key order, all or those of ``statuses``."""
+        wanted = tuple(statuses) if statuses is not None else None
+        where = (f" WHERE status IN ({', '.join('?' * len(wanted))})" if wanted is not None
+                 else "")
+        for row in self._rows(f"SELECT key, status, size, reason, server_side FROM results"
+                              f"{where} ORDER BY key", wanted or ()):
+            yield ObjectResult(str(row[0]), str(row[1]), int(row[2]), str(row[3]),  # type: ignore[arg-type]
+                               bool(row[4]))
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, count(*) FROM results GROUP BY status"
+                                    ).fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    def status_of(self, key: str) -> str | None:
+        row = self._one("SELECT status FROM results WHERE key = ? LIMIT 1", (key,))
+        return None if row is None else str(row[0])
+
+    def any_server_side(self) -> bool:
+        return self._one("SELECT 1 FROM results WHERE server_side LIMIT 1") is not None
