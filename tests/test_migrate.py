@@ -481,3 +481,36 @@ def test_keys_that_are_no_file_paths_fail_alone(tmp_path: Path) -> None:
     report = Migrator(src, dst, MigrateOptions()).run()
     assert {r.key: r.status for r in report.results} == {"a/../b": "failed", "b": "copied"}
     assert (tmp_path / "dst" / "b").read_bytes() == b"good" and not report.ok
+
+
+@pytest.mark.parametrize("kind", ["azure", "gcs"])
+def test_server_side_copy_inside_azure_and_gcs(kind: str, s3_server: S3Server, mcli: CLI,
+                                               request: pytest.FixtureRequest) -> None:
+    """Within one Azure account (Copy Blob) or GCS endpoint (rewrite), objects are copied
+    by the service: no byte passes through this machine, attributes travel along."""
+    objs = {"a/page.html": b"<p>hi</p>\n" * 300, "a/empty.txt": b"",
+            "b/big.bin": os.urandom(BIG)}
+    src_b = s3_server.new_bucket()
+    _fill(s3_server, src_b, objs, ContentType="text/x-kept", Metadata={"origin": "s3"})
+    server = request.getfixturevalue("azurite" if kind == "azure" else "gcs")
+    first, second = server.location(prefix="one"), server.location(prefix="two")
+    cli = CLI(mcli.repo, env={**mcli.env, **server.env()})
+    _run(cli, f"s3://{src_b}/data", first)
+
+    doc = _run(cli, first, second)
+    assert _status(doc, "copied") == set(objs) and doc["server_side"] is True
+    assert doc["bytes_transferred"] == 0 and doc["bytes_read"] == 0
+    from multibackup.backends.location import open_store, parse_location
+
+    with pytest.MonkeyPatch.context() as env:
+        for k, v in server.env().items():
+            env.setenv(k, v)
+        copy = open_store(parse_location(second))
+        for key, data in objs.items():
+            assert copy.get(key) == data
+        assert copy.attributes("b/big.bin") == ("text/x-kept", {"origin": "s3"})
+    # the journal has them: a rerun copies nothing; and the flag turns the copy off
+    assert _run(cli, first, second)["counts"] == {"skipped": len(objs)}
+    third = server.location(prefix="three")
+    doc = _run(cli, first, third, "--no-server-side-copy")
+    assert doc["server_side"] is False and doc["bytes_transferred"] == sum(map(len, objs.values()))

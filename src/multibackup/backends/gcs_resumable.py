@@ -5,7 +5,8 @@ for a week) takes the object's bytes in order, in chunks of a multiple of 256 Ki
 tells how many it has persisted; the object appears only when the last byte and the total
 size are in. The session URI is the upload id the migration journal keeps: a migration
 killed in the middle of an object asks the session how far it got and sends only the
-rest. Parts therefore go one at a time (``parts_at_once``). OpenDAL's GCS writer uses such
+rest. Parts therefore go one at a time (``parts_at_once``). Within one account, objects
+are copied by the service (``rewrite``) instead. OpenDAL's GCS writer uses such
 a session too but never names it, so this speaks the JSON API itself, with google-auth
 for the tokens. Errors become one line, without secrets and without the session URI,
 which lets anyone holding it write that object.
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from multibackup.backends.base import ObjectInfo
 from multibackup.backends.location import Location, operator_config
 from multibackup.errors import ObjectNotFound, StoreError
 
@@ -128,7 +130,8 @@ class GcsResumable:
             raise StoreError(f"{self.description}: {action} {key}: "
                              f"{type(exc).__name__}") from None
 
-    def _error(self, response: Any, action: str, key: str) -> StoreError:
+    def _error(self, response: Any, action: str, key: str,
+               gone: str = "the upload session is gone") -> StoreError:
         try:
             message = str(response.json()["error"]["message"])
         except Exception:
@@ -137,7 +140,7 @@ class GcsResumable:
         where = f"{self.description}: {action} {key}"
         status = response.status_code
         if status in (404, 410):
-            return ObjectNotFound(f"{where}: the upload session is gone (HTTP {status})")
+            return ObjectNotFound(f"{where}: {gone} (HTTP {status})")
         if status in (401, 403):
             return StoreError(f"{where}: access denied, check the credentials (HTTP {status})")
         return StoreError(f"{where}: HTTP {status} {message}".rstrip())
@@ -281,3 +284,48 @@ class GcsResumable:
                        headers={"Content-Length": "0"})
         except StoreError:
             pass
+
+    # -- server-side copy --------------------------------------------------------------------
+
+    def same_account(self, other: object) -> bool:
+        """True when a copy from ``other`` can stay inside the service: the same endpoint
+        and the same credential (which must be able to read the source)."""
+        if not isinstance(other, GcsResumable):
+            return False
+        names = ("credential", "credential_path", "skip_signature")
+        return self._endpoint == other._endpoint and all(
+            self._options.get(n) == other._options.get(n) for n in names)
+
+    def _object_url(self, bucket: str, name: str) -> str:
+        return (f"{self._endpoint}/storage/v1/b/{quote(bucket, safe='')}/o/"
+                f"{quote(name, safe='')}")
+
+    def copy_from(self, source: GcsResumable, info: ObjectInfo) -> str:
+        """Rewrite the object inside the service (bytes, content type and metadata), only
+        from the generation that still has the listed ETag; then check the copy's size
+        and MD5 against the source's. Returns the new object's ETag."""
+        action, key = "copying (server-side)", info.key
+        src_url = source._object_url(source._bucket, source._name(key))
+        response = self._send("GET", src_url, action, key)
+        if response.status_code != 200:
+            raise self._error(response, action, key, gone="the source object is gone")
+        src = response.json()
+        if info.etag and src.get("etag") and src["etag"] != info.etag:
+            raise StoreError(f"{source.description}: {key}: changed since it was listed")
+        url = (f"{src_url}/rewriteTo/b/{quote(self._bucket, safe='')}/o/"
+               f"{quote(self._name(key), safe='')}")
+        params: dict[str, str] = {"ifSourceGenerationMatch": str(src.get("generation", ""))}
+        while True:
+            response = self._send("POST", url, action, key, params=params, json={})
+            if response.status_code != 200:
+                raise self._error(response, action, key, gone="the source object is gone")
+            doc = response.json()
+            if doc.get("done", True) and "resource" in doc:
+                copied = doc["resource"]
+                break
+            params["rewriteToken"] = str(doc["rewriteToken"])  # a large object: go on
+        if int(copied.get("size", -1)) != info.size or (
+                src.get("md5Hash") and copied.get("md5Hash") != src["md5Hash"]):
+            raise StoreError(f"{self.description}: {action} {key}: the copy holds "
+                             f"{copied.get('size')} bytes, or another MD5, than the source")
+        return str(copied.get("etag") or "")

@@ -162,9 +162,9 @@ class S3Multipart:
             raise self._error(exc, "reading metadata of", key) from None
         return reply.get("ContentType"), dict(reply.get("Metadata") or {})
 
-    def same_account(self, other: S3Multipart) -> bool:
+    def same_account(self, other: object) -> bool:
         """True when a server-side copy from ``other`` to here can work."""
-        return self.identity == other.identity
+        return isinstance(other, S3Multipart) and self.identity == other.identity
 
     def copy_from(self, source: S3Multipart, info: ObjectInfo) -> str:
         """Server-side copy of ``info`` from ``source``; returns the new ETag.

@@ -323,8 +323,13 @@ class Migrator:
         self._part_slots = threading.BoundedSemaphore(
             max(PART_CONCURRENCY + 1, PARTS_PER_TRANSFER * options.transfers))
         self._stop = threading.Event()
-        self.server_side = bool(options.server_side and src_s3 and dst_s3
-                                and dst_s3.same_account(src_s3))
+        # a copy inside the provider: S3 CopyObject, Azure Copy Blob, GCS rewrite
+        src_copier = src_s3 if src_s3 is not None else src_side.parts
+        dst_copier = dst_s3 if dst_s3 is not None else dst_side.parts
+        self._copiers: tuple[Any, Any] = (src_copier, dst_copier)
+        self.server_side = bool(options.server_side and src_copier is not None
+                                and hasattr(dst_copier, "copy_from")
+                                and dst_copier.same_account(src_copier))
         self.progress = progress or Progress()
         self._lock = threading.Lock()
         self._scratch = Scratch()
@@ -646,10 +651,12 @@ class Migrator:
         return attributes(key)  # type: ignore[no-any-return]
 
     def _copy_server_side(self, task: Task) -> ObjectResult:
-        """CopyObject / UploadPartCopy: the provider copies, we only check the result."""
-        assert self.src_s3 is not None and self.dst_s3 is not None
+        """CopyObject / UploadPartCopy, Copy Blob, rewrite: the provider copies (content
+        type and metadata too), we check the result (Azure's and GCS's copies check their
+        size and MD5 against the source's themselves)."""
+        source, target = self._copiers
         info = task.src
-        self.dst_s3.copy_from(self.src_s3, info)
+        target.copy_from(source, info)
         self.progress.add(info.size, 1)
         st = self.dst.stat(info.key)
         se, de = _etag(info.etag), _etag(st.etag)
