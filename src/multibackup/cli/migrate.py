@@ -52,6 +52,15 @@ def _side_env(side: str, name: str) -> str | None:
 def open_side(text: str, side: str, args: argparse.Namespace) -> End:
     """The End of one side (``SRC`` or ``DST``) of ``migrate SRC DST``, with that side's
     overrides applied (see :class:`multibackup.plans.migration.End`)."""
+    if text.lower().startswith(("ftp://", "ftps://")):
+        from multibackup.backends.ftp_store import open_ftp_store
+        from multibackup.plans.migration import End
+
+        password = _side_env(side, "FTP_PASSWORD") or os.environ.get("MULTIBACKUP_FTP_PASSWORD")
+        ca_file = _side_env(side, "FTPS_CA_FILE")
+        credentials = {k: v for k, v in (("password", password), ("ca_file", ca_file)) if v}
+        store = open_ftp_store(text, credentials, create=side == "DST")
+        return End(store, identity=store.description)  # type: ignore[arg-type]
     endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
     region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
     location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,
@@ -128,7 +137,7 @@ def _summary(out: Printer, report: MigrationReport) -> None:
 def add_migrate_parser(add: Any) -> None:
     """Register ``migrate`` through main's ``add(name, fn, help)``."""
     sp = add("migrate", cmd_migrate, "copy, sync or check objects from one location to another "
-                                     "(buckets, containers, SFTP or local folders)")
+                                     "(buckets, containers, SFTP, FTP or local folders)")
     sp.add_argument("source", metavar="SRC|NAME",
                     help="a location, or with --config the name of a [migrations.NAME] entry")
     sp.add_argument("destination", metavar="DST", nargs="?")

@@ -87,6 +87,12 @@ def _keeps_temp_files(store: ObjectStore) -> bool:
             or type(store).__name__ in ("SFTPStore", "WebDAVStore"))
 
 
+def _keys_are_paths(store: ObjectStore) -> bool:
+    """True for stores whose keys are file paths (local disk, SFTP, WebDAV, FTP): a key
+    with an empty, ``.`` or ``..`` segment would land on another object there."""
+    return _keeps_temp_files(store) or type(store).__name__ == "FTPStore"
+
+
 def multipart_etag(part_md5s: list[bytes]) -> str:
     """The ETag S3 gives an object uploaded in these parts: MD5 of the part MD5s, ``-N``."""
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
@@ -377,7 +383,7 @@ class Migrator:
             listing.result()
         if self.journal is not None:
             scratch.add_verified(self.journal.iter_verified())
-        as_files = _keeps_temp_files(self.dst)
+        as_files = _keys_are_paths(self.dst)
         count = total = 0
         tasks: list[tuple[str, str, str]] = []
         done: list[ObjectResult] = []

@@ -606,6 +606,63 @@ class FTPSource:
         finally:
             self._client.pool.release(conn, broken=broken)
 
+    def read_range(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        """``length`` bytes of a file from ``offset`` (all the rest when None): ``REST``
+        then ``RETR``; a read that stops before the end closes the data connection, which
+        aborts the transfer (the server answers 426, or 226 if it had sent all)."""
+        full = self._full(path)
+        conn = self._client.acquire()
+        broken = True
+        try:
+            sock = conn.transfercmd("RETR " + full, rest=offset or None)
+            reader = _Reader(sock)
+            complete = False
+            try:
+                data = reader.read() if length is None else reader.read(length)
+                complete = length is None or len(data) < length or reader.read(1) == b""
+            finally:
+                reader.close(complete)
+            try:
+                conn.voidresp()
+            except (ftplib.error_temp, ftplib.error_perm) as exc:
+                if complete or _code(exc) not in ("426", "450", "451"):
+                    raise
+            broken = False
+            return data
+        except (ftplib.error_perm, ftplib.error_temp) as exc:
+            broken = _code(exc) == "421"
+            raise SourceError(_reply(exc)) from None
+        except ValueError as exc:  # ftplib refuses a line break in a command
+            broken = False
+            raise SourceError(f"cannot be named over FTP ({_reply(exc)})") from None
+        except (ftplib.Error, OSError, EOFError) as exc:
+            raise SourceError(f"connection to the server lost while reading "
+                              f"({_reply(exc)})") from None
+        finally:
+            self._client.pool.release(conn, broken=broken)
+
+    def stat_file(self, path: str) -> Entry | None:
+        """The file at ``path`` (``MLST``, or ``SIZE`` and ``MDTM``); None when there is
+        no file there."""
+        full = self._full(path)
+
+        def stat(conn: ftplib.FTP) -> Entry | None:
+            try:
+                if "MLST" in self._client.features:
+                    entry = _entry_from_facts(posixpath.basename(full), _mlst(conn, full))
+                    return entry if entry is not None and entry.kind == FILE else None
+                conn.voidcmd("TYPE I")  # SIZE counts bytes only in binary mode
+                size = conn.size(full)
+                mtime = _ftp_time(conn.sendcmd("MDTM " + full)[4:])
+            except ftplib.error_perm as exc:
+                if _code(exc) == "550":
+                    return None
+                raise
+            return Entry(posixpath.basename(full), FILE, size=size if size is not None
+                         else UNKNOWN_SIZE, mtime_ns=mtime)
+
+        return self._client.run("reading", stat)  # type: ignore[no-any-return]
+
     def _retrieve(self, full: str) -> tuple[ftplib.FTP, socket.socket]:
         """A connection and the data connection of ``RETR``; a pooled connection the server
         dropped meanwhile costs one retry on a new one, not the file."""
@@ -633,10 +690,10 @@ class FTPSource:
 class FTPTarget:
     """Writes restored files below a directory on an FTP or FTPS server."""
 
-    def __init__(self, server: _Server) -> None:
+    def __init__(self, server: _Server, connections: int = 1) -> None:
         self.server = server
         self.scheme = server.scheme
-        self._client = _Client(server, 1)
+        self._client = _Client(server, connections)  # one file written per connection
         self._dirs: set[str] = set()
         self._chmod = True  # until the server refuses SITE CHMOD as unknown
         self._mfmt = True  # once the features are known: whether the server offers MFMT
@@ -708,8 +765,10 @@ class FTPTarget:
         self._full(path)
         self._client.run("creating", lambda conn: self._ensure_dir(conn, path))
 
-    def write(self, path: str, chunks: Iterator[bytes], *, size: int, mode: int,
+    def write(self, path: str, chunks: Iterator[bytes], *, size: int | None, mode: int,
               mtime_ns: int) -> None:
+        """Store under a hidden temporary name, check the size (when known), set time and
+        mode, rename into place."""
         full = self._full(path)
         directory, name = posixpath.split(path)
         tmp = posixpath.join(posixpath.dirname(full), f".{name}.tmp-{uuid.uuid4().hex[:12]}")
@@ -734,13 +793,13 @@ class FTPTarget:
                 sock.close()
             in_transfer = False
             conn.voidresp()  # 226: the server has it all (a full disk answers 452 or 552)
-            if written != size:
+            if size is not None and written != size:
                 raise SourceError(f"the snapshot's data ({written} bytes) does not match the "
                                   f"recorded size ({size} bytes)")
             if "SIZE" in self._client.features:
                 got = conn.size(tmp)
-                if got is not None and got != size:
-                    raise SourceError(f"the server stored {got} of {size} bytes")
+                if got is not None and got != written:
+                    raise SourceError(f"the server stored {got} of {written} bytes")
             self._set_metadata(conn, tmp, mode, mtime_ns)
             if self.overwrite and self._kind(conn, full) == "file":
                 conn.delete(full)  # some servers refuse to rename over a file
@@ -800,8 +859,26 @@ class FTPTarget:
         self._full(path)
         raise SourceError("FTP cannot create symbolic links; not restored")
 
+    def remove(self, path: str) -> None:
+        """Delete a file; one that is not there is fine."""
+        full = self._full(path)
+
+        def delete(conn: ftplib.FTP) -> None:
+            try:
+                conn.delete(full)
+            except ftplib.error_perm as exc:
+                if _code(exc) != "550" or self._kind(conn, full) == "file":
+                    raise
+
+        self._client.run("deleting", delete)
+
     def close(self) -> None:
         self._client.close()
+
+
+def parse_server(url: str, credentials: Mapping[str, str]) -> _Server:
+    """The server, login and path of an ``ftp://`` or ``ftps://`` URL (UsageError if bad)."""
+    return _parse(url, credentials)
 
 
 def open_source(url: str, credentials: Mapping[str, str]) -> FTPSource:
