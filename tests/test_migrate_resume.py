@@ -53,7 +53,8 @@ def _multipart_etag(path: Path) -> str:
 
 @pytest.mark.parametrize(("kind", "sig"), [("s3", signal.SIGKILL), ("sftp", signal.SIGKILL),
                                             ("local", signal.SIGKILL), ("azure", signal.SIGKILL),
-                                            ("gcs", signal.SIGKILL), ("s3", signal.SIGINT)])
+                                            ("gcs", signal.SIGKILL), ("ftp", signal.SIGKILL),
+                                            ("s3", signal.SIGINT)])
 def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_server: S3Server,
                                      request: pytest.FixtureRequest) -> None:
     src = tmp_path / "src"
@@ -83,6 +84,14 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
         dst = azurite.location(prefix="mig")
         env.update(azurite.env())
         azure = _azure_store(azurite, dst)
+    elif kind == "ftp":
+        from servers_ftp import FTP_PASSWORD, start_ftp_server
+
+        ftpd = start_ftp_server(tmp_path / "ftpd")
+        request.addfinalizer(ftpd.stop)
+        dst = ftpd.url("mig")
+        env["MULTIBACKUP_FTP_PASSWORD"] = FTP_PASSWORD
+        dst_dir = ftpd.root / "mig"
     elif kind == "gcs":
         gcs = request.getfixturevalue("gcs")
         dst = gcs.location(prefix="mig")
@@ -167,6 +176,9 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
         assert hashlib.md5(read("big.bin") or b"").hexdigest() == md5_file(src / "big.bin")
         resource = gcs.resource(gcs_bucket, "mig/big.bin")
         assert int(resource["size"]) == big
+    elif kind == "ftp":  # the appended hidden file became the object
+        assert md5_file(dst_dir / "big.bin") == md5_file(src / "big.bin")
+        assert sorted(p.name for p in dst_dir.iterdir()) == sorted([*small, "big.bin"])
     else:
         assert md5_file(dst_dir / "big.bin") == md5_file(src / "big.bin")
         assert not list((dst_dir / ".tmp").iterdir())  # the partial file became the object

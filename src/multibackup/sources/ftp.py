@@ -859,6 +859,63 @@ class FTPTarget:
         self._full(path)
         raise SourceError("FTP cannot create symbolic links; not restored")
 
+    def append(self, path: str, data: bytes) -> None:
+        """Add ``data`` at the end of a file (``APPE``; a missing file is made)."""
+        full = self._full(path)
+        conn = self._client.acquire()
+        broken = in_transfer = False
+        try:
+            self._ensure_dir(conn, posixpath.dirname(path))
+            sock = conn.transfercmd("APPE " + full)
+            in_transfer = True
+            try:
+                sock.sendall(data)
+                if isinstance(sock, ssl.SSLSocket):
+                    sock.unwrap()
+            finally:
+                sock.close()
+            in_transfer = False
+            conn.voidresp()  # 226: the server has it all
+        except (ftplib.error_perm, ftplib.error_temp) as exc:
+            broken = _code(exc) == "421"
+            raise SourceError(_reply(exc)) from None
+        except ValueError as exc:  # ftplib refuses a line break in a command
+            raise SourceError(f"cannot be named over FTP ({_reply(exc)})") from None
+        except (ftplib.Error, OSError, EOFError) as exc:
+            broken = True
+            raise SourceError(f"connection to the server lost while writing "
+                              f"({_reply(exc)})") from None
+        finally:
+            self._client.pool.release(conn, broken=broken or in_transfer)
+
+    def file_size(self, path: str) -> int | None:
+        """A file's size (``SIZE``); None when there is no such file."""
+        full = self._full(path)
+
+        def size(conn: ftplib.FTP) -> int | None:
+            conn.voidcmd("TYPE I")  # SIZE counts bytes only in binary mode
+            try:
+                return conn.size(full)
+            except ftplib.error_perm as exc:
+                if _code(exc) == "550":
+                    return None
+                raise
+
+        return self._client.run("reading", size)  # type: ignore[no-any-return]
+
+    def rename(self, old: str, new: str) -> None:
+        """Move a file onto ``new``, replacing a file there (some servers will not rename
+        over one, so it is deleted first)."""
+        src, dst = self._full(old), self._full(new)
+
+        def move(conn: ftplib.FTP) -> None:
+            self._ensure_dir(conn, posixpath.dirname(new))
+            if self._kind(conn, dst) == "file":
+                conn.delete(dst)
+            conn.rename(src, dst)
+
+        self._client.run("renaming", move)
+
     def remove(self, path: str) -> None:
         """Delete a file; one that is not there is fine."""
         full = self._full(path)
