@@ -53,16 +53,12 @@ def open_side(text: str, side: str, args: argparse.Namespace) -> End:
     """The End of one side (``SRC`` or ``DST``) of ``migrate SRC DST``, with that side's
     overrides applied (see :class:`multibackup.plans.migration.End`)."""
     if text.lower().startswith(("ftp://", "ftps://")):
-        from multibackup.backends.ftp_store import FTPPartial, open_ftp_store
-        from multibackup.engine.migrate import CHUNK
-        from multibackup.plans.migration import End
+        from multibackup.plans.migration import open_ftp_end
 
         password = _side_env(side, "FTP_PASSWORD") or os.environ.get("MULTIBACKUP_FTP_PASSWORD")
         ca_file = _side_env(side, "FTPS_CA_FILE")
         credentials = {k: v for k, v in (("password", password), ("ca_file", ca_file)) if v}
-        store = open_ftp_store(text, credentials, create=side == "DST")
-        return End(store, parts=FTPPartial(store, CHUNK),  # type: ignore[arg-type]
-                   identity=store.description)
+        return open_ftp_end(text, credentials, create=side == "DST")
     endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
     region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
     location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,

@@ -76,6 +76,17 @@ def end_for(store: ObjectStore, location: Location,
     return End(store, s3=s3, objects=objects, parts=parts, identity=identity)
 
 
+def open_ftp_end(url: str, credentials: Mapping[str, str] | None, *,
+                 create: bool = False) -> End:
+    """An ``ftp://`` or ``ftps://`` directory as a migration end, logged in and listed
+    (``create``: a destination, whose directory is made if need be)."""
+    from multibackup.backends.ftp_store import FTPPartial, open_ftp_store
+
+    store = open_ftp_store(url, credentials, create=create)
+    return End(store, parts=FTPPartial(store, CHUNK),  # type: ignore[arg-type]
+               identity=store.description)
+
+
 def open_end(dest: Destination) -> End:
     """A named destination as a migration end, with its configured credentials."""
     credentials = dest.resolve_credentials() if dest.credentials else None  # read once
