@@ -93,6 +93,16 @@ def _code(exc: BaseException) -> str:
     return str(exc)[:3]
 
 
+def _failure(exc: BaseException, action: str) -> tuple[SourceError, bool]:
+    """The error for a command or transfer that failed while ``action``, and whether its
+    control connection is of no further use (the server closed it, or it broke)."""
+    if isinstance(exc, (ftplib.error_perm, ftplib.error_temp)):
+        return SourceError(_reply(exc)), _code(exc) == "421"  # 421: "closing connection"
+    if isinstance(exc, ValueError):  # ftplib refuses a line break in a command
+        return SourceError(f"cannot be named over FTP ({_reply(exc)})"), False
+    return SourceError(f"connection to the server lost while {action} ({_reply(exc)})"), True
+
+
 def _ftp_time(text: str) -> int:
     """``YYYYMMDDHHMMSS[.fff]`` (UTC, RFC 3659) in nanoseconds since the epoch."""
     text = text.strip()
@@ -629,15 +639,9 @@ class FTPSource:
                     raise
             broken = False
             return data
-        except (ftplib.error_perm, ftplib.error_temp) as exc:
-            broken = _code(exc) == "421"
-            raise SourceError(_reply(exc)) from None
-        except ValueError as exc:  # ftplib refuses a line break in a command
-            broken = False
-            raise SourceError(f"cannot be named over FTP ({_reply(exc)})") from None
-        except (ftplib.Error, OSError, EOFError) as exc:
-            raise SourceError(f"connection to the server lost while reading "
-                              f"({_reply(exc)})") from None
+        except (ftplib.Error, OSError, EOFError, ValueError) as exc:
+            error, broken = _failure(exc, "reading")
+            raise error from None
         finally:
             self._client.pool.release(conn, broken=broken)
 
@@ -805,15 +809,9 @@ class FTPTarget:
                 conn.delete(full)  # some servers refuse to rename over a file
             conn.rename(tmp, full)
             stored = False
-        except (ftplib.error_perm, ftplib.error_temp) as exc:
-            broken = _code(exc) == "421"
-            raise SourceError(_reply(exc)) from None
-        except ValueError as exc:  # ftplib refuses a line break in a command
-            raise SourceError(f"cannot be named over FTP ({_reply(exc)})") from None
-        except (ftplib.Error, OSError, EOFError) as exc:
-            broken = True
-            raise SourceError(f"connection to the server lost while writing "
-                              f"({_reply(exc)})") from None
+        except (ftplib.Error, OSError, EOFError, ValueError) as exc:
+            error, broken = _failure(exc, "writing")
+            raise error from None
         finally:
             broken = broken or in_transfer
             if stored and not broken:
@@ -876,15 +874,9 @@ class FTPTarget:
                 sock.close()
             in_transfer = False
             conn.voidresp()  # 226: the server has it all
-        except (ftplib.error_perm, ftplib.error_temp) as exc:
-            broken = _code(exc) == "421"
-            raise SourceError(_reply(exc)) from None
-        except ValueError as exc:  # ftplib refuses a line break in a command
-            raise SourceError(f"cannot be named over FTP ({_reply(exc)})") from None
-        except (ftplib.Error, OSError, EOFError) as exc:
-            broken = True
-            raise SourceError(f"connection to the server lost while writing "
-                              f"({_reply(exc)})") from None
+        except (ftplib.Error, OSError, EOFError, ValueError) as exc:
+            error, broken = _failure(exc, "writing")
+            raise error from None
         finally:
             self._client.pool.release(conn, broken=broken or in_transfer)
 
