@@ -16,6 +16,7 @@ committed at once, with any batch pending, since resending a part is the costly 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -124,6 +125,9 @@ class Journal:
         # SQLite gives its WAL and shared-memory files the database file's mode)
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for path, mode in ((os.path.dirname(self.path), 0o700), (self.path, 0o600)):
+            with contextlib.suppress(OSError):  # made by an earlier version, or not ours
+                os.chmod(path, mode)
         self.pair = f"{source}\n{destination}"
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,

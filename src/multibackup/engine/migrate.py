@@ -158,7 +158,6 @@ STATUSES = ("copied", "skipped", "failed", "mismatched", "deleted", "would-copy"
             "would-delete", "missing", "differs", "extraneous")
 #: the statuses that make a run fail
 PROBLEMS = frozenset({"failed", "mismatched", "missing", "differs", "extraneous"})
-_BAD = PROBLEMS
 #: where file-system stores keep unfinished writes (SFTP, local disk): never migrated
 _TMP_PREFIX = ".tmp/"
 
@@ -192,7 +191,7 @@ class MigrationReport:
 
     def problems(self) -> Iterator[ObjectResult]:
         """The results that make the run fail, in key order."""
-        return self._scratch.results(sorted(_BAD))
+        return self._scratch.results(sorted(PROBLEMS))
 
     def counts(self) -> dict[str, int]:
         found = self._scratch.counts()
@@ -200,7 +199,7 @@ class MigrationReport:
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not any(self.counts().get(k) for k in _BAD)
+        return not self.errors and not any(self.counts().get(k) for k in PROBLEMS)
 
     def head(self) -> dict[str, Any]:
         """The report without its objects: counts, bytes, errors."""
@@ -835,7 +834,7 @@ class Migrator:
             report.errors.append(f"refusing to delete {count} objects at the destination: "
                                  f"more than --max-delete {opts.max_delete}")
             return mark("extraneous", "kept: over the --max-delete limit")
-        if any(report.counts().get(k) for k in _BAD):
+        if any(report.counts().get(k) for k in PROBLEMS):
             report.errors.append("nothing deleted at the destination because some objects "
                                  "failed to copy")
             return mark("extraneous", "kept: some copies failed")

@@ -1,9 +1,10 @@
 """Restore: recreate a snapshot's files under a target directory, pack by pack.
 
-Files are created first (sized, empty), then each pack that holds needed blobs is read once
-in as few ranged reads as possible, and every blob is written at its offsets in every file
-that uses it. Metadata (mode, owner, mtime) is applied last, directories deepest first, so
-writing a child does not disturb a directory's restored mtime.
+Each pack that holds needed blobs is read once in as few ranged reads as possible, and
+every blob is written at its offsets in every file that uses it (a file is created by its
+first write; in an empty target, so is its directory). Metadata (mode, owner, mtime) is
+applied last, directories deepest first, so writing a child does not disturb a
+directory's restored mtime.
 
 Every name is checked before it touches the disk: a tree entry such as ``..`` or one with a
 ``/`` in it is refused, and no directory on the way is ever a symlink, so nothing can be
