@@ -5,7 +5,8 @@ A bucket of tens of millions of objects then costs disk pages instead of gigabyt
 Python objects, and the two listings are joined by SQLite in key order (the binary order
 of their UTF-8 bytes, which is the order S3, Azure and GCS list in). SQLite removes the
 file as soon as it has opened it, so nothing is left behind, not even by a SIGKILL; it
-lives in SQLite's temporary directory (``SQLITE_TMPDIR`` or ``TMPDIR``). One connection
+lives in SQLite's temporary directory (``SQLITE_TMPDIR``, else ``TMPDIR``, else
+``/var/tmp``). One connection
 serves every thread, behind a lock.
 """
 
