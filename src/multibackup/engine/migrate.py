@@ -178,7 +178,8 @@ class MigrationReport:
         self.bytes_read = 0
         self.elapsed = 0.0
 
-    def add(self, results: list[ObjectResult]) -> None:
+    def add(self, results: Iterable[ObjectResult]) -> None:
+        """Record results as they come (written a batch at a time)."""
         self._scratch.add_results(results)
 
     @property
@@ -818,13 +819,8 @@ class Migrator:
             return
 
         def mark(status: str, reason: str) -> None:
-            batch: list[ObjectResult] = []
-            for o in scratch.extraneous():
-                batch.append(ObjectResult(o.key, status, o.size, reason))
-                if len(batch) >= 2000:
-                    report.add(batch)
-                    batch = []
-            report.add(batch)
+            report.add(ObjectResult(o.key, status, o.size, reason)
+                       for o in scratch.extraneous())
 
         if opts.mode == "check":
             return mark("extraneous", "not at the source")

@@ -97,6 +97,19 @@ class Scratch:
             self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
 
+    def _write_all(self, sql: str, rows: Iterable[tuple[object, ...]]) -> int:
+        """Write ``rows`` as they come, a batch per transaction; returns how many."""
+        batch: list[tuple[object, ...]] = []
+        count = 0
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= _BATCH:
+                self._write(sql, batch)
+                count, batch = count + len(batch), []
+        if batch:
+            self._write(sql, batch)
+        return count + len(batch)
+
     def _rows(self, sql: str, params: tuple[object, ...] = ()) -> Iterator[tuple[object, ...]]:
         """Rows of a query, fetched a batch at a time under the lock (other threads keep
         writing results in between)."""
@@ -122,36 +135,23 @@ class Scratch:
         surrogate escapes) cannot be an object key anywhere: it is kept out, and listed
         in ``unusable`` (at most a thousand) for the report."""
         assert side in ("src", "dst")
-        sql = f"INSERT OR REPLACE INTO {side} VALUES (?, ?, ?, ?)"
-        batch: list[tuple[object, ...]] = []
-        count = 0
-        for o in infos:
-            try:
-                o.key.encode()
-            except UnicodeEncodeError:
-                if side == "src" and len(self.unusable) < 1000:
-                    self.unusable.append(o)
-                continue
-            batch.append((o.key, o.size, o.etag, o.mtime_ns))
-            if len(batch) >= _BATCH:
-                self._write(sql, batch)
-                count += len(batch)
-                batch = []
-        if batch:
-            self._write(sql, batch)
-            count += len(batch)
-        return count
+
+        def rows() -> Iterator[tuple[object, ...]]:
+            for o in infos:
+                try:
+                    o.key.encode()
+                except UnicodeEncodeError:
+                    if side == "src" and len(self.unusable) < 1000:
+                        self.unusable.append(o)
+                    continue
+                yield o.key, o.size, o.etag, o.mtime_ns
+
+        return self._write_all(f"INSERT OR REPLACE INTO {side} VALUES (?, ?, ?, ?)", rows())
 
     def add_verified(self, records: Iterable[VerifiedObject]) -> None:
-        batch: list[tuple[object, ...]] = []
-        sql = "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)"
-        for v in records:
-            batch.append((v.key, v.size, v.src_etag, v.src_mtime_ns, v.dst_etag, v.md5))
-            if len(batch) >= _BATCH:
-                self._write(sql, batch)
-                batch = []
-        if batch:
-            self._write(sql, batch)
+        self._write_all("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)",
+                        ((v.key, v.size, v.src_etag, v.src_mtime_ns, v.dst_etag, v.md5)
+                         for v in records))
 
     def pairs(self) -> Iterator[Pair]:
         """Every source object in key order, with its destination and journal records."""
@@ -180,9 +180,9 @@ class Scratch:
 
     # -- the plan ----------------------------------------------------------------------------
 
-    def add_tasks(self, tasks: list[tuple[str, str, str]]) -> None:
+    def add_tasks(self, tasks: Iterable[tuple[str, str, str]]) -> None:
         """(key, action, reason) of objects to copy or hash; the rest comes from ``src``."""
-        self._write("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", tasks)
+        self._write_all("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", tasks)
 
     def tasks(self) -> Iterator[Task]:
         for row in self._rows(
@@ -195,11 +195,10 @@ class Scratch:
 
     # -- results -----------------------------------------------------------------------------
 
-    def add_results(self, results: list[ObjectResult]) -> None:
-        if results:
-            self._write("INSERT INTO results VALUES (?, ?, ?, ?, ?)",
-                        [(r.key, r.status, r.size, r.reason, int(r.server_side))
-                         for r in results])
+    def add_results(self, results: Iterable[ObjectResult]) -> None:
+        self._write_all("INSERT INTO results VALUES (?, ?, ?, ?, ?)",
+                        ((r.key, r.status, r.size, r.reason, int(r.server_side))
+                         for r in results))
 
     def results(self, statuses: Iterable[str] | None = None) -> Iterator[ObjectResult]:
         """Results in key order, all or those of ``statuses``."""
