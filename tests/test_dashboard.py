@@ -420,10 +420,20 @@ def test_add_run_and_edit_a_migration(tab: Page, tmp_path: Path) -> None:
         api.call("POST", "/destinations", {"name": name,
                                            "config": {"location": str(tmp_path / name)}})
     (tmp_path / "old-cloud" / "photo.jpg").write_bytes(os.urandom(20_000))
+    # FTP can be a migration's end though it holds no repository; other sources cannot
+    api.call("POST", "/sources", {"name": "oldhost",
+                                  "config": {"url": "ftp://web@ftp.example.test/www"}})
+    api.call("POST", "/sources", {"name": "shell",
+                                  "config": {"url": "sftp://web@ssh.example.test/www"}})
     page = tab.page
     tab.enter()
     tab.go("#/migrations")
     form = page.get_by_test_id("migration-form")
+    options = form.get_by_test_id("field-source").locator("option")
+    sync_api.expect(options.filter(has_text="new-cloud")).to_have_count(1)
+    offered = options.all_inner_texts()
+    assert any(o.startswith("oldhost") and "FTP" in o for o in offered), offered
+    assert not any(o.startswith("shell") for o in offered), offered
     form.get_by_test_id("field-name").fill("move")
     form.get_by_test_id("field-source").select_option("old-cloud")
     form.get_by_test_id("field-destination").select_option("new-cloud")

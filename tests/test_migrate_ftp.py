@@ -114,3 +114,86 @@ def test_ftp_errors_are_one_line(ftpd: FTPServer, tmp_path: Path) -> None:
     doc = _run(cli, ftpd.url("vanish"), str(tmp_path / "dst"))
     assert _status(doc, "copied") == {"a.txt"}
     assert (tmp_path / "dst" / "a.txt").read_bytes() == b"a"
+
+
+def test_saved_migrations_name_ftp_sources(ftpd: FTPServer, s3_server: S3Server,
+                                           tmp_path: Path) -> None:
+    """A [migrations.NAME] entry may start or end at an FTP [sources.NAME] entry, whose
+    password comes from the config's reference only."""
+    name = f"saved-{uuid.uuid4().hex[:8]}"
+    site = ftpd.root / name
+    (site / "css").mkdir(parents=True)
+    objs = {"index.html": b"<p>hi</p>\n" * 30, "css/a.css": b"a{}\n", "big.bin": os.urandom(BIG)}
+    for key, data in objs.items():
+        (site / key).write_bytes(data)
+    bucket = s3_server.new_bucket()
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[sources.oldhost]
+url = "{ftpd.url(name)}"
+password = {{ env = "OLDHOST_PASSWORD" }}
+
+[sources.newhost]
+url = "{ftpd.url(name + '-copy')}"
+password = {{ env = "OLDHOST_PASSWORD" }}
+
+[destinations.cloud]
+location = "s3://{bucket}/site"
+endpoint = "{s3_server.endpoint}"
+
+[migrations.leave-oldhost]
+source = "oldhost"
+destination = "cloud"
+
+[migrations.back-to-ftp]
+source = "cloud"
+destination = "newhost"
+mode = "sync"
+delete = true
+""")
+    # the environment's FTP passwords are wrong: only the config's reference is used
+    env = {**s3_server.env(), "MULTIBACKUP_STATE_DIR": str(tmp_path / "state"),
+           "MULTIBACKUP_FTP_PASSWORD": "wrong", "MULTIBACKUP_SOURCE_PASSWORD": "wrong",
+           "OLDHOST_PASSWORD": FTP_PASSWORD}
+    cli = CLI(str(tmp_path / "unused"), env=env)
+    doc = _run(cli, "--config", str(config), "leave-oldhost")
+    assert _status(doc, "copied") == set(objs)
+    client = s3_server.client()
+    for key, data in objs.items():
+        assert client.get_object(Bucket=bucket, Key=f"site/{key}")["Body"].read() == data
+
+    doc = _run(cli, "--config", str(config), "back-to-ftp")
+    assert _status(doc, "copied") == set(objs)
+    want = {k: hashlib.md5(v).hexdigest() for k, v in objs.items()}
+    assert _tree(ftpd.root / (name + "-copy")) == want
+    (ftpd.root / (name + "-copy") / "stray.txt").write_bytes(b"x")
+    doc = _run(cli, "--config", str(config), "back-to-ftp")
+    assert doc["counts"] == {"skipped": len(objs), "deleted": 1}
+    assert _tree(ftpd.root / (name + "-copy")) == want
+
+    cli.env["OLDHOST_PASSWORD"] = "wrong-password-62"
+    r = cli("migrate", "--config", str(config), "leave-oldhost", ok=False)
+    assert r.code != 0 and len(r.err.strip().splitlines()) == 1
+    assert "wrong-password-62" not in r.err + r.out
+
+
+def test_a_saved_migration_takes_only_ftp_sources(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[sources.shell]
+url = "sftp://web@example.test/var/www"
+
+[destinations.disk]
+location = "{tmp_path / 'disk'}"
+
+[migrations.m]
+source = "shell"
+destination = "disk"
+""")
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "s")})
+    r = cli("migrate", "--config", str(config), "m", ok=False)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert "config.toml:9: migrations.m.source: 'shell' is a sftp:// source" in r.err, r.err
+    config.write_text(config.read_text().replace('source = "shell"', 'source = "shel"'))
+    r = cli("migrate", "--config", str(config), "m", ok=False)
+    assert r.code == 2 and "unknown destination 'shel'" in r.err

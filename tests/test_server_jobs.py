@@ -385,3 +385,32 @@ def test_migrate_job_copies_a_folder(server: Server, tmp_path: Path) -> None:
             run.status = "cancelled"
     again = server.wait(server.start("migrate", migration_id=mig_id))
     assert again["status"] == "ok" and again["result"]["counts"] == {"skipped": 9}
+
+
+def test_migrate_job_from_an_ftp_source(server: Server, tmp_path: Path) -> None:
+    """A saved migration may start at an FTP source; its sealed password is the one used."""
+    from servers_ftp import FTP_PASSWORD, start_ftp_server
+
+    ftpd = start_ftp_server(tmp_path / "ftpd")
+    try:
+        src = make_tree(ftpd.root / "site")
+        with server.db.session() as s:
+            row = m.Source(organisation_id=server.org, name="oldhost")
+            service.store_config(row, server.keyring, {"url": ftpd.url("site")},
+                                 {"password": FTP_PASSWORD})
+            s.add(row)
+        server.destination("new", tmp_path / "to")
+        with server.db.session() as s:
+            checked = service.check_migration(s, server.org, "off-ftp",
+                                              {"source": "oldhost", "destination": "new"})
+            assert (checked.source, checked.destination) == ("oldhost", "new")
+        mig_id = server.migration("off-ftp", "oldhost", "new")
+        doc = server.wait(server.start("migrate", migration_id=mig_id))
+        assert doc["status"] == "ok", doc
+        assert doc["result"]["counts"] == {"copied": 9}
+        same_tree(src, tmp_path / "to")
+        with server.db.session() as s:  # renaming or deleting it is refused while in use
+            assert service.users_of(s, server.org, "source", "oldhost") == \
+                ["migration 'off-ftp'"]
+    finally:
+        ftpd.stop()

@@ -20,6 +20,7 @@ from multibackup.backends.location import Location, parse_location
 from multibackup.backends.providers import provider_location
 from multibackup.config.locator import KeyLocator, KeyPath
 from multibackup.config.model import (
+    FTP_SCHEMES,
     RETENTION_KEYS,
     Config,
     Defaults,
@@ -354,13 +355,15 @@ class _Reader:
         plans = {name: self.plan(name, table, defaults, destinations, sources)
                  for name, table in raw_plans.items()}
         raw_migrations = self.names(data.get("migrations", {}), ("migrations",), "migration")
-        migrations = {name: self.migration(name, table, destinations)
+        migrations = {name: self.migration(name, table, destinations, sources)
                       for name, table in raw_migrations.items()}
         return Config(self.file, defaults, destinations, plans, sources, migrations)
 
-    def migration(self, name: str, table: dict[str, Any],
-                  destinations: dict[str, Destination]) -> Migration:
-        """``[migrations.NAME]``: two named destinations and ``migrate``'s options."""
+    def migration(self, name: str, table: dict[str, Any], destinations: dict[str, Destination],
+                  sources: dict[str, Source]) -> Migration:
+        """``[migrations.NAME]``: two ends and ``migrate``'s options. An end names a
+        destination, or an FTP/FTPS source (FTP can hold no repository, so it is no
+        destination kind, yet it is where many sites live and where some must go)."""
         from multibackup.engine.migrate import MODES, parse_since, parse_size
 
         path: KeyPath = ("migrations", name)
@@ -369,8 +372,14 @@ class _Reader:
         for key in ("source", "destination"):
             target = self.string(table, path, key, required=True) or ""
             if target not in destinations:
-                raise self.error((*path, key), f"unknown destination {target!r}"
-                                 + suggest(target, destinations))
+                other = sources.get(target)
+                if other is None:
+                    raise self.error((*path, key), f"unknown destination {target!r}"
+                                     + suggest(target, destinations))
+                kind = scheme_of(other.url)
+                if kind not in FTP_SCHEMES:
+                    raise self.error((*path, key), f"{target!r} is a {kind or 'local'}:// source: a "
+                                     "migration's ends are destinations, or FTP/FTPS sources")
             ends.append(target)
         if ends[0] == ends[1]:
             raise self.error((*path, "destination"), "the same destination as the source")

@@ -83,15 +83,16 @@ class Source:
         """Connect now, with the credentials read at this moment."""
         from multibackup.sources.url import open_source
 
-        return open_source(self.url, self._credentials())
+        return open_source(self.url, self.resolve_credentials())
 
     def open_target(self) -> RestoreTarget:
         """The same place as a restore target (a database server, a host, a bucket)."""
         from multibackup.sources.url import open_target
 
-        return open_target(self.url, self._credentials())
+        return open_target(self.url, self.resolve_credentials())
 
-    def _credentials(self) -> ResolvedCredentials:
+    def resolve_credentials(self) -> ResolvedCredentials:
+        """Read every credential now; errors name the source only."""
         return ResolvedCredentials((key, ref.resolve(f"source {self.name!r}: {key}"))
                                    for key, ref in self.credentials.items())
 
@@ -154,12 +155,16 @@ class Plan:
         return self.password_source.resolve(f"plan {self.name!r}: password")
 
 
+FTP_SCHEMES = ("ftp", "ftps")  # sources a migration may name as an end
+
+
 @dataclass(frozen=True)
 class Migration:
-    """``[migrations.NAME]``: a saved ``multibackup migrate`` between two destinations.
+    """``[migrations.NAME]``: a saved ``multibackup migrate`` between two places.
 
-    ``source`` and ``destination`` name ``[destinations.NAME]`` entries, which say where
-    and how to log in; ``options`` holds the command's options under their long names
+    ``source`` and ``destination`` each name a ``[destinations.NAME]`` entry, or an FTP or
+    FTPS ``[sources.NAME]`` entry (see :meth:`Config.migration_end`), which says where and
+    how to log in; ``options`` holds the command's options under their long names
     (``max_delete``, ``include``...), already checked, so that the command line can
     override them one by one.
     """
@@ -184,6 +189,12 @@ class Config:
     def migration(self, name: str) -> Migration:
         """The named migration, or a one-line error suggesting the closest name."""
         return _lookup(self.migrations, name, "migration", self.path)
+
+    def migration_end(self, name: str) -> Destination | Source:
+        """What a migration's ``source`` or ``destination`` names: a destination, else an
+        FTP/FTPS source (the loader has checked it is one of these)."""
+        found = self.destinations.get(name)
+        return found if found is not None else _lookup(self.sources, name, "source", self.path)
 
     def plan(self, name: str) -> Plan:
         """The named plan, or a one-line error suggesting the closest name."""

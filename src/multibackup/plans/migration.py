@@ -4,7 +4,8 @@
 saved entry's options (the command line may override them one by one), open both ends with
 the credentials their ``[destinations.NAME]`` entries give, and copy with a journal so an
 interrupted run resumes. The ad-hoc ``migrate SRC DST`` form opens its ends itself and
-goes through :func:`migrate` like the rest.
+goes through :func:`migrate` like the rest. An end is a ``[destinations.NAME]`` entry or
+an FTP/FTPS ``[sources.NAME]`` entry.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from multibackup.backends.base import ObjectStore
 from multibackup.backends.location import Location, open_store
 from multibackup.backends.s3_multipart import S3Multipart
 from multibackup.backends.s3_objects import S3Objects
-from multibackup.config.model import Config, Destination
+from multibackup.config.model import Config, Destination, Source
 from multibackup.engine.journal import Journal
 from multibackup.engine.migrate import (
     CHUNK,
@@ -87,11 +88,14 @@ def open_ftp_end(url: str, credentials: Mapping[str, str] | None, *,
                identity=store.description)
 
 
-def open_end(dest: Destination) -> End:
-    """A named destination as a migration end, with its configured credentials."""
-    credentials = dest.resolve_credentials() if dest.credentials else None  # read once
-    store = open_store(dest.location, credentials=credentials)
-    return end_for(store, dest.location, credentials)
+def open_end(entry: Destination | Source, *, create: bool = False) -> End:
+    """A named destination, or an FTP/FTPS source, as a migration end, with its configured
+    credentials (``create``: the FTP directory is made if need be)."""
+    credentials = entry.resolve_credentials() if entry.credentials else None  # read once
+    if isinstance(entry, Source):
+        return open_ftp_end(entry.url, credentials, create=create)
+    store = open_store(entry.location, credentials=credentials)
+    return end_for(store, entry.location, credentials)
 
 
 def options_for(saved: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None,
@@ -127,9 +131,9 @@ def open_saved(config: Config, name: str, overrides: Mapping[str, Any] | None = 
     """A saved migration's options (bad ones fail before any connection) and both ends."""
     saved = config.migration(name)
     options = options_for(saved.options, overrides, dry_run=dry_run)
-    src = open_end(config.destination(saved.source))
+    src = open_end(config.migration_end(saved.source))
     try:
-        dst = open_end(config.destination(saved.destination))
+        dst = open_end(config.migration_end(saved.destination), create=True)
     except BaseException:
         src.close()
         raise

@@ -131,8 +131,9 @@ def check_plan(db: Session, org: int, name: str, table: dict[str, Any]) -> Any:
 
 def check_migration(db: Session, org: int, name: str, table: dict[str, Any]) -> Any:
     """The config-model Migration for a ``[migrations.NAME]`` table, checked against the
-    organisation's destinations."""
+    organisation's destinations and (for FTP ends) sources."""
     data = {"destinations": _tables(db, None, org, m.Destination),
+            "sources": _tables(db, None, org, m.Source),
             "migrations": {name: table}}
     try:
         return config_from_data(_strip_markers(data), ORIGIN).migrations[name]
@@ -182,7 +183,9 @@ def users_of(db: Session, org: int, kind: str, name: str) -> list[str]:
         if name in (cfg.get("destinations") if kind == "destination" else cfg.get("sources")
                     ) or []:
             used.append(f"plan {plan.name!r}")
-    if kind == "destination":
+    destinations = {row.name for row in db.scalars(
+        select(m.Destination).where(m.Destination.organisation_id == org))}
+    if kind == "destination" or name not in destinations:  # a name is a destination first
         for mig in db.scalars(select(m.Migration).where(m.Migration.organisation_id == org)):
             if name in ((mig.config or {}).get("source"), (mig.config or {}).get("destination")):
                 used.append(f"migration {mig.name!r}")

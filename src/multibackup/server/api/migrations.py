@@ -1,4 +1,4 @@
-"""Saved migrations between two destinations: CRUD, schedule, run now."""
+"""Saved migrations between two destinations (or FTP sources): CRUD, schedule, run now."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ router = APIRouter(tags=["migrations"])
 
 class MigrationBody(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    source: str = Field(min_length=1)
-    destination: str = Field(min_length=1)
+    source: str = Field(min_length=1, description="a destination's name, or an FTP/FTPS "
+                                                  "source's")
+    destination: str = Field(min_length=1, description="a destination's name, or an "
+                                                       "FTP/FTPS source's")
     options: dict[str, Any] = {}
     schedule: str | None = None
     timezone: str = "UTC"

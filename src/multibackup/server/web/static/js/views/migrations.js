@@ -1,4 +1,4 @@
-// #/migrations — saved bucket/folder migrations between two destinations: list, run, add.
+// #/migrations — saved bucket/folder migrations between two destinations (or FTP sources): list, run, add.
 
 import { get, post, put } from '../api.js';
 import {
@@ -8,13 +8,17 @@ import {
 import { deleteButton, enc } from './common.js';
 
 export async function migrationsPage(ctx, editing = null) {
-  const [migrations, destinations] = await Promise.all([get('/migrations'), get('/destinations')]);
+  const [migrations, destinations, sources] = await Promise.all([get('/migrations'), get('/destinations'), get('/sources')]);
   if (!ctx.alive()) return;
   const reload = () => migrationsPage(ctx).catch((err) => toast(err.detail || String(err), 'error'));
   const edit = (m) => migrationsPage(ctx, m).catch((err) => toast(err.detail || String(err), 'error'));
   const e = editing || { options: {}, timezone: localTimezone() };
   const eo = e.options || {};
-  const names = destinations.map((d) => [d.name, `${d.name} — ${d.location || ''}`]);
+  // FTP can hold no repository, so it is a source kind, but a migration may start or end there
+  const taken = new Set(destinations.map((d) => d.name));
+  const ftp = sources.filter((src) => /^ftps?:\/\//i.test(src.url || '') && !taken.has(src.name));
+  const names = [...destinations.map((d) => [d.name, `${d.name} — ${d.location || ''}`]),
+    ...ftp.map((src) => [src.name, `${src.name} — ${src.url} (FTP source)`])];
 
   const rows = migrations.map((m) => {
     const o = m.options || {};
@@ -43,8 +47,8 @@ export async function migrationsPage(ctx, editing = null) {
     region,
     field({ label: 'Name', name: 'name', value: e.name || '', required: true, testid: 'field-name' }),
     h('div', { class: 'row-2' },
-      field({ label: 'From (destination)', name: 'source', type: 'select', value: e.source, options: [['', 'Choose…'], ...names], required: true, testid: 'field-source' }),
-      field({ label: 'To (destination)', name: 'destination', type: 'select', value: e.destination, options: [['', 'Choose…'], ...names], required: true, testid: 'field-destination' })),
+      field({ label: 'From (destination or FTP source)', name: 'source', type: 'select', value: e.source, options: [['', 'Choose…'], ...names], required: true, testid: 'field-source' }),
+      field({ label: 'To (destination or FTP source)', name: 'destination', type: 'select', value: e.destination, options: [['', 'Choose…'], ...names], required: true, testid: 'field-destination' })),
     h('div', { class: 'row-2' },
       field({ label: 'Mode', name: 'options.mode', type: 'select', value: eo.mode || 'copy', testid: 'field-mode',
         options: [['copy', 'copy — add and update objects'], ['sync', 'sync — make the target match'], ['check', 'check — compare only']] }),
@@ -93,7 +97,7 @@ export async function migrationsPage(ctx, editing = null) {
         h('thead', null, h('tr', null, ['Name', 'From → to', 'Mode', 'Schedule', 'Last run', h('span', { class: 'sr-only' }, 'Actions')].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', null, rows)))
       : empty('No migrations yet.')),
-    section(editing ? `Edit migration ${editing.name}` : 'Add a migration', destinations.length >= 2 ? form
-      : empty('A migration copies between two saved destinations. ', h('a', { href: '#/destinations/new' }, 'Add destinations'), ' first.')),
+    section(editing ? `Edit migration ${editing.name}` : 'Add a migration', names.length >= 2 ? form
+      : empty('A migration copies between two saved destinations (or FTP sources). ', h('a', { href: '#/destinations/new' }, 'Add destinations'), ' first.')),
   );
 }
