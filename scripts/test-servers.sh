@@ -1,6 +1,7 @@
 # Sourced by scripts/test.sh: installs the servers the tests start themselves, from the
-# package registries (Debian: OpenSSH for SFTP, MariaDB, PostgreSQL, Redis, and Chromium for
-# the dashboard's browser tests; npm: Azurite for Azure Blob). The S3, WebDAV and FTP servers
+# package registries (Debian: OpenSSH for SFTP, MariaDB, PostgreSQL, Redis, Apache's mod_dav
+# for WebDAV with ranged writes, and Chromium for the dashboard's browser tests; npm: Azurite
+# for Azure Blob). The S3, WebDAV and FTP servers
 # (SeaweedFS, rclone, pyftpdlib) come from PyPI with the test requirements.
 # Skipped pieces are installed only when missing, so a second run costs nothing.
 DEBS=""
@@ -8,6 +9,7 @@ DEBS=""
 [ -x /usr/sbin/mariadbd ] || DEBS="$DEBS mariadb-server mariadb-client"
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || DEBS="$DEBS postgresql"
 [ -x /usr/bin/redis-server ] || DEBS="$DEBS redis-server redis-tools"
+[ -x /usr/sbin/apache2 ] || DEBS="$DEBS apache2"  # WebDAV that takes ranged PUTs
 [ -x /usr/bin/chromium ] || DEBS="$DEBS chromium"  # the dashboard's browser tests
 if [ -n "$DEBS" ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -1,4 +1,5 @@
-"""Fixtures for Azurite (Azure Blob), rclone serve webdav and a GCS emulator on loopback.
+"""Fixtures for Azurite (Azure Blob), WebDAV (rclone serve webdav; Apache's mod_dav) and a
+GCS emulator on loopback.
 
 Both run as real servers on explicit free ports of 127.0.0.1 for the whole session;
 ``stop()`` and ``start()`` (same port, same data) let a test simulate an outage.
@@ -17,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -184,6 +186,53 @@ class WebDAVServer(_Server):
         return f"webdav://127.0.0.1:{self.port}/{sub}"
 
 
+class ApacheWebDAVServer(_Server):
+    """Apache httpd with mod_dav over a directory, basic auth: a WebDAV server that takes
+    PUTs with Content-Range (rclone's does not), run in the foreground from a config of
+    its own."""
+
+    name = "apache-webdav"
+
+    def __init__(self, binary: str, workdir: Path, port: int) -> None:
+        super().__init__(workdir, port)
+        self.binary = binary
+        self.root = workdir / "root"
+        lock = workdir / "lock"
+        for path in (self.root, lock):
+            path.mkdir(exist_ok=True)
+        digest = base64.b64encode(hashlib.sha1(WEBDAV_PASSWORD.encode()).digest()).decode()
+        (workdir / "htpasswd").write_text(f"{WEBDAV_USER}:{{SHA}}{digest}\n")
+        user = ""
+        if os.geteuid() == 0:  # httpd serves as another user: the served tree is theirs
+            import pwd
+
+            nobody = pwd.getpwnam("nobody")
+            for path in (self.root, lock):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+            user = f"User nobody\nGroup #{nobody.pw_gid}\n"
+        modules = "/usr/lib/apache2/modules"
+        loads = "".join(f"LoadModule {name}_module {modules}/mod_{name}.so\n" for name in (
+            "mpm_event", "authz_core", "authn_core", "authn_file", "auth_basic", "authz_user",
+            "dav", "dav_fs"))
+        (workdir / "httpd.conf").write_text(
+            f"ServerRoot {workdir}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}\n"
+            f"PidFile {workdir}/httpd.pid\nErrorLog {workdir}/error.log\n{user}{loads}"
+            f"DavLockDB {lock}/DavLock\nDocumentRoot {self.root}\n"
+            f"<Directory {self.root}>\n  Dav On\n  AuthType Basic\n  AuthName dav\n"
+            f"  AuthUserFile {workdir}/htpasswd\n  Require valid-user\n</Directory>\n")
+
+    def command(self) -> list[str]:
+        return [self.binary, "-f", str(self.workdir / "httpd.conf"), "-DFOREGROUND"]
+
+    def env(self) -> dict[str, str]:
+        return {"MULTIBACKUP_WEBDAV_USER": WEBDAV_USER,
+                "MULTIBACKUP_WEBDAV_PASSWORD": WEBDAV_PASSWORD}
+
+    def location(self, sub: str = "") -> str:
+        sub = sub or "r-" + uuid.uuid4().hex[:12]
+        return f"webdav://127.0.0.1:{self.port}/{sub}"
+
+
 class GcsServer(_Server):
     """gcp-storage-emulator, started by ``gcs_emulator.py`` (two answers brought in line
     with the real service), its data on disk so that a restart keeps objects and upload
@@ -298,6 +347,21 @@ def fresh_webdav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDAVSer
     binary = _rclone()
     work = tmp_path_factory.mktemp("webdav-own")
     yield from _run(lambda: WebDAVServer(binary, work, _free_port()))
+
+
+@pytest.fixture(scope="session")
+def apache_webdav() -> Iterator[ApacheWebDAVServer]:
+    binary = shutil.which("apache2", path="/usr/sbin:/usr/local/sbin") or shutil.which("apache2")
+    if binary is None:
+        pytest.skip("Apache httpd (apt install apache2) is not installed")
+    # not below pytest's base directory, which is its owner's only: httpd serves as another
+    # user (root's children switch to nobody), who must reach the served tree
+    work = Path(tempfile.mkdtemp(prefix="mb-apache-webdav-"))
+    os.chmod(work, 0o755)
+    try:
+        yield from _run(lambda: ApacheWebDAVServer(binary, work, _free_port()))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

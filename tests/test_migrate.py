@@ -323,6 +323,25 @@ def test_s3_to_webdav_streams_large_objects(s3_server: S3Server, mcli: CLI, webd
     assert doc["counts"] == {"skipped": len(objs)}
 
 
+def test_webdav_ranged_puts_are_tried_before_they_are_used(webdav, apache_webdav,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apache's mod_dav writes a PUT with Content-Range at its offset; rclone's server would
+    replace the file with the part. The probe tells them apart on a file of its own, which
+    it removes, so large objects go part by part only where that is safe."""
+    from multibackup.backends.location import open_store, parse_location
+    from multibackup.backends.webdav_store import WebDAVPartial
+
+    found = {}
+    for name, server in (("apache", apache_webdav), ("rclone", webdav)):
+        for k, v in server.env().items():
+            monkeypatch.setenv(k, v)
+        sub = "probe-" + os.urandom(4).hex()
+        store = open_store(parse_location(server.location(sub)))
+        found[name] = WebDAVPartial(store, 1 << 20).usable()
+        assert [p.name for p in (server.root / sub).rglob("*") if p.is_file()] == []
+    assert found == {"apache": True, "rclone": False}
+
+
 def test_large_object_streams_into_webdav_in_bounded_memory(tmp_path: Path, fresh_webdav) -> None:
     """WebDAV takes an object in one request: it is streamed as the body of one PUT to a
     temporary file, then moved onto its key, so a 300 MiB object never sits in memory and

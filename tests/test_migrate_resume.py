@@ -54,7 +54,7 @@ def _multipart_etag(path: Path) -> str:
 @pytest.mark.parametrize(("kind", "sig"), [("s3", signal.SIGKILL), ("sftp", signal.SIGKILL),
                                             ("local", signal.SIGKILL), ("azure", signal.SIGKILL),
                                             ("gcs", signal.SIGKILL), ("ftp", signal.SIGKILL),
-                                            ("s3", signal.SIGINT)])
+                                            ("webdav", signal.SIGKILL), ("s3", signal.SIGINT)])
 def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_server: S3Server,
                                      request: pytest.FixtureRequest) -> None:
     src = tmp_path / "src"
@@ -92,6 +92,11 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
         dst = ftpd.url("mig")
         env["MULTIBACKUP_FTP_PASSWORD"] = FTP_PASSWORD
         dst_dir = ftpd.root / "mig"
+    elif kind == "webdav":  # Apache's mod_dav: it takes ranged PUTs
+        dav = request.getfixturevalue("apache_webdav")
+        dst = dav.location()
+        env.update(dav.env())
+        dst_dir = dav.root / dst.rsplit("/", 1)[1]
     elif kind == "gcs":
         gcs = request.getfixturevalue("gcs")
         dst = gcs.location(prefix="mig")
@@ -150,7 +155,7 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
     doc = json.loads(r.out)
     status = {o["key"]: (o["status"], o["reason"]) for o in doc["objects"]}
     # the small objects were verified before the kill: skipped without a read
-    assert all(status[k] == ("skipped", "verified earlier (journal)") for k in small)
+    assert all(status[k] == ("skipped", "verified earlier (journal)") for k in small), status
     assert status["big.bin"][0] == "copied"
     # the journalled parts were not sent (nor read) again
     assert doc["bytes_transferred"] == big - part_bytes
@@ -179,6 +184,9 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
     elif kind == "ftp":  # the appended hidden file became the object
         assert md5_file(dst_dir / "big.bin") == md5_file(src / "big.bin")
         assert sorted(p.name for p in dst_dir.iterdir()) == sorted([*small, "big.bin"])
+    elif kind == "webdav":  # the ranged PUTs' file became the object
+        assert md5_file(dst_dir / "big.bin") == md5_file(src / "big.bin")
+        assert not list((dst_dir / ".tmp").iterdir())
     else:
         assert md5_file(dst_dir / "big.bin") == md5_file(src / "big.bin")
         assert not list((dst_dir / ".tmp").iterdir())  # the partial file became the object

@@ -16,14 +16,13 @@ repository destination.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
-import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 
 from multibackup.backends.base import ObjectInfo
+from multibackup.backends.partial_file import AppendedFile
 from multibackup.errors import ObjectNotFound, SourceError, SourceUnavailable, StoreError
 from multibackup.sources.base import DIR, FILE, UNKNOWN_SIZE
 from multibackup.sources.ftp import PARALLEL, FTPSource, FTPTarget, parse_server
@@ -129,86 +128,37 @@ class FTPStore:
         self._guard(lambda: self._writer.remove(key), "deleting", key)
 
 
-class FTPPartial:
-    """Resumable large-object writes into an FTP store: the parts are appended, in order,
-    to a hidden temporary file beside the key (the upload id), which is renamed onto the
-    key when complete. A rerun asks the file's size and appends only what is missing."""
-
-    #: appends go in order: one part in flight per object
-    parts_at_once = 1
+class FTPPartial(AppendedFile):
+    """Resumable large-object writes into an FTP store: the parts are appended (APPE), in
+    order, to a hidden temporary file beside the key (the upload id), which is renamed onto
+    the key when complete. A rerun asks the file's SIZE and appends only what is missing."""
 
     def __init__(self, store: FTPStore, part_size: int) -> None:
+        super().__init__(part_size)
         self.store = store
-        self.part_size = part_size
         self.description = store.description
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
 
-    def _size(self, key: str, upload_id: str) -> int:
-        size = self.store._guard(lambda: self.store._writer.file_size(upload_id),
-                                 "resuming", key)
-        if size is None:
-            raise ObjectNotFound(f"{self.description}: resuming {key}: the partial file is gone")
-        with self._lock:
-            self._held[upload_id] = size
-        return size  # type: ignore[no-any-return]
+    def _guard(self, operation, action: str, key: str):  # type: ignore[no-untyped-def]
+        return self.store._guard(operation, action, key)
 
-    def create(self, key: str, content_type: str | None = None,
-               metadata: Mapping[str, str] | None = None) -> str:
-        """An empty hidden file beside the key; its path is the upload id."""
+    def _new_name(self, key: str) -> str:
         directory, name = posixpath.split(key)
-        upload_id = posixpath.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
-        self.store._guard(lambda: self.store._writer.append(upload_id, b""),
-                          "starting a write of", key)
-        with self._lock:
-            self._held[upload_id] = 0
-        return upload_id
+        return posixpath.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
 
-    def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
-                    md5: bytes | None = None, total: int | None = None) -> str:
-        """Append part ``number`` where the file ends; bytes it holds already (a kill
-        after the server took them) are not sent again. Returns the part's MD5."""
-        offset, end = (number - 1) * self.part_size, (number - 1) * self.part_size + len(data)
-        with self._lock:
-            held = self._held.get(upload_id)
-        if held is None:
-            held = self._size(key, upload_id)
-        if held < offset:
-            raise StoreError(f"{self.description}: writing part {number} of {key}: the "
-                             f"partial file holds {held} bytes, the part starts at {offset}")
-        if held < end:
-            rest = bytes(memoryview(data)[held - offset:])
-            try:
-                self.store._guard(lambda: self.store._writer.append(upload_id, rest),
-                                  f"writing part {number} of", key)
-            except BaseException:
-                with self._lock:
-                    self._held.pop(upload_id, None)  # ask the server again next time
-                raise
-            with self._lock:
-                self._held[upload_id] = end
-        return (md5 or hashlib.md5(data).digest()).hex()
+    def _create(self, name: str) -> None:
+        self.store._writer.append(name, b"")
 
-    def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str | None, int]]:
-        """The whole parts the partial file holds; no ETags (the object is read back)."""
-        held = self._size(key, upload_id)
-        return {n: (None, self.part_size) for n in range(1, held // self.part_size + 1)}
+    def _append(self, name: str, offset: int, data: bytes) -> None:
+        self.store._writer.append(name, data)
 
-    def complete(self, key: str, upload_id: str, etags: list[str],
-                 content_type: str | None = None,
-                 metadata: Mapping[str, str] | None = None) -> str:
-        self.store._guard(lambda: self.store._writer.rename(upload_id, key), "completing", key)
-        with self._lock:
-            self._held.pop(upload_id, None)
-        return ""
+    def _size(self, name: str) -> int | None:
+        return self.store._writer.file_size(name)  # type: ignore[no-any-return]
 
-    def abort(self, key: str, upload_id: str) -> None:
-        with self._lock:
-            self._held.pop(upload_id, None)
-        try:
-            self.store.delete(upload_id)
-        except StoreError:
-            pass
+    def _commit(self, name: str, key: str) -> None:
+        self.store._writer.rename(name, key)
+
+    def _remove(self, name: str) -> None:
+        self.store.delete(name)
 
 
 def open_ftp_store(url: str, credentials: Mapping[str, str] | None = None,

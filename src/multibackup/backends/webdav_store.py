@@ -5,6 +5,12 @@ request only, so it must hold the object whole in memory. A streamed write here 
 the chunks as the body of a single PUT (with Content-Length when the size is known) to
 a temporary name below ``.tmp/``, then MOVEs it onto the key: a killed process leaves
 no truncated object at the key, only a temporary file that a later write never reuses.
+
+Some servers (Apache's mod_dav) also take a PUT with ``Content-Range``, which writes into
+an existing file at an offset: there :class:`WebDAVPartial` appends a large object's
+parts to a temporary file, so a killed migration resumes in the middle of the object.
+Others ignore the header and would replace the whole file with the part, so
+:meth:`WebDAVStore.takes_ranged_puts` tries it on a file of its own first.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any
 from urllib.parse import quote
 
 from multibackup.backends.opendal_store import OpenDALStore
-from multibackup.errors import ObjectExists, StorageFull, StoreError
+from multibackup.backends.partial_file import AppendedFile
+from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError
 
 #: where streamed writes are put together before they are moved onto their key
 TMP_DIR = ".tmp"
@@ -39,6 +46,7 @@ class WebDAVStore(OpenDALStore):
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         self._pool: Any = None
         self._collections: set[str] = set()
+        self._ranged: bool | None = None
 
     def _url(self, path: str, *, from_endpoint: bool = False) -> str:
         """URL of ``path`` below the root (or below the endpoint, ``from_endpoint``)."""
@@ -103,8 +111,6 @@ class WebDAVStore(OpenDALStore):
             raise ObjectExists(f"{self.description}: writing {key}: object already exists")
         temp = f"{TMP_DIR}/upload-{uuid.uuid4().hex}"
         self._collection(TMP_DIR, key)
-        if "/" in key:
-            self._collection(key.rsplit("/", 1)[0], key)
         sent = 0
 
         def body() -> Iterable[bytes]:
@@ -122,8 +128,7 @@ class WebDAVStore(OpenDALStore):
             if size is not None and sent != size:
                 raise StoreError(f"{self.description}: writing {key}: sent {sent} bytes, "
                                  f"expected {size}")
-            self._request("MOVE", temp, "writing", key, headers={
-                "Destination": self._url(key), "Overwrite": "F" if create_only else "T"})
+            self.move(temp, key, overwrite=not create_only)
         except BaseException:
             try:
                 self._request("DELETE", temp, "removing the temporary file of", key,
@@ -151,3 +156,75 @@ class WebDAVStore(OpenDALStore):
             except StoreError:
                 continue
         return removed
+
+    def takes_ranged_puts(self) -> bool:
+        """True when the server writes a PUT with ``Content-Range`` into the existing file
+        at that offset (RFC 9110 lets a server refuse it, and some ignore it and replace
+        the file): tried once, on a temporary file of its own."""
+        if self._ranged is None:
+            probe = f"{TMP_DIR}/probe-{uuid.uuid4().hex}"
+            head, tail = b"multibackup", b" ranged put"
+            try:
+                self._collection(TMP_DIR, probe)
+                self._request("PUT", probe, "writing", probe, body=head)
+                try:
+                    self.put_at(probe, len(head), tail)
+                    self._ranged = bytes(self.get(probe)) == head + tail
+                finally:
+                    self._request("DELETE", probe, "removing", probe, ok=(200, 204, 404))
+            except StoreError:
+                self._ranged = False
+        return self._ranged
+
+    def put_at(self, key: str, offset: int, data: bytes) -> None:
+        """Write ``data`` into the existing file ``key`` at ``offset`` (one ranged PUT; only
+        where :meth:`takes_ranged_puts`)."""
+        end = offset + len(data) - 1
+        self._request("PUT", key, "writing", key, body=data, headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"bytes {offset}-{end}/*"})
+
+    def move(self, source: str, key: str, *, overwrite: bool = True) -> None:
+        """Rename ``source`` onto ``key``, its folder made if need be; an existing ``key``
+        is replaced, or (not ``overwrite``) the move refused (412: ObjectExists)."""
+        if "/" in key:
+            self._collection(key.rsplit("/", 1)[0], key)
+        self._request("MOVE", source, "writing", key, headers={
+            "Destination": self._url(key), "Overwrite": "T" if overwrite else "F"})
+
+
+class WebDAVPartial(AppendedFile):
+    """Resumable large-object writes into a WebDAV server that takes ranged PUTs: the parts
+    are appended, in order, to ``.tmp/migrate-<id>.part``, which is moved onto the key when
+    complete; a rerun asks the file's size and sends only what is missing."""
+
+    def __init__(self, store: WebDAVStore, part_size: int) -> None:
+        super().__init__(part_size)
+        self.store = store
+        self.description = store.description
+
+    def usable(self) -> bool:
+        """Whether the server takes ranged PUTs (else large objects are streamed whole)."""
+        return self.store.takes_ranged_puts()
+
+    def _tmp(self, name: str) -> str:
+        return f"{TMP_DIR}/{name}"
+
+    def _create(self, name: str) -> None:
+        self.store._collection(TMP_DIR, name)
+        self.store._request("PUT", self._tmp(name), "writing", name, body=b"")
+
+    def _append(self, name: str, offset: int, data: bytes) -> None:
+        self.store.put_at(self._tmp(name), offset, data)
+
+    def _size(self, name: str) -> int | None:
+        try:
+            return self.store.stat(self._tmp(name)).size
+        except ObjectNotFound:
+            return None
+
+    def _commit(self, name: str, key: str) -> None:
+        self.store.move(self._tmp(name), key)
+
+    def _remove(self, name: str) -> None:
+        self.store._request("DELETE", self._tmp(name), "removing", name, ok=(200, 204, 404))

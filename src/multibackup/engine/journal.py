@@ -109,7 +109,12 @@ class VerifiedObject:
 
 
 def _norm(etag: str | None) -> str:
-    return (etag or "").strip().strip('"').lower()
+    """An ETag without quotes, case or weak mark: Apache calls an ETag weak (``W/"..."``)
+    while the file's last second of writes is still running, then strong."""
+    text = (etag or "").strip()
+    if text[:2] in ('W/', 'w/'):
+        text = text[2:]
+    return text.strip('"').lower()
 
 
 def default_path() -> str:

@@ -324,6 +324,10 @@ class Migrator:
         #: where large objects go part by part, resumably (S3 multipart, Azure blocks, a
         #: partial file)
         self._parts: PartsTarget | None = dst_s3 if dst_s3 is not None else dst_side.parts
+        usable = getattr(self._parts, "usable", None)  # a WebDAV server may take no ranges
+        if usable is not None and options.mode != "check" and not options.dry_run \
+                and not usable():
+            self._parts = None  # asked only when it will write
         self._limit = RateLimit(options.bwlimit) if options.bwlimit else None
         #: a part holds a slot from its read until its upload is acknowledged
         self._part_slots = threading.BoundedSemaphore(

@@ -67,6 +67,11 @@ def end_for(store: ObjectStore, location: Location,
         from multibackup.backends.gcs_resumable import GcsResumable
 
         parts = GcsResumable(location, CHUNK, credentials)
+    elif location.scheme == "webdav":
+        from multibackup.backends.webdav_store import WebDAVPartial, WebDAVStore
+
+        if isinstance(store, WebDAVStore):  # used where the server takes ranged PUTs
+            parts = WebDAVPartial(store, CHUNK)
     elif location.scheme in ("sftp", "fs"):
         # imported here: paramiko is only loaded when SFTP is in use
         from multibackup.backends.partial import LocalPartial, SFTPPartial
