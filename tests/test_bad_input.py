@@ -413,6 +413,8 @@ def test_disk_full_fails_cleanly_and_keeps_earlier_snapshots(tmp_path: Path) -> 
         r = cli("backup", str(huge), ok=False)
         assert r.code == 1
         assert "no space left" in one_error_line(r)
+        # the pack that did not fit left no temporary file to keep the disk full
+        assert [p.name for p in (mnt / ".tmp").iterdir()] == []
         target = tmp_path / "t"
         cli("restore", "latest", "--target", str(target))
         assert files_of(restored(target, src)) == files_of(src)

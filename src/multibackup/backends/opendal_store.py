@@ -7,8 +7,11 @@ that names the problem (credentials, bucket, network, disk full) and nothing sec
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -99,6 +102,9 @@ class OpenDALStore:
                             and not self.is_local)
         #: True where writes can carry content type or user metadata (cloud services)
         self.keeps_attributes = self._keeps_type or self._keeps_meta
+        #: True where ``put_buffer`` writes a buffer without copying it (local disk)
+        self.writes_buffers = scheme == "fs" and bool(self._atomic_dir)
+        self._root = options.get("root", "")
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
                                      min_delay=0.2, max_delay=5.0))
@@ -170,6 +176,40 @@ class OpenDALStore:
             if isinstance(error, StorageFull):
                 self._discard_partial(key)
             raise error from None
+
+    def put_buffer(self, key: str, data: memoryview) -> None:
+        """Write ``data`` as :meth:`put` does, straight from the caller's buffer where
+        ``writes_buffers`` (local disk: the file is written with the GIL released, synced,
+        and renamed into place from the temp directory, as OpenDAL's fs writer does);
+        elsewhere as ``put`` of a copy."""
+        if not self.writes_buffers:
+            self.put(key, bytes(data))
+            return
+        assert self._atomic_dir is not None
+        target = os.path.join(self._root, *key.split("/"))
+        temp = os.path.join(self._atomic_dir,
+                            f"{key.rsplit('/', 1)[-1]}.{secrets.token_hex(6)}")
+        fd = -1
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.makedirs(self._atomic_dir, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            view = data
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.rename(temp, target)
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            where = f"{self.description}: writing {key}"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"{where}: no space left on the destination") from None
+            raise StoreError(f"{where}: {exc.strerror or exc}") from None
 
     def put_new(self, key: str, data: bytes) -> None:
         """Create-only; atomic where the service has conditional writes.

@@ -97,6 +97,12 @@ class PackBuilder:
         copies a bytearray with it held (and walks a memoryview byte by byte, 40x slower).
         The buffer itself can then be reused for the next pack (``take_buffer``).
         """
+        with self.finish_view(cipher) as view:
+            return bytes(view)
+
+    def finish_view(self, cipher: Cipher) -> memoryview:
+        """As :meth:`finish`, but the pack as a view of the buffer, not copied: for a store
+        that writes it as it is (local disk). Release it before ``take_buffer``."""
         header = bytearray(MAGIC)
         for e in self.entries:
             header += _ENTRY.pack(int(e.type), e.length, e.raw_length, e.id)
@@ -104,8 +110,7 @@ class PackBuilder:
         end = self.used + len(sealed) + _LEN.size
         self._buf[self.used:self.used + len(sealed)] = sealed
         self._buf[end - _LEN.size:end] = _LEN.pack(len(sealed))
-        with memoryview(self._buf) as view:
-            return bytes(view[:end])
+        return memoryview(self._buf)[:end]
 
     def take_buffer(self) -> Buffer:
         """Hand the (finished) pack's buffer over for reuse; this builder is done."""

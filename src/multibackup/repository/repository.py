@@ -429,18 +429,23 @@ class Repository:
             self._upload_error = exc
 
     def _write_pack(self, builder: PackBuilder) -> None:
-        data = builder.finish(self.cipher)
-        buf = builder.take_buffer()
-        with self._lock:  # keep one spare buffer per pack size for the next pack
-            spare = self._spare_buffers.setdefault(len(buf), [])
-            if not spare:
-                spare.append(buf)
-        del buf
-        pack_hex = storage_id(data)
+        if getattr(self.store, "writes_buffers", False):
+            # written from the pack's own buffer (local disk): no copy of 16 MiB per pack,
+            # and one pack less in memory
+            with builder.finish_view(self.cipher) as view:
+                pack_hex = storage_id(view)
+                self.store.put_buffer(pack_key(pack_hex), view)  # type: ignore[attr-defined]
+                if self.cache and all(e.type is BlobType.TREE for e in builder.entries):
+                    self.cache.put(pack_key(pack_hex), bytes(view))
+            self._spare(builder.take_buffer())
+        else:
+            data = builder.finish(self.cipher)
+            self._spare(builder.take_buffer())
+            pack_hex = storage_id(data)
+            self.store.put(pack_key(pack_hex), data)
+            if self.cache and all(e.type is BlobType.TREE for e in builder.entries):
+                self.cache.put(pack_key(pack_hex), data)
         pack_id = bytes.fromhex(pack_hex)
-        self.store.put(pack_key(pack_hex), data)
-        if self.cache and all(e.type is BlobType.TREE for e in builder.entries):
-            self.cache.put(pack_key(pack_hex), data)
         with self._lock:
             self.index.add_pack(pack_id, builder.entries)
             for e in builder.entries:
@@ -451,6 +456,13 @@ class Repository:
             due = len(self._unsaved) >= INDEX_EVERY_PACKS
         if due:
             self._save_unsaved_index()
+
+    def _spare(self, buf: bytearray) -> None:
+        """Keep one spare buffer per pack size for the next pack (no fresh page faults)."""
+        with self._lock:
+            spare = self._spare_buffers.setdefault(len(buf), [])
+            if not spare:
+                spare.append(buf)
 
     def flush(self) -> None:
         """Upload partial packs, wait for every upload, then write the index for them."""
