@@ -155,7 +155,20 @@ class AzuriteServer(_Server):
         return f"azure://{name}/{prefix}" if prefix else f"azure://{name}"
 
 
-class WebDAVServer(_Server):
+class _WebDAV(_Server):
+    """A WebDAV server with basic auth (``WEBDAV_USER``) over the directory ``root``."""
+
+    def env(self) -> dict[str, str]:
+        return {"MULTIBACKUP_WEBDAV_USER": WEBDAV_USER,
+                "MULTIBACKUP_WEBDAV_PASSWORD": WEBDAV_PASSWORD}
+
+    def location(self, sub: str = "") -> str:
+        """``webdav://`` location of ``sub`` below the served directory (default: a new one)."""
+        sub = sub or "r-" + uuid.uuid4().hex[:12]
+        return f"webdav://127.0.0.1:{self.port}/{sub}"
+
+
+class WebDAVServer(_WebDAV):
     """``rclone serve webdav`` with basic auth over a directory."""
 
     name = "webdav"
@@ -176,17 +189,8 @@ class WebDAVServer(_Server):
         env["RCLONE_CACHE_DIR"] = str(self.workdir / "cache")  # keep ~/.cache clean
         return env
 
-    def env(self) -> dict[str, str]:
-        return {"MULTIBACKUP_WEBDAV_USER": WEBDAV_USER,
-                "MULTIBACKUP_WEBDAV_PASSWORD": WEBDAV_PASSWORD}
 
-    def location(self, sub: str = "") -> str:
-        """``webdav://`` location of ``sub`` below the served directory (default: a new one)."""
-        sub = sub or "r-" + uuid.uuid4().hex[:12]
-        return f"webdav://127.0.0.1:{self.port}/{sub}"
-
-
-class ApacheWebDAVServer(_Server):
+class ApacheWebDAVServer(_WebDAV):
     """Apache httpd with mod_dav over a directory, basic auth: a WebDAV server that takes
     PUTs with Content-Range (rclone's does not), run in the foreground from a config of
     its own."""
@@ -223,14 +227,6 @@ class ApacheWebDAVServer(_Server):
 
     def command(self) -> list[str]:
         return [self.binary, "-f", str(self.workdir / "httpd.conf"), "-DFOREGROUND"]
-
-    def env(self) -> dict[str, str]:
-        return {"MULTIBACKUP_WEBDAV_USER": WEBDAV_USER,
-                "MULTIBACKUP_WEBDAV_PASSWORD": WEBDAV_PASSWORD}
-
-    def location(self, sub: str = "") -> str:
-        sub = sub or "r-" + uuid.uuid4().hex[:12]
-        return f"webdav://127.0.0.1:{self.port}/{sub}"
 
 
 class GcsServer(_Server):
