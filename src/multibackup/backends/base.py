@@ -82,3 +82,15 @@ def get_verified(store: ObjectStore, key: str, check: Callable[[bytes], T], offs
     if method is not None:
         return method(key, check, offset, length)
     return check(store.get(key, offset, length))
+
+
+def read_view(store: ObjectStore, key: str, offset: int, length: int,
+              buffer: Callable[[int], bytearray]) -> memoryview:
+    """A range of ``key`` as a view, for a caller that consumes it before its next read:
+    a store that can (local disk: ``get_view``) reads into ``buffer(length)``, reused by
+    the caller, instead of a fresh allocation per read; any other store returns a view of
+    the bytes it read."""
+    get_view = getattr(store, "get_view", None)
+    if get_view is None or not getattr(store, "writes_buffers", False):
+        return memoryview(store.get(key, offset, length))
+    return get_view(key, offset, length, buffer(length))  # type: ignore[no-any-return]

@@ -102,7 +102,8 @@ class OpenDALStore:
                             and not self.is_local)
         #: True where writes can carry content type or user metadata (cloud services)
         self.keeps_attributes = self._keeps_type or self._keeps_meta
-        #: True where ``put_buffer`` writes a buffer without copying it (local disk)
+        #: True where ``put_buffer`` writes a buffer without copying it, and ``get_view``
+        #: reads into one (local disk)
         self.writes_buffers = scheme == "fs" and bool(self._atomic_dir)
         self._root = options.get("root", "")
         if retries:
@@ -176,6 +177,32 @@ class OpenDALStore:
             if isinstance(error, StorageFull):
                 self._discard_partial(key)
             raise error from None
+
+    def get_view(self, key: str, offset: int, length: int, buffer: bytearray) -> memoryview:
+        """``get`` of a range, as a view: on local disk read into ``buffer`` (at least
+        ``length`` long, the caller's to reuse: no fresh allocation and its page faults per
+        read), elsewhere a view of the bytes read. Valid until ``buffer`` is reused."""
+        if not self.writes_buffers:
+            return memoryview(self.get(key, offset, length))
+        view = memoryview(buffer)[:length]
+        try:
+            fd = os.open(os.path.join(self._root, *key.split("/")), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.description}: reading {key}: object not found") from None
+        except OSError as exc:
+            raise StoreError(f"{self.description}: reading {key}: {exc.strerror or exc}") from None
+        try:
+            got = 0
+            while got < length:
+                n = os.preadv(fd, [view[got:]], offset + got)
+                if n == 0:
+                    break  # shorter than asked: the caller finds the blobs cut off
+                got += n
+        except OSError as exc:
+            raise StoreError(f"{self.description}: reading {key}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        return view[:got]
 
     def put_buffer(self, key: str, data: memoryview) -> None:
         """Write ``data`` as :meth:`put` does, straight from the caller's buffer where

@@ -8,7 +8,6 @@ to the snapshots and files that use them, so the user knows exactly what is at r
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,9 +15,10 @@ from typing import Any
 
 import blake3
 
+from multibackup.backends.base import read_view
 from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, ObjectNotFound, StoreError
-from multibackup.repository.blob import open_blob
+from multibackup.repository.blob import ScratchBuffers, open_blob
 from multibackup.repository.pack import PackEntry, header_size
 from multibackup.repository.repository import Repository, pack_key
 from multibackup.repository.snapshot import Snapshot
@@ -68,7 +68,8 @@ class Checker:
         self._order: list[bytes] = []  # surveyed trees, parents before children
         self._dirty: set[bytes] = set()  # trees with damage at or below them
         self._sizes: dict[str, int] = {}
-        self._local = threading.local()
+        self._scratch = ScratchBuffers()  # per worker, to decrypt blobs into
+        self._reads = ScratchBuffers()  # per worker, to read pack pieces into
 
     def _load_index(self) -> None:
         r = self.report
@@ -111,15 +112,6 @@ class Checker:
                                   "interrupted run; the next backup or prune takes care of it)")
         r.blobs = len(self.repo.index)
 
-    def _scratch(self, size: int) -> bytearray:
-        """This thread's buffer to decrypt blobs into, reused and grown to the largest
-        blob met (not the chunker's maximum up front: each would cost its full size in
-        touched memory, while most blobs are far smaller)."""
-        buf = getattr(self._local, "scratch", None)
-        if buf is None or len(buf) < size:
-            buf = self._local.scratch = bytearray(max(size, 1 << 20))
-        return buf
-
     def _read_pack(self, pack_id: bytes, entries: list[PackEntry]) -> list[str]:
         """Verify one pack, reading it in pieces of at most 4 MiB (or one blob).
 
@@ -155,7 +147,7 @@ class Checker:
             try:
                 if start > pos:  # bytes no entry describes (only with a damaged header)
                     hasher.update(self.repo.store.get(key, pos, start - pos))
-                data = memoryview(self.repo.store.get(key, start, end - start))
+                data = read_view(self.repo.store, key, start, end - start, self._reads.get)
             except StoreError as exc:
                 errors.append(f"{what}: {exc}")
                 self._damaged.update(e.id for e in group)
@@ -166,7 +158,7 @@ class Checker:
                 hashable = False
             hasher.update(data)
             pos = max(pos, end)
-            scratch = self._scratch(max(e.length for e in group))
+            scratch = self._scratch.get(max(e.length for e in group))
             for e in group:
                 try:
                     open_blob(self.repo.cipher, e.id, data[e.offset - start:e.offset - start

@@ -22,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from multibackup.backends.base import get_verified
+from multibackup.backends.base import get_verified, read_view
 from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, StoreError
-from multibackup.repository.blob import open_blob
+from multibackup.repository.blob import ScratchBuffers, open_blob
 from multibackup.repository.repository import Repository, pack_key
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import DIR, FILE, SYMLINK, Node, is_safe_name
@@ -95,6 +95,8 @@ class Restorer:
         self._is_root = os.geteuid() == 0
         self._owner = (os.geteuid(), os.getegid())  # who owns what this process creates
         self._fresh = False  # target was empty and not setgid: see run()
+        self._scratch = ScratchBuffers()  # per worker, to decrypt blobs into
+        self._reads = ScratchBuffers()  # per worker, to read pack ranges into
 
     def _error(self, msg: str) -> None:
         with self._lock:
@@ -202,16 +204,20 @@ class Restorer:
             end = group[-1][0] + group[-1][1]
             key = pack_key(pack_id)
             try:
-                data: memoryview | None = memoryview(
-                    self.repo.store.get(key, start, end - start))
+                data: memoryview | None = read_view(self.repo.store, key, start, end - start,
+                                                    self._reads.get)
             except StoreError:
                 data = None  # each blob is asked for again below, from any copy
+            # a raw blob comes back as a view of the scratch buffer: written out below
+            # before the next blob is opened into it
+            scratch = self._scratch.get(max(b[1] for b in group))
             for offset, length, raw_length, blob_id, targets in group:
                 try:
                     if data is None:
                         raise IntegrityError("unreadable")
                     plain = open_blob(self.repo.cipher, blob_id,
-                                      data[offset - start:offset - start + length], raw_length)
+                                      data[offset - start:offset - start + length], raw_length,
+                                      scratch=scratch)
                 except IntegrityError:
                     # Damaged or unreadable here: a verified read of just this blob lets a
                     # mirrored repository take it from another copy.

@@ -105,6 +105,23 @@ def seal_blob(cipher: Cipher, blob_id: bytes, data: bytes | memoryview, level: i
     return cipher.seal(blob_body(data, level), blob_id)
 
 
+class ScratchBuffers:
+    """One buffer per thread to decrypt blobs into (``open_blob``'s ``scratch``), reused
+    and grown to the largest blob met: not the chunker's maximum up front, since each would
+    cost its full size in touched memory while most blobs are far smaller. Reuse spares
+    the page faults of a fresh allocation per blob (check and restore)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, size: int) -> bytearray:
+        """This thread's buffer, at least ``size`` bytes long."""
+        buf = getattr(self._local, "scratch", None)
+        if buf is None or len(buf) < size:
+            buf = self._local.scratch = bytearray(max(size, 1 << 20))
+        return buf
+
+
 def open_blob(cipher: Cipher, blob_id: bytes, sealed: bytes | memoryview, raw_length: int,
               verify: bool = True, scratch: bytearray | None = None) -> bytes | memoryview:
     """Decrypt a blob, decompress it if its body is shorter than ``raw_length``, verify it.
