@@ -118,7 +118,9 @@ class ScratchBuffers:
         """This thread's buffer, at least ``size`` bytes long."""
         buf = getattr(self._local, "scratch", None)
         if buf is None or len(buf) < size:
-            buf = self._local.scratch = bytearray(max(size, 1 << 20))
+            # to the next power of two: a few steps up to the largest blob, not one
+            # zero-filled allocation for every slightly larger blob met on the way
+            buf = self._local.scratch = bytearray(max(1 << (size - 1).bit_length(), 1 << 20))
         return buf
 
 
