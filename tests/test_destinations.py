@@ -125,7 +125,7 @@ def test_local_store_writes_and_reads_through_buffers(tmp_path: Path) -> None:
     """Packs are written from their own buffer and pack ranges read into a reused one
     (local disk only); the result is the same bytes as put and get."""
     store = open_store(parse_location(str(tmp_path / "repo")))
-    assert getattr(store, "writes_buffers", False)
+    assert getattr(store, "direct_buffers", False)
     data = bytearray(os.urandom(3 << 20))
     store.put_buffer("data/ab/pack", memoryview(data)[:2 << 20])  # type: ignore[attr-defined]
     assert store.get("data/ab/pack") == bytes(data[:2 << 20])

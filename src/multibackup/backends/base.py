@@ -91,6 +91,6 @@ def read_view(store: ObjectStore, key: str, offset: int, length: int,
     the caller, instead of a fresh allocation per read; any other store returns a view of
     the bytes it read."""
     get_view = getattr(store, "get_view", None)
-    if get_view is None or not getattr(store, "writes_buffers", False):
+    if get_view is None or not getattr(store, "direct_buffers", False):
         return memoryview(store.get(key, offset, length))
     return get_view(key, offset, length, buffer(length))  # type: ignore[no-any-return]

@@ -102,9 +102,9 @@ class OpenDALStore:
                             and not self.is_local)
         #: True where writes can carry content type or user metadata (cloud services)
         self.keeps_attributes = self._keeps_type or self._keeps_meta
-        #: True where ``put_buffer`` writes a buffer without copying it, and ``get_view``
-        #: reads into one (local disk)
-        self.writes_buffers = scheme == "fs" and bool(self._atomic_dir)
+        #: True where ``put_buffer`` writes from the caller's buffer and ``get_view`` reads
+        #: into it, without a copy or an allocation of their own (local disk)
+        self.direct_buffers = scheme == "fs" and bool(self._atomic_dir)
         self._root = options.get("root", "")
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
@@ -182,7 +182,7 @@ class OpenDALStore:
         """``get`` of a range, as a view: on local disk read into ``buffer`` (at least
         ``length`` long, the caller's to reuse: no fresh allocation and its page faults per
         read), elsewhere a view of the bytes read. Valid until ``buffer`` is reused."""
-        if not self.writes_buffers:
+        if not self.direct_buffers:
             return memoryview(self.get(key, offset, length))
         view = memoryview(buffer)[:length]
         try:
@@ -206,10 +206,10 @@ class OpenDALStore:
 
     def put_buffer(self, key: str, data: memoryview) -> None:
         """Write ``data`` as :meth:`put` does, straight from the caller's buffer where
-        ``writes_buffers`` (local disk: the file is written with the GIL released, synced,
+        ``direct_buffers`` (local disk: the file is written with the GIL released, synced,
         and renamed into place from the temp directory, as OpenDAL's fs writer does);
         elsewhere as ``put`` of a copy."""
-        if not self.writes_buffers:
+        if not self.direct_buffers:
             self.put(key, bytes(data))
             return
         assert self._atomic_dir is not None

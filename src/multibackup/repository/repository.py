@@ -429,7 +429,7 @@ class Repository:
             self._upload_error = exc
 
     def _write_pack(self, builder: PackBuilder) -> None:
-        if getattr(self.store, "writes_buffers", False):
+        if getattr(self.store, "direct_buffers", False):
             # written from the pack's own buffer (local disk): no copy of 16 MiB per pack,
             # and one pack less in memory
             with builder.finish_view(self.cipher) as view:
