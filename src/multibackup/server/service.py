@@ -183,9 +183,9 @@ def users_of(db: Session, org: int, kind: str, name: str) -> list[str]:
         if name in (cfg.get("destinations") if kind == "destination" else cfg.get("sources")
                     ) or []:
             used.append(f"plan {plan.name!r}")
-    destinations = {row.name for row in db.scalars(
-        select(m.Destination).where(m.Destination.organisation_id == org))}
-    if kind == "destination" or name not in destinations:  # a name is a destination first
+    is_destination = db.scalar(select(m.Destination.id).where(
+        m.Destination.organisation_id == org, m.Destination.name == name)) is not None
+    if kind == "destination" or not is_destination:  # a name is a destination first
         for mig in db.scalars(select(m.Migration).where(m.Migration.organisation_id == org)):
             if name in ((mig.config or {}).get("source"), (mig.config or {}).get("destination")):
                 used.append(f"migration {mig.name!r}")
