@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,71 @@ def test_check_names_every_damaged_path_in_every_snapshot(tmp_path: Path, cli: C
     target = tmp_path / "out"
     cli("restore", second, "--target", str(target), "--include", f"{base}/b")
     assert (target / base.lstrip("/") / "b" / "z.txt").read_bytes() == files["b/z.txt"]
+
+
+def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrives(
+        tmp_path: Path, cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packs go to the workers while the walk goes on; a file late in the tree that
+    shares content with an early one (its pack already restored) still gets it."""
+    from multibackup.backends.location import open_store, parse_location
+    from multibackup.engine import restore as restore_mod
+    from multibackup.repository.repository import Repository
+
+    rng = random.Random(7)
+    shared = rng.randbytes(200_000)
+    src = tmp_path / "src"
+    files = {"a/first.bin": shared, "z/last.bin": shared, "z/empty": b""}
+    for i in range(8):  # 8 MiB of incompressible content between the two: 8 packs of 1 MiB
+        files[f"m/{i}.bin"] = rng.randbytes(1 << 20)
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    cli("init", "--pack-size", "1")
+    cli("backup", str(src))
+
+    sent: list[tuple[bytes, int]] = []  # (pack, files planned when it was sent)
+    restorer_of: dict[str, restore_mod.Restorer] = {}
+    real_submit = restore_mod.ThreadPoolExecutor.submit
+
+    def submit(pool, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if getattr(fn, "__name__", "") == "_restore_pack":
+            sent.append((args[0], len(restorer_of["r"]._files)))
+        return real_submit(pool, fn, *args, **kwargs)
+
+    monkeypatch.setattr(restore_mod.ThreadPoolExecutor, "submit", submit)
+    with Repository.open(open_store(parse_location(cli.repo)),
+                         cli.env["MULTIBACKUP_PASSWORD"]) as repo:
+        repo.load_index()
+        r = restorer_of["r"] = restore_mod.Restorer(repo, repo.find_snapshot("latest"),
+                                                     str(tmp_path / "out"))
+        summary = r.run()
+        first = next(f for f in r._files if f.path.endswith("/a/first.bin"))
+        shared_pack = repo.index.lookup(first.node.content[0]).pack_id
+    assert summary.errors == [] and summary.files == len(files)
+    out = tmp_path / "out" / str(src).lstrip("/")
+    assert {rel: (out / rel).read_bytes() for rel in files} == files
+    total = len(r._files)
+    # restoring began before the walk had planned every file ...
+    assert sent[0][1] < total
+    # ... and the pack holding the shared content was read twice: once for a/first.bin,
+    # again for z/last.bin, which the walk reached after that pack had gone
+    assert [p for p, _ in sent].count(shared_pack) == 2
+
+
+def test_restore_over_a_directory_in_the_way_restores_the_rest(tmp_path: Path,
+                                                                cli: CLI) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a.txt").write_text("a\n")
+    (src / "d" / "b.txt").write_text("b\n")
+    cli("init")
+    cli("backup", str(src))
+    target = tmp_path / "t"
+    blocked = target / str(src).lstrip("/") / "d" / "a.txt"
+    blocked.mkdir(parents=True)
+    (blocked / "keep").write_text("mine\n")
+    r = cli("restore", "latest", "--target", str(target), "--overwrite", ok=False)
+    assert r.code == 1
+    assert f"{blocked}: exists and is a directory" in r.err
+    assert (blocked / "keep").read_text() == "mine\n"
+    assert (blocked.parent / "b.txt").read_text() == "b\n"
