@@ -16,6 +16,7 @@ from typing import Any
 import blake3
 
 from multibackup.backends.base import read_view
+from multibackup.engine.collector import collector_paused
 from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, ObjectNotFound, StoreError
 from multibackup.repository.blob import ScratchBuffers, open_blob
@@ -240,6 +241,10 @@ class Checker:
         return sorted(found)
 
     def run(self) -> CheckReport:
+        with collector_paused():
+            return self._run()
+
+    def _run(self) -> CheckReport:
         r = self.report
         self._load_index()
         self._check_packs()

@@ -14,7 +14,6 @@ written outside the target.
 from __future__ import annotations
 
 import fnmatch
-import gc
 import os
 import stat as statmod
 import threading
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from multibackup.backends.base import get_verified, read_view
+from multibackup.engine.collector import collector_paused
 from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, StoreError
 from multibackup.repository.blob import ScratchBuffers, open_blob
@@ -373,20 +373,13 @@ class Restorer:
             # group), so the existence checks and same-owner chowns can be skipped.
             self._fresh = not os.stat(target).st_mode & statmod.S_ISGID
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
-        # The plan holds every file and listing of the snapshot, and nothing of it forms
-        # a cycle: the cyclic collector's passes over it were 2-3 % of a restore's CPU.
-        collecting = gc.isenabled()
-        gc.disable()
         try:
-            futures = self._dispatch(pool)
-            for fut in futures:
-                fut.result()
+            with collector_paused():
+                for fut in self._dispatch(pool):
+                    fut.result()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-        finally:
-            if collecting:
-                gc.enable()
         pool.shutdown()
         s = self.summary
         for f in self._files:
