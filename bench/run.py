@@ -831,10 +831,9 @@ def update_readme(md: str) -> None:
 
 
 def _cpu_model() -> str:
-    """The CPU's name and family/model numbers, and whether it has AVX-512.
-
-    Ratios move with the CPU, not only with its load: BLAKE3 (multibackup's hash) runs
-    about twice as fast with AVX-512, while restic's SHA-256 uses SHA-NI either way."""
+    """The CPU's name and family/model numbers, and whether it has AVX-512: ratios move
+    from one machine to another (BLAKE3, multibackup's hash, has an AVX-512 path;
+    restic's SHA-256 uses the SHA instructions on either)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
