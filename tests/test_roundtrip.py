@@ -302,8 +302,9 @@ def test_check_names_every_damaged_path_in_every_snapshot(tmp_path: Path, cli: C
 
 def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrives(
         tmp_path: Path, cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Packs go to the workers while the walk goes on; a file late in the tree that
-    shares content with an early one (its pack already restored) still gets it."""
+    """Packs go to the workers while the walk goes on; a file later in the tree that
+    shares content with an early one (its pack already restored) still gets it, and
+    such returns widen the window instead of costing a read each."""
     from multibackup.backends.location import open_store, parse_location
     from multibackup.engine import restore as restore_mod
     from multibackup.repository.repository import Repository
@@ -311,9 +312,11 @@ def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrive
     rng = random.Random(7)
     shared = rng.randbytes(200_000)
     src = tmp_path / "src"
-    files = {"a/first.bin": shared, "z/last.bin": shared, "z/empty": b""}
-    for i in range(8):  # 8 MiB of incompressible content between the two: 8 packs of 1 MiB
-        files[f"m/{i}.bin"] = rng.randbytes(1 << 20)
+    files = {"a/first.bin": shared, "c/again.bin": shared, "e/more.bin": shared,
+             "g/last.bin": shared, "g/empty": b""}
+    for gap in "bdf":  # 5 MiB of incompressible content between each two: 5 packs of 1 MiB
+        for i in range(5):
+            files[f"{gap}/{i}.bin"] = rng.randbytes(1 << 20)
     for rel, data in files.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(data)
@@ -345,7 +348,9 @@ def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrive
     # restoring began before the walk had planned every file ...
     assert sent[0][1] < total
     # ... and the pack holding the shared content was read twice: once for a/first.bin,
-    # again for z/last.bin, which the walk reached after that pack had gone
+    # again for c/again.bin, which the walk reached after that pack had gone (5 MiB on,
+    # the window being 4 packs); that return doubled the window, so the pack then waited
+    # for e/more.bin and g/last.bin, 5 MiB apart each, instead of going out twice more
     assert [p for p, _ in sent].count(shared_pack) == 2
 
 

@@ -303,12 +303,17 @@ class Restorer:
         Restoring starts while the walk goes on, instead of after it (the walk loads
         every directory listing and looks up every blob: a second on 38,000 files). A
         pack's blobs are needed by neighbouring files, since a backup fills packs in
-        walk order; a pack goes out once the walk has planned ``_window`` more bytes
-        without needing it. A file further on that needs a blob of a pack already sent
-        (the same content elsewhere in the tree) gets that blob from a later, smaller
-        read of the same pack: every file still receives every blob.
+        walk order; a pack goes out once the walk has planned ``window`` more bytes
+        (first four packs' worth) without needing it. A file further on that needs a
+        blob of a pack already sent (the same content elsewhere in the tree) gets that
+        blob from a later, smaller read of the same pack: every file still receives
+        every blob. Each such return doubles the window, so a snapshot whose packs do
+        not follow the walk (content moved since it was first saved, packs rewritten by
+        prune) costs a few extra reads before packs wait for the walk's end, as they
+        all did before.
         """
         window = 4 * self.repo.config.pack_size
+        sent: set[bytes] = set()
         pending: dict[bytes, dict[bytes, list[Any]]] = {}
         last_use: OrderedDict[bytes, int] = OrderedDict()  # pack -> bytes planned then
         planned = 0
@@ -316,6 +321,7 @@ class Restorer:
 
         def send(pack_id: bytes) -> None:
             blobs = pending.pop(pack_id)
+            sent.add(pack_id)
             futures.append(pool.submit(self._restore_pack, pack_id,
                                        [tuple(v) for v in blobs.values()]))
 
@@ -334,7 +340,11 @@ class Restorer:
                 if loc is None:
                     self._fail([(file_no, 0)], f"blob {blob_id.hex()[:16]} is missing")
                     break
-                blobs = pending.setdefault(loc.pack_id, {})
+                blobs = pending.get(loc.pack_id)
+                if blobs is None:
+                    if loc.pack_id in sent:
+                        window *= 2  # a return: the packs do not follow the walk here
+                    blobs = pending[loc.pack_id] = {}
                 entry = blobs.get(blob_id)
                 if entry is None:
                     entry = blobs[blob_id] = [loc.offset, loc.length, loc.raw_length,
