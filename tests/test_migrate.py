@@ -467,6 +467,55 @@ def test_local_temp_files_are_not_objects(tmp_path: Path) -> None:
     assert r.code == 0 and "1 skipped" in r.out
 
 
+def test_sync_never_deletes_what_the_source_holds_but_filters_out(tmp_path: Path) -> None:
+    """Filters on size or date see each side's own copy: an object the source still
+    holds, filtered out there, is kept at the destination by a sync --delete."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(3):
+        (src / f"old{i}.txt").write_bytes(b"old %d\n" % i)
+        os.utime(src / f"old{i}.txt", (1_577_836_800, 1_577_836_800))  # 2020-01-01
+    (src / "grows.txt").write_bytes(b"small")
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    cli("migrate", str(src), str(dst))
+    (src / "new.txt").write_bytes(b"new\n")
+    (src / "grows.txt").write_bytes(b"x" * 4096)  # now over --max-size, its copy is not
+    (dst / "gone.txt").write_bytes(b"not at the source")
+    r = cli("migrate", str(src), str(dst), "--mode", "check", "--modified-since", "7d",
+            "--max-size", "1k", "--json", ok=False)
+    assert r.code == 1
+    assert {(o["key"], o["status"]) for o in r.json()["objects"]} == \
+        {("new.txt", "missing"), ("gone.txt", "extraneous")}
+    doc = cli("migrate", str(src), str(dst), "--mode", "sync", "--delete",
+              "--modified-since", "7d", "--max-size", "1k", "--json").json()
+    assert doc["counts"] == {"copied": 1, "deleted": 1}
+    assert sorted(p.name for p in dst.iterdir() if p.name != ".tmp") == \
+        ["grows.txt", "new.txt", "old0.txt", "old1.txt", "old2.txt"]
+    assert (dst / "grows.txt").read_bytes() == b"small"  # filtered out: neither copied
+    assert (src / "grows.txt").read_bytes() == b"x" * 4096  # nor deleted
+
+
+def test_tmp_prefix_is_left_alone_on_both_sides(s3_server: S3Server, mcli: CLI,
+                                               tmp_path: Path) -> None:
+    """Where one side keeps its temporary files in .tmp/, that prefix is out of the
+    migration on both sides: an S3 object under it is neither copied nor deleted."""
+    src = tmp_path / "src"
+    (src / ".tmp").mkdir(parents=True)
+    (src / ".tmp" / "notes.txt").write_bytes(b"local")
+    (src / "a.txt").write_bytes(b"a")
+    s3_server.client().create_bucket(Bucket="tmp-prefix")
+    s3_server.client().put_object(Bucket="tmp-prefix", Key="d/.tmp/notes.txt", Body=b"remote")
+    doc = _run(mcli, str(src), "s3://tmp-prefix/d", "--mode", "sync", "--delete")
+    assert doc["counts"] == {"copied": 1}
+    assert _bucket(s3_server, "tmp-prefix", "d/") == {".tmp/notes.txt": b"remote",
+                                                      "a.txt": b"a"}
+    back = tmp_path / "back"
+    doc = _run(mcli, "s3://tmp-prefix/d", str(back))
+    assert doc["counts"] == {"copied": 1} and not (back / ".tmp" / "notes.txt").exists()
+    assert _run(mcli, "s3://tmp-prefix/d", str(back), "--mode", "check")["counts"] == \
+        {"skipped": 1}
+
+
 def test_sizes_dates_and_globs() -> None:
     from multibackup.backends.base import ObjectInfo
     from multibackup.engine.migrate import Filters, parse_since, parse_size

@@ -373,18 +373,22 @@ class Migrator:
     def _plan(self) -> tuple[int, int]:
         """List both sides into the scratch database, compare every object and record the
         tasks (and the skipped objects' results) there; returns (tasks, their bytes)."""
-        def wanted(store: ObjectStore, info: ObjectInfo) -> bool:
-            if info.key.startswith(_TMP_PREFIX) and _keeps_temp_files(store):
-                return False
-            return self.options.filters.match(info)
+        # ".tmp/" holds a local or SFTP store's own temporary files: where either side
+        # keeps them there, that prefix is left out on both sides, never copied, compared
+        # or deleted
+        reserved = _keeps_temp_files(self.src) or _keeps_temp_files(self.dst)
+
+        def listing(store: ObjectStore) -> Iterator[ObjectInfo]:
+            return (o for o in store.list()
+                    if not (reserved and o.key.startswith(_TMP_PREFIX)))
 
         scratch = self._scratch
+        match = self.options.filters.match
         # both sides are listed at once: with many objects each listing is many requests
         with ThreadPoolExecutor(1, thread_name_prefix="list") as pool:
-            listing = pool.submit(scratch.add_listing, "dst",
-                                  (o for o in self.dst.list() if wanted(self.dst, o)))
-            scratch.add_listing("src", (o for o in self.src.list() if wanted(self.src, o)))
-            listing.result()
+            listed = pool.submit(scratch.add_listing, "dst", listing(self.dst), match)
+            scratch.add_listing("src", listing(self.src), match)
+            listed.result()
         if self.journal is not None:
             scratch.add_verified(self.journal.iter_verified())
         as_files = _keys_are_paths(self.dst)

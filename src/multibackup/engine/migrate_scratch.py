@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from multibackup.backends.base import ObjectInfo
@@ -24,10 +24,10 @@ from multibackup.engine.journal import VerifiedObject
 _BATCH = 2000
 
 _SCHEMA = """
-CREATE TABLE src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, mtime_ns INTEGER)
-    WITHOUT ROWID;
-CREATE TABLE dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, mtime_ns INTEGER)
-    WITHOUT ROWID;
+CREATE TABLE src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, mtime_ns INTEGER,
+    wanted INTEGER) WITHOUT ROWID;
+CREATE TABLE dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, mtime_ns INTEGER,
+    wanted INTEGER) WITHOUT ROWID;
 CREATE TABLE verified (key TEXT PRIMARY KEY, size INTEGER, src_etag TEXT,
     src_mtime_ns INTEGER, dst_etag TEXT, md5 TEXT) WITHOUT ROWID;
 CREATE TABLE tasks (key TEXT PRIMARY KEY, action TEXT, reason TEXT) WITHOUT ROWID;
@@ -128,8 +128,16 @@ class Scratch:
 
     # -- listings and the journal ------------------------------------------------------------
 
-    def add_listing(self, side: str, infos: Iterable[ObjectInfo]) -> int:
+    def add_listing(self, side: str, infos: Iterable[ObjectInfo],
+                    wanted: Callable[[ObjectInfo], bool] | None = None) -> int:
         """Store a listing ("src" or "dst") as it streams in; returns how many objects.
+
+        Every object is stored, with whether it takes part (``wanted``: the filters).
+        Only wanted source objects are copied or compared, and only wanted destination
+        objects may be extraneous; but a destination object is extraneous only when the
+        source has no object of its key at all. Filters on size or time see each side's
+        own copy, which may differ: an object the source holds, filtered out there, is
+        never deleted at the destination for it.
 
         A key that is no valid UTF-8 (a file name in another encoding, carried as
         surrogate escapes) cannot be an object key anywhere: it is kept out, and listed
@@ -138,15 +146,16 @@ class Scratch:
 
         def rows() -> Iterator[tuple[object, ...]]:
             for o in infos:
+                take = wanted is None or wanted(o)
                 try:
                     o.key.encode()
                 except UnicodeEncodeError:
-                    if side == "src" and len(self.unusable) < 1000:
+                    if side == "src" and take and len(self.unusable) < 1000:
                         self.unusable.append(o)
                     continue
-                yield o.key, o.size, o.etag, o.mtime_ns
+                yield o.key, o.size, o.etag, o.mtime_ns, int(take)
 
-        return self._write_all(f"INSERT OR REPLACE INTO {side} VALUES (?, ?, ?, ?)", rows())
+        return self._write_all(f"INSERT OR REPLACE INTO {side} VALUES (?, ?, ?, ?, ?)", rows())
 
     def add_verified(self, records: Iterable[VerifiedObject]) -> None:
         self._write_all("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)",
@@ -154,12 +163,13 @@ class Scratch:
                          for v in records))
 
     def pairs(self) -> Iterator[Pair]:
-        """Every source object in key order, with its destination and journal records."""
+        """Every wanted source object in key order, with its destination and journal
+        records."""
         for row in self._rows(
                 "SELECT s.key, s.size, s.etag, s.mtime_ns, d.size, d.etag, d.mtime_ns, "
                 "v.size, v.src_etag, v.src_mtime_ns, v.dst_etag, v.md5 FROM src s "
                 "LEFT JOIN dst d ON d.key = s.key LEFT JOIN verified v ON v.key = s.key "
-                "ORDER BY s.key"):
+                "WHERE s.wanted ORDER BY s.key"):
             key = str(row[0])
             src = ObjectInfo(key, int(row[1]), row[2], int(row[3] or 0))  # type: ignore[arg-type]
             dst = _info(key, *row[4:7])  # type: ignore[arg-type]
@@ -168,15 +178,15 @@ class Scratch:
             yield Pair(src, dst, known)
 
     def extraneous(self) -> Iterator[ObjectInfo]:
-        """Destination objects the source lacks, in key order."""
+        """Wanted destination objects whose key the source lacks, in key order."""
         for row in self._rows("SELECT d.key, d.size, d.etag, d.mtime_ns FROM dst d WHERE "
-                              "NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key) "
-                              "ORDER BY d.key"):
+                              "d.wanted AND NOT EXISTS (SELECT 1 FROM src s WHERE "
+                              "s.key = d.key) ORDER BY d.key"):
             yield ObjectInfo(str(row[0]), int(row[1]), row[2], int(row[3] or 0))  # type: ignore[arg-type]
 
     def extraneous_count(self) -> int:
-        return int(self._one("SELECT count(*) FROM dst d WHERE NOT EXISTS "  # type: ignore[arg-type]
-                             "(SELECT 1 FROM src s WHERE s.key = d.key)")[0])
+        return int(self._one("SELECT count(*) FROM dst d WHERE d.wanted AND "  # type: ignore[arg-type]
+                             "NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key)")[0])
 
     # -- the plan ----------------------------------------------------------------------------
 
