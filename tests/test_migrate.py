@@ -516,6 +516,38 @@ def test_tmp_prefix_is_left_alone_on_both_sides(s3_server: S3Server, mcli: CLI,
         {"skipped": 1}
 
 
+def test_missing_source_and_overlapping_ends_are_refused(s3_server: S3Server, mcli: CLI,
+                                                        tmp_path: Path) -> None:
+    """A mistyped local source is an error, not an empty source whose sync empties the
+    destination; a source inside the destination (or the reverse) is refused."""
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "keep.txt").write_bytes(b"keep")
+    missing = tmp_path / "no-such-dir"
+    r = mcli("migrate", str(missing), str(dst), "--mode", "sync", "--delete", ok=False)
+    assert r.code == 1 and r.err.strip() == f"error: source {missing} does not exist"
+    assert not missing.exists() and (dst / "keep.txt").read_bytes() == b"keep"
+    (dst / "sub").mkdir()
+    (dst / "sub" / "a.txt").write_bytes(b"a")
+    (tmp_path / "link").symlink_to(dst)
+    for src_arg, dst_arg in ((dst / "sub", dst), (dst, dst / "sub"),
+                             (dst / "sub", tmp_path / "link")):
+        r = mcli("migrate", str(src_arg), str(dst_arg), "--mode", "sync", "--delete",
+                 ok=False)
+        assert r.code == 2 and "source and destination overlap" in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 1
+    assert (dst / "sub" / "a.txt").read_bytes() == b"a" and not (dst / "sub" / "sub").exists()
+    s3_server.client().create_bucket(Bucket="overlap")
+    _fill(s3_server, "overlap", {"x": b"x"}, prefix="site/new/")
+    r = mcli("migrate", "s3://overlap/site/new", "s3://overlap/site", "--mode", "sync",
+             "--delete", ok=False)
+    assert r.code == 2 and "overlap" in r.err
+    assert _bucket(s3_server, "overlap") == {"site/new/x": b"x"}
+    # neighbours that only share the start of a name do not overlap
+    _run(mcli, "s3://overlap/site/new", "s3://overlap/site/newer")
+    assert _bucket(s3_server, "overlap", "site/newer/") == {"x": b"x"}
+
+
 def test_sizes_dates_and_globs() -> None:
     from multibackup.backends.base import ObjectInfo
     from multibackup.engine.migrate import Filters, parse_since, parse_size

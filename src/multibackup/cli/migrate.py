@@ -69,8 +69,10 @@ def open_side(text: str, side: str, args: argparse.Namespace) -> End:
     names = _CREDENTIAL_VARS.get(location.scheme, {})
     overrides = {key: value for var, key in names.items()
                  if (value := _side_env(side, var)) is not None}
-    from multibackup.plans.migration import end_for
+    from multibackup.plans.migration import check_source_exists, end_for
 
+    if side == "SRC":
+        check_source_exists(location)
     store = open_store(location, credentials=overrides or None)
     return end_for(store, location, overrides or None)
 

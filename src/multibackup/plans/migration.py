@@ -10,6 +10,7 @@ an FTP/FTPS ``[sources.NAME]`` entry.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from multibackup.engine.migrate import (
     parse_size,
 )
 from multibackup.engine.progress import Progress
-from multibackup.errors import UsageError
+from multibackup.errors import MultibackupError, UsageError
 
 
 @dataclass
@@ -42,6 +43,8 @@ class End(Side):
     alike)."""
 
     identity: str = ""
+    #: where it is, for the overlap check (None: an FTP end)
+    location: Location | None = None
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)
@@ -79,7 +82,40 @@ def end_for(store: ObjectStore, location: Location,
 
         parts = (SFTPPartial(store, CHUNK) if isinstance(store, SFTPStore)
                  else LocalPartial(location.path, CHUNK))
-    return End(store, s3=s3, objects=objects, parts=parts, identity=identity)
+    return End(store, s3=s3, objects=objects, parts=parts, identity=identity,
+               location=location)
+
+
+def check_source_exists(location: Location) -> None:
+    """A local source directory must exist: opening it would create it, and an empty
+    source would make a sync delete everything at the destination."""
+    if location.scheme == "fs" and not os.path.isdir(location.path):
+        what = "is not a directory" if os.path.exists(location.path) else "does not exist"
+        raise MultibackupError(f"source {location.path} {what}")
+
+
+def _within(inner: str, outer: str) -> bool:
+    inner, outer = inner.strip("/"), outer.strip("/")
+    return not outer or inner == outer or inner.startswith(outer + "/")
+
+
+def check_overlap(src: End, dst: End) -> None:
+    """Refuse a source and destination where one lies inside the other: a sync would
+    delete the source as extraneous, a copy would nest itself deeper every run."""
+    a, b = src.location, dst.location
+    if a is None or b is None or a.scheme != b.scheme or a.scheme == "memory":
+        return
+    if a.scheme == "fs":
+        pa, pb = os.path.realpath(a.path), os.path.realpath(b.path)
+    elif (a.bucket, a.endpoint, a.options.get("port")) == (b.bucket, b.endpoint,
+                                                           b.options.get("port")):
+        pa, pb = a.path, b.path
+    else:
+        return
+    if _within(pa, pb) or _within(pb, pa):
+        inner, outer = (src, dst) if _within(pa, pb) else (dst, src)
+        raise UsageError(f"source and destination overlap: {inner.store.description} lies "
+                         f"within {outer.store.description}")
 
 
 def open_ftp_end(url: str, credentials: Mapping[str, str] | None, *,
@@ -99,6 +135,8 @@ def open_end(entry: Destination | Source, *, create: bool = False) -> End:
     credentials = entry.resolve_credentials() if entry.credentials else None  # read once
     if isinstance(entry, Source):
         return open_ftp_end(entry.url, credentials, create=create)
+    if not create:
+        check_source_exists(entry.location)
     store = open_store(entry.location, credentials=credentials)
     return end_for(store, entry.location, credentials)
 
@@ -151,6 +189,7 @@ def migrate(src: End, dst: End, options: MigrateOptions,
     try:
         if src.identity == dst.identity:
             raise UsageError(f"source and destination are the same location ({src.identity})")
+        check_overlap(src, dst)
         journal = Journal(src.identity, dst.identity)
         try:
             migrator = Migrator(src, dst, options, journal=journal, progress=progress)
