@@ -548,6 +548,59 @@ def test_missing_source_and_overlapping_ends_are_refused(s3_server: S3Server, mc
     assert _bucket(s3_server, "overlap", "site/newer/") == {"x": b"x"}
 
 
+def test_names_with_white_space_at_either_end_fail_alone(tmp_path: Path) -> None:
+    """OpenDAL trims paths: " notes.txt" must fail, not carry bytes of "notes.txt"."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / " notes.txt").write_bytes(b"hi")
+    (src / "trail ").write_bytes(b"trailing")
+    (src / "notes.txt").write_bytes(b"IMPORTANT-DATA")
+    (src / "in side.txt").write_bytes(b"inner spaces are fine")
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    r = cli("migrate", str(src), str(dst), "--json", ok=False)
+    assert r.code == 1
+    objects = {o["key"]: o for o in r.json()["objects"]}
+    assert {k: o["status"] for k, o in objects.items()} == {
+        " notes.txt": "failed", "trail ": "failed", "notes.txt": "copied",
+        "in side.txt": "copied"}
+    assert "begins or ends with white space" in objects[" notes.txt"]["reason"]
+    assert (dst / "notes.txt").read_bytes() == b"IMPORTANT-DATA"
+    assert (dst / "in side.txt").read_bytes() == b"inner spaces are fine"
+    assert sorted(p.name for p in dst.iterdir() if p.name != ".tmp") == \
+        ["in side.txt", "notes.txt"]
+
+
+def test_source_replaced_by_an_older_copy_is_copied_again(tmp_path: Path) -> None:
+    """Same size, older time (cp -p, tar x): the journal knows the source changed since
+    the copy was verified, so the destination's newer time does not keep the old bytes."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "x.txt").write_bytes(b"AAAA\n")
+    os.utime(src / "x.txt", (1_748_736_000, 1_748_736_000))  # 2025-06-01
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    cli("migrate", str(src), str(dst))
+    (src / "x.txt").write_bytes(b"BBBB\n")
+    os.utime(src / "x.txt", (1_735_689_600, 1_735_689_600))  # 2025-01-01
+    r = cli("migrate", str(src), str(dst), "--mode", "check", "--json", ok=False)
+    assert r.code == 1 and [(o["status"], o["reason"]) for o in r.json()["objects"]] == \
+        [("differs", "changed since it was verified")]
+    doc = cli("migrate", str(src), str(dst), "--json").json()
+    assert doc["counts"] == {"copied": 1}
+    assert (dst / "x.txt").read_bytes() == b"BBBB\n"
+
+
+def test_report_that_cannot_be_written_fails_before_anything_moves(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a")
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    bad = tmp_path / "no-such-dir" / "r.json"
+    r = cli("migrate", str(src), str(dst), "--report", str(bad), ok=False)
+    assert r.code == 1
+    assert r.err.strip() == f"error: cannot write the report {bad}: No such file or directory"
+    assert not (dst / "a.txt").exists()
+
+
 def test_sizes_dates_and_globs() -> None:
     from multibackup.backends.base import ObjectInfo
     from multibackup.engine.migrate import Filters, parse_since, parse_size

@@ -165,10 +165,19 @@ class OpenDALStore:
             except OSError:
                 pass
 
+    def _check_key(self, key: str) -> None:
+        """Refuse a key with white space at either end: OpenDAL trims every path, so
+        " notes.txt" would read or write "notes.txt", another object."""
+        if key != key.strip():
+            raise StoreError(f"{self.description}: {key!r}: a key that begins or ends with "
+                             "white space cannot be used here (the storage library would "
+                             "address the key without it)")
+
     def put(self, key: str, data: bytes | bytearray, *, content_type: str | None = None,
             user_metadata: dict[str, str] | None = None) -> None:
         """Write ``data`` in one request; ``content_type`` and ``user_metadata`` are kept
         where the service stores them (``keeps_attributes``) and ignored elsewhere."""
+        self._check_key(key)
         options = self._attribute_options(content_type, user_metadata)
         try:
             self._op.write(key, data, **options)
@@ -182,6 +191,7 @@ class OpenDALStore:
         """``get`` of a range, as a view: on local disk read into ``buffer`` (at least
         ``length`` long, the caller's to reuse: no fresh allocation and its page faults per
         read), elsewhere a view of the bytes read. Valid until ``buffer`` is reused."""
+        self._check_key(key)
         if not self.direct_buffers:
             return memoryview(self.get(key, offset, length))
         view = memoryview(buffer)[:length]
@@ -209,6 +219,7 @@ class OpenDALStore:
         ``direct_buffers`` (local disk: the file is written with the GIL released, synced,
         and renamed into place from the temp directory, as OpenDAL's fs writer does);
         elsewhere as ``put`` of a copy."""
+        self._check_key(key)
         if not self.direct_buffers:
             self.put(key, bytes(data))
             return
@@ -245,6 +256,7 @@ class OpenDALStore:
         new key can both succeed, the later one winning. The keys written this way (the
         repository config, key slots) are created by one ``init`` or ``key add`` at a time.
         """
+        self._check_key(key)
         try:
             if self.create_only_atomic:
                 self._op.write(key, data, if_not_exists=True)
@@ -261,6 +273,7 @@ class OpenDALStore:
             raise error from None
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        self._check_key(key)
         try:
             if offset == 0 and length is None:
                 return self._op.read(key)
@@ -280,6 +293,7 @@ class OpenDALStore:
         return data
 
     def stat(self, key: str) -> ObjectInfo:
+        self._check_key(key)
         try:
             meta = self._op.stat(key)
         except Exception as exc:
@@ -287,6 +301,9 @@ class OpenDALStore:
         return ObjectInfo(key, meta.content_length, meta.etag, _mtime_ns(meta))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        if self.direct_buffers:
+            yield from self._list_local(prefix)
+            return
         try:
             for entry in self._op.list(prefix, recursive=True):
                 path = entry.path
@@ -302,6 +319,39 @@ class OpenDALStore:
             return
         except Exception as exc:
             raise self._error(exc, "listing", prefix or "/") from None
+
+    def _list_local(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Regular files below the root on local disk, read from the directories.
+
+        OpenDAL's listing trims white space off each path, so " a.txt" would be listed
+        as "a.txt", another file; names here are exact (one in another encoding keeps
+        its surrogate escapes, which the caller can refuse by name). Symlinks and special
+        files are not objects; times are cut to microseconds, as OpenDAL gives them."""
+        head, _, _ = prefix.rpartition("/")
+        stack = [head]
+        while stack:
+            rel = stack.pop()
+            try:
+                entries = list(os.scandir(os.path.join(self._root, *rel.split("/"))
+                                          if rel else self._root))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"{self.description}: listing {rel or '/'}: "
+                                 f"{exc.strerror or exc}") from None
+            for entry in entries:
+                key = f"{rel}/{entry.name}" if rel else entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                            stack.append(key)
+                        continue
+                    if not entry.is_file(follow_symlinks=False) or not key.startswith(prefix):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # gone since the directory was read
+                yield ObjectInfo(key, st.st_size, None, st.st_mtime_ns // 1000 * 1000)
 
     def list_children(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """One level below ``prefix`` (``""`` or ending in ``/``), like a directory listing.
@@ -336,6 +386,7 @@ class OpenDALStore:
         when it is replaced mid-read. Needs ``reads_if_match``; raises ``StoreError`` when
         the object has changed.
         """
+        self._check_key(key)
         if length == 0:
             return b""
         try:
@@ -351,6 +402,7 @@ class OpenDALStore:
 
     def attributes(self, key: str) -> tuple[str | None, dict[str, str]]:
         """Content type and user metadata of an object, for copies that keep them."""
+        self._check_key(key)
         try:
             meta = self._op.stat(key)
         except Exception as exc:
@@ -371,6 +423,7 @@ class OpenDALStore:
         completed), so no truncated object appears. ``create_only`` is atomic where the
         service has conditional writes, a check then a write elsewhere (as ``put_new``).
         """
+        self._check_key(key)
         if create_only and not self.create_only_atomic and self.exists(key):
             raise ObjectExists(f"{self.description}: writing {key}: object already exists")
         options: dict[str, object] = {"chunk": part_size,
@@ -413,6 +466,7 @@ class OpenDALStore:
         return error
 
     def delete(self, key: str) -> None:
+        self._check_key(key)
         try:
             self._op.delete(key)
         except Exception as exc:
@@ -441,6 +495,7 @@ class OpenDALStore:
         return removed
 
     def exists(self, key: str) -> bool:
+        self._check_key(key)
         try:
             self._op.stat(key)
         except Exception as exc:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from multibackup.backends.location import Location, open_store, parse_location
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.engine.progress import Progress
-from multibackup.errors import UsageError
+from multibackup.errors import MultibackupError, UsageError
 
 if TYPE_CHECKING:  # the engine and config are imported when a migration runs, not at start
     from multibackup.engine.migrate import MigrationReport
@@ -104,14 +104,30 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
         except BaseException:
             src.close()
             raise
+    report_file = None
+    if args.report:
+        # opened before any object moves: a report that cannot be written is an error
+        # now, not after a whole migration (and a sync's deletes) ran unrecorded
+        try:
+            report_file = open(args.report, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            src.close()
+            dst.close()
+            raise MultibackupError(f"cannot write the report {args.report}: "
+                                   f"{exc.strerror or exc}") from None
     progress = Progress()
-    with out.progress(progress, options.mode):
-        report = migrate(src, dst, options, progress)
+    try:
+        with out.progress(progress, options.mode):
+            report = migrate(src, dst, options, progress)
+    except BaseException:
+        if report_file is not None:
+            report_file.close()
+        raise
     try:
         # written object by object: a report of millions of objects is never held whole
-        if args.report:
-            with open(args.report, "w", encoding="utf-8") as fh:
-                report.write_json(fh)
+        if report_file is not None:
+            with report_file:
+                report.write_json(report_file)
         if out.json:
             report.write_json(sys.stdout)
             sys.stdout.flush()
