@@ -266,6 +266,39 @@ def test_destination_holding_another_repository_is_refused(tmp_path: Path, env_f
     assert sorted(os.listdir(Path(b) / "keys")) == before
 
 
+def test_keys_lost_on_some_copies_open_from_another_and_are_repaired(tmp_path: Path,
+                                                                      env_for) -> None:
+    """A key missing or damaged on one destination is not a wrong password: the
+    repository opens with another copy's key whichever copy is read first, check names
+    what is missing, and repair writes the key back."""
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    m = Mirror(cli, a, b, c)
+    m("init")
+    src = make_tree(tmp_path / "src", big=False)
+    m("backup", str(src))
+    key = next((Path(a) / "keys").iterdir()).name
+    (Path(a) / "keys" / key).unlink()
+    damaged = Path(b) / "keys" / key
+    damaged.write_bytes(damaged.read_bytes()[:-20] + b"x" * 20)
+    for _ in range(4):  # the read order follows a speed probe: a or b is often first
+        r = m("snapshots", "--json")
+        assert len(r.json()) == 1
+    r = m("snapshots", ok=False, only=a)
+    assert r.code == 12  # a alone has no key left: there it is the usual error
+    r = m("check", "--all-destinations", ok=False)
+    assert r.code == 1 and f"keys/{key}" in r.out + r.err
+    m("repair")
+    for only in (a, b, c):
+        assert len(m("snapshots", "--json", only=only).json()) == 1
+    assert (Path(a) / "keys" / key).read_bytes() == (Path(c) / "keys" / key).read_bytes()
+    assert damaged.read_bytes() == (Path(c) / "keys" / key).read_bytes()
+    wrong = cli("-r", a, "-r", b, "-r", c, "snapshots", ok=False,
+                env={"MULTIBACKUP_PASSWORD": "not it"})
+    assert wrong.code == 12 and "wrong password" in wrong.err
+
+
 def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) -> None:
     cli = CLI("", env=env_for)
     cli.env.pop("MULTIBACKUP_REPOSITORY", None)

@@ -18,6 +18,7 @@ from multibackup.errors import (
     RepositoryNotFound,
     StoreError,
     UsageError,
+    WrongPassword,
 )
 from multibackup.repository import keys
 from multibackup.repository.blob import open_file
@@ -38,6 +39,7 @@ def open_mirrored(mirror: MirrorStore, password: str, cache_dir: str | None) -> 
     """Open a mirrored repository after checking its destinations hold one repository."""
     primary: Repository | None = None
     configs: list[tuple[DestinationState, bytes]] = []
+    refused: WrongPassword | None = None  # by one copy's keys: another copy's may open
     for dest in mirror.read_order():
         if dest.failed is not None:
             continue  # the probe found it unreachable
@@ -54,6 +56,14 @@ def open_mirrored(mirror: MirrorStore, password: str, cache_dir: str | None) -> 
                 primary = Repository.open(dest.store, password)
             except IntegrityError:
                 continue  # a damaged config here; another copy may open
+            except WrongPassword as exc:
+                # a key missing or damaged on this copy (or a key added while it was
+                # down): the password is wrong only if no copy's keys take it
+                refused = exc
+            except StoreError as exc:
+                mirror.mark_failed(dest, exc)
+    if primary is None and refused is not None:
+        raise refused
     if primary is None:
         if not configs and not mirror.live:
             raise StoreError(f"no destination is reachable; first: {mirror.destinations[0].failed}")
