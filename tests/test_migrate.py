@@ -242,7 +242,9 @@ def test_streamed_s3_to_s3_keeps_metadata(s3_server: S3Server, mcli: CLI) -> Non
     client = s3_server.client()
     for key, data in objs.items():
         client.put_object(Bucket=src_b, Key=key, Body=data, ContentType="text/x-test",
-                          Metadata={"owner": "web", "k": key.rsplit("/", 1)[-1]})
+                          Metadata={"owner": "web", "k": key.rsplit("/", 1)[-1]},
+                          ContentEncoding="gzip", CacheControl="max-age=60",
+                          ContentDisposition='attachment; filename="x"')
     for server_side in (False, True):
         dst = f"s3://{dst_b}/{'ss' if server_side else 'stream'}"
         args = () if server_side else ("--no-server-side-copy",)
@@ -259,6 +261,10 @@ def test_streamed_s3_to_s3_keeps_metadata(s3_server: S3Server, mcli: CLI) -> Non
             head = client.head_object(Bucket=dst_b, Key=prefix + key)
             assert head["ContentType"] == "text/x-test"
             assert head["Metadata"] == {"owner": "web", "k": key.rsplit("/", 1)[-1]}
+            # small objects (one GET, one PUT) and large ones (multipart) alike
+            assert (head.get("ContentEncoding"), head.get("CacheControl"),
+                    head.get("ContentDisposition")) == \
+                ("gzip", "max-age=60", 'attachment; filename="x"'), key
         big = client.head_object(Bucket=dst_b, Key=prefix + "media/big.bin")["ETag"].strip('"')
         if not server_side:
             data = objs["media/big.bin"]

@@ -94,9 +94,11 @@ class S3Multipart:
         return StoreError(f"{where}: {text}")
 
     def create(self, key: str, content_type: str | None = None,
-               metadata: Mapping[str, str] | None = None) -> str:
-        """Start an upload; returns its id."""
-        extra = _attributes(content_type, metadata)
+               metadata: Mapping[str, str] | None = None,
+               headers: Mapping[str, object] | None = None) -> str:
+        """Start an upload; returns its id. ``headers`` (from :meth:`headers` of an S3
+        source) replace ``content_type`` and ``metadata`` when given."""
+        extra = dict(headers) if headers else _attributes(content_type, metadata)
         try:
             return self._client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key),
                                                         **extra)["UploadId"]
@@ -162,6 +164,18 @@ class S3Multipart:
             raise self._error(exc, "reading metadata of", key) from None
         return reply.get("ContentType"), dict(reply.get("Metadata") or {})
 
+    def headers(self, key: str) -> dict[str, object]:
+        """An object's standard headers and user metadata, as a new upload takes them:
+        a gzipped script must keep its Content-Encoding, a download its disposition."""
+        try:
+            reply = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._error(exc, "reading metadata of", key) from None
+        out: dict[str, object] = {name: reply[name] for name in _HEADERS if reply.get(name)}
+        if reply.get("Metadata"):
+            out["Metadata"] = dict(reply["Metadata"])
+        return out
+
     def same_account(self, other: object) -> bool:
         """True when a server-side copy from ``other`` to here can work."""
         return isinstance(other, S3Multipart) and self.identity == other.identity
@@ -198,6 +212,11 @@ class S3Multipart:
             raise
         except Exception as exc:
             raise self._error(exc, "copying (server-side)", info.key) from None
+
+
+#: the headers of an object that a copy carries over (boto3's names)
+_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage",
+            "CacheControl")
 
 
 def _attributes(content_type: str | None,

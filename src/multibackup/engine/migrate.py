@@ -695,8 +695,13 @@ class Migrator:
         """A large object part by part, journalled and resumable (S3 multipart, Azure
         blocks, a GCS session, a partial file on SFTP or local disk); into S3, Azure and
         GCS with content type and user metadata."""
-        content_type, metadata = self._attributes(task.src.key)
-        sent, part_md5s = self._multipart(task.src, content_type, metadata)
+        if self.src_s3 is not None and self._parts is self.dst_s3:
+            # S3 to S3: every standard header travels, not only the content type
+            headers = self.src_s3.headers(task.src.key)
+            sent, part_md5s = self._multipart(task.src, None, {}, headers)
+        else:
+            content_type, metadata = self._attributes(task.src.key)
+            sent, part_md5s = self._multipart(task.src, content_type, metadata)
         return self._verified(task, sent, "", part_md5s)
 
     def _resume(self, info: ObjectInfo) -> tuple[str | None, dict[int, Part]]:
@@ -726,7 +731,8 @@ class Migrator:
         return None, {}
 
     def _multipart(self, info: ObjectInfo, content_type: str | None,
-                   metadata: dict[str, str]) -> tuple[int, list[bytes]]:
+                   metadata: dict[str, str], headers: Mapping[str, object] | None = None
+                   ) -> tuple[int, list[bytes]]:
         """Upload ``info`` in ``chunk_size`` parts, continuing a journalled upload.
 
         Each part's MD5 is checked against the ETag S3 returns for it and then journalled,
@@ -739,7 +745,8 @@ class Migrator:
         key, size, step = info.key, info.size, self.options.chunk_size
         upload_id, done = self._resume(info)
         if upload_id is None:
-            upload_id = target.create(key, content_type, metadata)
+            upload_id = (target.create(key, headers=headers)  # type: ignore[call-arg]
+                         if headers else target.create(key, content_type, metadata))
             if self.journal is not None:
                 self.journal.start_upload(Upload(key, upload_id, size, info.etag or "",
                                                  info.mtime_ns, step))
