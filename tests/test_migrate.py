@@ -607,6 +607,25 @@ def test_report_that_cannot_be_written_fails_before_anything_moves(tmp_path: Pat
     assert not (dst / "a.txt").exists()
 
 
+def test_local_source_is_only_read(tmp_path: Path) -> None:
+    """Nothing is made in a local source (it may be read-only): no temporary directory,
+    in any mode; a symlink or FIFO in it is no object."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a.txt").write_bytes(b"a")
+    (src / "link.txt").symlink_to(src / "d" / "a.txt")
+    (src / "dirlink").symlink_to(src / "d")
+    os.mkfifo(src / "fifo")
+    before = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    for mode in ("check", "copy", "check"):
+        r = cli("migrate", str(src), str(dst), "--mode", mode, "--json", ok=False)
+        assert r.code == (1 if mode == "check" and not (dst / "d").exists() else 0), r.err
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == before
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if ".tmp" not in p.parts) \
+        == ["d", "d/a.txt"]
+
+
 def test_sizes_dates_and_globs() -> None:
     from multibackup.backends.base import ObjectInfo
     from multibackup.engine.migrate import Filters, parse_since, parse_size

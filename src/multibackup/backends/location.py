@@ -203,12 +203,15 @@ _memory_lock = threading.Lock()
 
 
 def open_store(location: Location, retries: int = 4,
-               credentials: Mapping[str, str] | None = None) -> ObjectStore:
+               credentials: Mapping[str, str] | None = None,
+               read_only: bool = False) -> ObjectStore:
     """Open the store a location names (no I/O happens yet).
 
     ``credentials`` (from the config file) replace the credential environment variables
     of that kind of store entirely, so that two destinations never mix one's key with
-    another's token. Keys per kind are in :data:`CREDENTIAL_KEYS`.
+    another's token. Keys per kind are in :data:`CREDENTIAL_KEYS`. ``read_only``: a
+    store only read from (a migration's source), which on local disk then needs no
+    temporary directory of its own, and so no write access.
     """
     if location.scheme == "memory":
         _check_credentials(location, credentials)
@@ -221,6 +224,9 @@ def open_store(location: Location, retries: int = 4,
     if location.scheme == "sftp":
         return _open_sftp(location, credentials)
     scheme, options = operator_config(location, credentials)
+    if read_only and scheme == "fs":
+        # no temporary directory for writes: a read-only directory can be a source
+        options.pop("atomic_write_dir", None)
     if scheme == "webdav":
         from multibackup.backends.webdav_store import WebDAVStore
 

@@ -104,7 +104,7 @@ class OpenDALStore:
         self.keeps_attributes = self._keeps_type or self._keeps_meta
         #: True where ``put_buffer`` writes from the caller's buffer and ``get_view`` reads
         #: into it, without a copy or an allocation of their own (local disk)
-        self.direct_buffers = scheme == "fs" and bool(self._atomic_dir)
+        self.direct_buffers = scheme == "fs" and bool(options.get("root"))
         self._root = options.get("root", "")
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
@@ -223,7 +223,8 @@ class OpenDALStore:
         if not self.direct_buffers:
             self.put(key, bytes(data))
             return
-        assert self._atomic_dir is not None
+        if self._atomic_dir is None:
+            raise StoreError(f"{self.description}: opened read-only, {key} cannot be written")
         target = os.path.join(self._root, *key.split("/"))
         temp = os.path.join(self._atomic_dir,
                             f"{key.rsplit('/', 1)[-1]}.{secrets.token_hex(6)}")

@@ -73,7 +73,7 @@ def open_side(text: str, side: str, args: argparse.Namespace) -> End:
 
     if side == "SRC":
         check_source_exists(location)
-    store = open_store(location, credentials=overrides or None)
+    store = open_store(location, credentials=overrides or None, read_only=side == "SRC")
     return end_for(store, location, overrides or None)
 
 

@@ -137,7 +137,7 @@ def open_end(entry: Destination | Source, *, create: bool = False) -> End:
         return open_ftp_end(entry.url, credentials, create=create)
     if not create:
         check_source_exists(entry.location)
-    store = open_store(entry.location, credentials=credentials)
+    store = open_store(entry.location, credentials=credentials, read_only=not create)
     return end_for(store, entry.location, credentials)
 
 
