@@ -299,6 +299,50 @@ def test_keys_lost_on_some_copies_open_from_another_and_are_repaired(tmp_path: P
     assert wrong.code == 12 and "wrong password" in wrong.err
 
 
+def _flip_at(path: Path, where: float) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_data_damaged_on_every_copy_is_traced_to_paths(tmp_path: Path, env_for) -> None:
+    """A pack damaged on every destination: check reads its blobs from whichever copy
+    holds each intact, and names the paths whose blob is intact nowhere (or says that
+    every snapshot still restores whole)."""
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    dests = [str(tmp_path / n) for n in "abc"]
+    m = Mirror(cli, *dests)
+    m("init", "--pack-size", "1")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(3)
+    for i in range(24):  # 24 blobs of 40 KB in one pack
+        (src / f"f{i:02d}.bin").write_bytes(rng.randbytes(40_000))
+    snap_id = m("backup", str(src), "--json").json()["snapshot_id"]
+    pack = max((p for p in (Path(dests[0]) / "data").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size).relative_to(dests[0])
+    # a different blob damaged on each copy: every blob is still intact somewhere
+    for dest, where in zip(dests, (0.1, 0.4, 0.7), strict=True):
+        _flip_at(Path(dest) / pack, where)
+    r = m("check", "--read-data", ok=False)
+    assert r.code == 1
+    assert "each of its blobs is intact on one of them" in r.err
+    assert "is damaged in:" not in r.out
+    _restored_equal(m, src, tmp_path / "out1")
+    # the same blob damaged on every copy: its file is named, under its snapshot
+    for dest in dests:
+        _flip_at(Path(dest) / pack, 0.55)
+    r = m("check", "--read-data", ok=False)
+    assert r.code == 1 and "blobs are intact on no destination" in r.err
+    lines = r.out.splitlines()
+    at = lines.index(f"snapshot {snap_id[:8]} is damaged in:")
+    named = [line.strip() for line in lines[at + 1:at + 3] if line.startswith(f"  {src}/")]
+    assert len(named) == 1 and named[0].startswith(f"{src}/f")
+    r = m("check", "--read-data", "--json", ok=False)
+    assert r.json()["repository"]["affected"] == {snap_id: named}
+
+
 def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) -> None:
     cli = CLI("", env=env_for)
     cli.env.pop("MULTIBACKUP_REPOSITORY", None)

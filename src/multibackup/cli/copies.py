@@ -98,15 +98,18 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     mirror = _mirror_of(repo, "check --all-destinations")
     record = LagRecord(repo.config.id)
     progress = Progress()
-    # The logical check reads through the mirror (any intact copy serves); data bytes are
-    # verified per copy by the survey, which hashes every object on every destination.
-    checker = Checker(repo, read_data=False, progress=progress)
-    with out.progress(progress, "check"):
-        r = checker.run()
-    progress = Progress()
+    # Data bytes are verified per copy by the survey, which hashes every object on every
+    # destination; the logical check then reads through the mirror (any intact copy
+    # serves), blob by blob for the packs no copy holds intact, and names the snapshot
+    # paths whose blobs are intact nowhere.
     rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
     with out.progress(progress, "compare"):
         survey = rep.survey(read_data=args.read_data)
+    progress = Progress()
+    salvage = [k.rsplit("/", 1)[-1] for k in survey.unrecoverable if k.startswith("data/")]
+    checker = Checker(repo, read_data=False, progress=progress, salvage=salvage)
+    with out.progress(progress, "check"):
+        r = checker.run()
     for w in r.warnings:
         out.warn(f"warning: {w}")
     for e in r.errors:
@@ -114,6 +117,10 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     doc: dict[str, Any] = {"repository": r.to_json(), "copies": survey.to_json()}
     out.emit(doc)
     if not out.json:
+        for sid, paths in r.affected.items():
+            out.line(f"snapshot {sid[:8]} is damaged in:")
+            for p in paths:
+                out.line(f"  {p}")
         out.line(f"checked {r.snapshots} snapshots, {r.packs} packs, {r.blobs} blobs "
                  f"through {len(mirror.destinations)} destinations")
         _print_survey(out, survey, "copied")

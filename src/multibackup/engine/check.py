@@ -9,13 +9,14 @@ to the snapshots and files that use them, so the user knows exactly what is at r
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import blake3
 
-from multibackup.backends.base import read_view
+from multibackup.backends.base import get_verified, read_view
 from multibackup.engine.collector import collector_paused
 from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, ObjectNotFound, StoreError
@@ -55,9 +56,12 @@ def expected_pack_size(entries: list[PackEntry]) -> int:
 
 class Checker:
     def __init__(self, repo: Repository, read_data: bool = False, workers: int | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, salvage: Iterable[str] = ()) -> None:
         self.repo = repo
         self.read_data = read_data
+        #: packs a mirror holds damaged on every copy: each blob is read from whichever
+        #: copy has it intact, and only blobs intact nowhere count as damaged
+        self.salvage = set(salvage)
         self.workers = workers or max(2, repo.store.concurrency)  # one 4 MiB piece each
         self.progress = progress or Progress()
         self.report = CheckReport()
@@ -112,6 +116,34 @@ class Checker:
                 r.warnings.append(f"pack {name[:8]} is not in any index (left by an "
                                   "interrupted run; the next backup or prune takes care of it)")
         r.blobs = len(self.repo.index)
+
+    def _salvage(self) -> None:
+        r = self.report
+        for name in sorted(self.salvage):
+            entries = self._packs.get(bytes.fromhex(name))
+            if entries is None:
+                continue  # in no index: no snapshot needs it
+            key = pack_key(name)
+            lost = 0
+            for e in entries:
+                if e.id in self._damaged:
+                    lost += 1
+                    continue
+                try:
+                    get_verified(self.repo.store, key,
+                                 lambda b, e=e: open_blob(self.repo.cipher, e.id, b,
+                                                          e.raw_length),
+                                 e.offset, e.length)
+                except (IntegrityError, StoreError):
+                    self._damaged.add(e.id)
+                    lost += 1
+            if lost:
+                r.errors.append(f"pack {name[:8]}: {lost} of {len(entries)} blobs are intact "
+                                "on no destination")
+            else:
+                r.warnings.append(f"pack {name[:8]} is damaged on every destination, but "
+                                  "each of its blobs is intact on one of them: the "
+                                  "snapshots that use it still restore whole")
 
     def _read_pack(self, pack_id: bytes, entries: list[PackEntry]) -> list[str]:
         """Verify one pack, reading it in pieces of at most 4 MiB (or one blob).
@@ -248,6 +280,7 @@ class Checker:
         r = self.report
         self._load_index()
         self._check_packs()
+        self._salvage()
         if self.read_data:
             todo = [(p, e) for p, e in self._packs.items() if not all(x.id in self._damaged for x in e)]
             self.progress.total_items = len(todo)
