@@ -343,6 +343,29 @@ def test_data_damaged_on_every_copy_is_traced_to_paths(tmp_path: Path, env_for) 
     assert r.json()["repository"]["affected"] == {snap_id: named}
 
 
+def test_commands_that_only_read_never_create_a_missing_destination(tmp_path: Path,
+                                                                     env_for) -> None:
+    """A destination directory that does not exist (an unmounted disk's mount point) is
+    not made by snapshots, check or restore: it is reported, the others serve."""
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, gone = str(tmp_path / "a"), str(tmp_path / "mnt" / "usb")
+    cli("-r", a, "init")
+    src = make_tree(tmp_path / "src", big=False)
+    cli("-r", a, "backup", str(src))
+    m = Mirror(cli, a, gone)
+    for args, code in ((("snapshots",), 0), (("check",), 1),  # check: a copy is missing
+                       (("restore", "latest", "-t", str(tmp_path / "o")), 0)):
+        r = m(*args, ok=False)
+        assert r.code == code, r.err
+        assert f"{gone} could not be read" in r.err and "does not exist" in r.err
+    assert not (tmp_path / "mnt").exists()
+    r = cli("-r", gone, "snapshots", ok=False)
+    assert r.code == 10 and r.err.strip() == \
+        f"error: no repository at {gone} (the directory does not exist)"
+    assert not (tmp_path / "mnt").exists()
+
+
 def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) -> None:
     cli = CLI("", env=env_for)
     cli.env.pop("MULTIBACKUP_REPOSITORY", None)

@@ -15,8 +15,10 @@ import sys
 
 from multibackup.backends import open_store, parse_location
 from multibackup.backends.base import ObjectStore
+from multibackup.backends.location import Location
 from multibackup.engine.mirrored import bootstrap_empty, open_repository
 from multibackup.errors import (
+    RepositoryNotFound,
     StoreError,
     UsageError,
 )
@@ -74,19 +76,31 @@ def repo_locations(args: argparse.Namespace) -> list[str]:
     return repos or [""]
 
 
-def get_store(args: argparse.Namespace) -> ObjectStore:
-    """One store, or a mirror when ``-r`` is given several times."""
+def _open(location: Location, create: bool) -> ObjectStore:
+    """Open one store; a local directory that does not exist is made only by a command
+    that sets up or fills a repository (``create``). Elsewhere opening would create it
+    (OpenDAL makes a missing root), and an unmounted disk's mount point would quietly
+    turn into a repository on the wrong disk."""
+    if location.scheme == "fs" and not create and not os.path.isdir(location.path):
+        raise RepositoryNotFound(f"no repository at {location.describe()} (the directory "
+                                 "does not exist)")
+    return open_store(location)
+
+
+def get_store(args: argparse.Namespace, create: bool = False) -> ObjectStore:
+    """One store, or a mirror when ``-r`` is given several times (``create``: see
+    :func:`_open`)."""
     locations = [parse_location(r, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
                                 s3_addressing=args.s3_addressing)
                  for r in repo_locations(args)]
     if len(locations) == 1:
-        return open_store(locations[0])
+        return _open(locations[0], create)
     stores: list[ObjectStore] = []
     for loc in locations:
         try:
-            stores.append(open_store(loc))
-        except StoreError as exc:  # the others go on; this one is reported as failed
-            stores.append(UnavailableStore(loc.describe(), exc))
+            stores.append(_open(loc, create))
+        except (StoreError, RepositoryNotFound) as exc:  # the others go on; this one failed
+            stores.append(UnavailableStore(loc.describe(), StoreError(str(exc))))
     mirror = MirrorStore(stores)
     args.mirror = mirror  # the front-end reports per-destination status after the command
     return mirror
@@ -94,8 +108,10 @@ def get_store(args: argparse.Namespace) -> ObjectStore:
 
 def open_repo(args: argparse.Namespace, cache: bool = True,
               bootstrap: bool = False) -> Repository:
-    """Open the repository; remote ones get the local cache unless --no-cache."""
-    store = get_store(args)
+    """Open the repository; remote ones get the local cache unless --no-cache.
+    ``bootstrap``: a command that writes, and fills an empty or new destination of a
+    mirror with the repository's keys and config."""
+    store = get_store(args, create=bootstrap)
     cache_dir = None
     if cache and not store.is_local and not args.no_cache:
         cache_dir = args.cache_dir or default_cache_dir()

@@ -74,7 +74,7 @@ def _filter_snapshots(snaps: list[Snapshot], args: argparse.Namespace) -> list[S
 
 
 def cmd_init(args: argparse.Namespace, out: Printer) -> int:
-    store = get_store(args)
+    store = get_store(args, create=True)
     repo = Repository.init(store, get_password(args, confirm=True), compression=args.compression,
                            pack_size=args.pack_size * 1024 * 1024)
     args.repo_id = repo.config.id
