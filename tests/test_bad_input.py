@@ -464,3 +464,21 @@ def test_malformed_locations_durations_and_snapshot_ids(tmp_path: Path, cli: CLI
     r = cli("diff", "latest", "0123456789abcdefx", ok=False)
     assert r.code == 1 and "no snapshot matches" in one_error_line(r)
     assert not (tmp_path / "t").exists() or not any((tmp_path / "t").iterdir())
+
+
+def test_output_to_a_closed_pipe_ends_quietly(tmp_path: Path, cli: CLI) -> None:
+    """``multibackup dump ... | head -c 10``: no error line, and the exit status of a
+    command killed by SIGPIPE (as cat gives)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(4 << 20))
+    cli("init")
+    cli("backup", str(src))
+    p = subprocess.Popen([sys.executable, "-m", "multibackup", "dump", "latest",
+                          str(src / "big.bin")], env=cli.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert p.stdout is not None and p.stderr is not None
+    assert len(p.stdout.read(10)) == 10
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 141 and err == ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import socket
 import sys
 import threading
@@ -703,6 +704,17 @@ def _tune_malloc() -> None:
         pass
 
 
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe whose reader has gone (poll reports an error
+    on its write end), as opposed to a broken connection to a server."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     _tune_malloc()
     parser = build_parser()
@@ -721,6 +733,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError as exc:
+        if not _stdout_closed():
+            print(f"error: {exc.strerror or exc}", file=sys.stderr)
+            code = EXIT_FATAL
+        else:
+            # the reader of our output went away (``| head``): stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141  # 128 + SIGPIPE, what a shell reports for cat
     except OSError as exc:
         print(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}",
               file=sys.stderr)
