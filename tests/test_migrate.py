@@ -570,6 +570,12 @@ def test_names_with_white_space_at_either_end_fail_alone(tmp_path: Path) -> None
         " notes.txt": "failed", "trail ": "failed", "notes.txt": "copied",
         "in side.txt": "copied"}
     assert "begins or ends with white space" in objects[" notes.txt"]["reason"]
+    (src / " fake.txt: injected\nfailed       x").write_bytes(b"n")
+    r = cli("migrate", str(src), str(dst), ok=False)
+    lines = r.out.splitlines()  # a newline in a name is shown escaped, in its own line
+    assert r.code == 1 and not any(line.startswith("failed       x") for line in lines)
+    assert any(line.startswith("failed        fake.txt: injected\\nfailed       x: ")
+               for line in lines), lines
     assert (dst / "notes.txt").read_bytes() == b"IMPORTANT-DATA"
     assert (dst / "in side.txt").read_bytes() == b"inner spaces are fine"
     assert sorted(p.name for p in dst.iterdir() if p.name != ".tmp") == \

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from multibackup.backends.location import Location, open_store, parse_location
-from multibackup.cli.output import Printer, human_bytes
+from multibackup.cli.output import Printer, human_bytes, shown
 from multibackup.engine.progress import Progress
 from multibackup.errors import MultibackupError, UsageError
 
@@ -140,7 +140,7 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
 def _summary(out: Printer, report: MigrationReport) -> None:
     for r in report.results_of(("failed", "mismatched", "missing", "differs", "extraneous",
                                 "would-copy", "would-delete", "deleted")):
-        out.line(f"{r.status:<12} {r.key}" + (f": {r.reason}" if r.reason else ""))
+        out.line(f"{r.status:<12} {shown(r.key)}" + (f": {shown(r.reason)}" if r.reason else ""))
     counts = ", ".join(f"{n} {status}" for status, n in report.counts().items()) or "no objects"
     rate = report.bytes_transferred / report.elapsed if report.elapsed else 0.0
     out.line(f"{report.mode}{' (dry run)' if report.dry_run else ''} {report.source} -> "

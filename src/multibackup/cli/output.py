@@ -20,6 +20,16 @@ def human_bytes(n: float) -> str:
     return f"{n:.2f} TiB"
 
 
+def shown(name: str) -> str:
+    """A key or file name for a line of text: control characters (a newline in a file
+    name would start a line of its own) and undecodable bytes come out escaped."""
+    if name.isprintable():
+        return name
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape",
+                                                        "backslashreplace").decode("ascii")
+                   for ch in name)
+
+
 class Printer:
     def __init__(self, json_mode: bool = False, quiet: bool = False) -> None:
         self.json = json_mode
