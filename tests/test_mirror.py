@@ -366,6 +366,21 @@ def test_commands_that_only_read_never_create_a_missing_destination(tmp_path: Pa
     assert not (tmp_path / "mnt").exists()
 
 
+def test_every_destination_down_is_one_plain_error(tmp_path: Path, env_for) -> None:
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("x")
+    b.write_text("x")
+    m = Mirror(cli, str(a), str(b))
+    for args in (("snapshots",), ("backup", str(a))):
+        r = m(*args, ok=False)
+        assert r.code == 1
+        assert "no destination is reachable" in r.err and f"{a}: not a directory" in r.err
+        assert "served the command" not in r.err and "completed on" not in r.err
+        assert "invalid configuration" not in r.err
+
+
 def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) -> None:
     cli = CLI("", env=env_for)
     cli.env.pop("MULTIBACKUP_REPOSITORY", None)

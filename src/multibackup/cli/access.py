@@ -81,9 +81,12 @@ def _open(location: Location, create: bool) -> ObjectStore:
     that sets up or fills a repository (``create``). Elsewhere opening would create it
     (OpenDAL makes a missing root), and an unmounted disk's mount point would quietly
     turn into a repository on the wrong disk."""
-    if location.scheme == "fs" and not create and not os.path.isdir(location.path):
-        raise RepositoryNotFound(f"no repository at {location.describe()} (the directory "
-                                 "does not exist)")
+    if location.scheme == "fs":
+        if os.path.lexists(location.path) and not os.path.isdir(location.path):
+            raise StoreError(f"{location.describe()}: not a directory")
+        if not create and not os.path.isdir(location.path):
+            raise RepositoryNotFound(f"no repository at {location.describe()} (the directory "
+                                     "does not exist)")
     return open_store(location)
 
 

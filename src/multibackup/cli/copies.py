@@ -164,6 +164,12 @@ def finish_mirror(args: argparse.Namespace, out: Printer, code: int, writes: boo
         return code
     mirror.close()
     failed = mirror.failures
+    if failed and not mirror.live:
+        # nothing served the command and nothing is ahead of anything: the error that
+        # ended it says so; only each destination's own reason is added
+        for d in failed:
+            out.warn(f"note: destination {d.description}: {d.failed}")
+        return code if code != EXIT_OK else EXIT_FATAL
     if failed and not writes:
         for d in failed:
             out.warn(f"note: destination {d.description} could not be read ({d.failed}); "
