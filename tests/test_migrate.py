@@ -599,6 +599,16 @@ def test_source_replaced_by_an_older_copy_is_copied_again(tmp_path: Path) -> Non
     doc = cli("migrate", str(src), str(dst), "--json").json()
     assert doc["counts"] == {"copied": 1}
     assert (dst / "x.txt").read_bytes() == b"BBBB\n"
+    # the destination copy rewritten by hand, same size: its ETag (inode, size, time)
+    # is not the one journalled, so the copy is made again
+    (dst / "x.txt").write_bytes(b"ZZZZ\n")
+    doc = cli("migrate", str(src), str(dst), "--json").json()
+    assert [(o["status"], o["reason"]) for o in doc["objects"]] == \
+        [("copied", "changed since it was verified")]
+    assert (dst / "x.txt").read_bytes() == b"BBBB\n"
+    doc = cli("migrate", str(src), str(dst), "--json").json()
+    assert [(o["status"], o["reason"]) for o in doc["objects"]] == \
+        [("skipped", "verified earlier (journal)")]
 
 
 def test_report_that_cannot_be_written_fails_before_anything_moves(tmp_path: Path) -> None:
@@ -630,6 +640,20 @@ def test_local_source_is_only_read(tmp_path: Path) -> None:
     assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == before
     assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if ".tmp" not in p.parts) \
         == ["d", "d/a.txt"]
+
+
+def test_delete_outside_sync_and_empty_locations_are_usage_errors(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    for args, says in (((str(src), str(tmp_path / "d"), "--delete"), "--mode sync only"),
+                       ((str(src), str(tmp_path / "d"), "--mode", "check", "--delete"),
+                        "--mode sync only"),
+                       (("", str(tmp_path / "d")), "SRC is empty"),
+                       ((str(src), " "), "DST is empty")):
+        r = cli("migrate", *args, ok=False)
+        assert r.code == 2 and says in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
 
 
 def test_sizes_dates_and_globs() -> None:

@@ -98,6 +98,13 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
                                        dry_run=args.dry_run)
     else:
         options = options_for(None, _overrides(args), dry_run=args.dry_run)  # bad flags
+        if args.delete and options.mode != "sync":
+            raise UsageError("--delete applies to --mode sync only (copy and check never "
+                             "delete)")
+        for text, side in ((args.source, "SRC"), (args.destination, "DST")):
+            if not text.strip():
+                raise UsageError(f"{side} is empty: give a path or a URL such as "
+                                 "s3://bucket/prefix")
         src = open_side(args.source, "SRC", args)  # fail before any connection
         try:
             dst = open_side(args.destination, "DST", args)

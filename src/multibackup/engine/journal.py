@@ -101,7 +101,11 @@ class VerifiedObject:
         """True when neither side changed since it was verified, as far as listings tell."""
         if src.size != self.size or dst.size != self.size:
             return False
-        if _norm(src.etag) != _norm(self.src_etag) or src.mtime_ns != self.src_mtime_ns:
+        if src.mtime_ns != self.src_mtime_ns:
+            return False
+        # a record without a source ETag (local files had none in journals written before
+        # they got one) is judged by size and time, as it was when written
+        if self.src_etag and _norm(src.etag) != _norm(self.src_etag):
             return False
         # a destination ETag that changed means someone rewrote it there (listings and
         # stats of one service may differ in quoting)
