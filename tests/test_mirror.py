@@ -10,6 +10,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -379,6 +380,28 @@ def test_every_destination_down_is_one_plain_error(tmp_path: Path, env_for) -> N
         assert "no destination is reachable" in r.err and f"{a}: not a directory" in r.err
         assert "served the command" not in r.err and "completed on" not in r.err
         assert "invalid configuration" not in r.err
+
+
+def test_sync_removes_locks_left_by_gone_processes(tmp_path: Path, env_for) -> None:
+    """A destination that failed mid-run keeps that run's lock; sync removes it."""
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    m = Mirror(cli, a, b)
+    m("init")
+    # a process takes a lock on b alone, then dies without releasing it
+    code = ("import os, sys\n"
+            "from multibackup.backends.location import open_store, parse_location\n"
+            "from multibackup.repository.repository import Repository\n"
+            "repo = Repository.open(open_store(parse_location(sys.argv[1])), sys.argv[2])\n"
+            "repo.lock(command='backup')\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, b, cli.env["MULTIBACKUP_PASSWORD"]],
+                   check=True, env=cli.env)
+    assert len(os.listdir(Path(b) / "locks")) == 1
+    r = m("sync")
+    assert f"{b}: removed 1 stale lock(s)" in r.out
+    assert os.listdir(Path(b) / "locks") == [] and os.listdir(Path(a) / "locks") == []
 
 
 def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) -> None:

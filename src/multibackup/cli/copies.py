@@ -15,7 +15,8 @@ from multibackup.cli.output import Printer, human_bytes
 from multibackup.engine.check import Checker
 from multibackup.engine.progress import Progress
 from multibackup.engine.replicate import Replicator, Survey
-from multibackup.errors import UsageError
+from multibackup.errors import MultibackupError, UsageError
+from multibackup.repository.lock import remove_stale_locks
 from multibackup.repository.repository import Repository
 from multibackup.store.lag import LagRecord
 from multibackup.store.mirror import MirrorStore
@@ -81,6 +82,15 @@ def _heal(args: argparse.Namespace, out: Printer, command: str, read_data: bool,
         found = {c.description: (len(c.missing), len(c.damaged)) for c in survey.copies}
         with out.progress(progress, command):
             survey = rep.heal(survey, damaged=True, missed_deletes=record.missed_deletes())
+        # a destination that failed in the middle of a command kept that command's lock
+        # (it could not be removed there): gone processes' locks go now, on every copy
+        for dest in mirror.live:
+            try:
+                removed = remove_stale_locks(dest.store, repo.cipher)
+            except MultibackupError:
+                continue
+            if removed:
+                out.line(f"{dest.description}: removed {len(removed)} stale lock(s)")
     _clear_healed(record, survey)
     return survey, found
 
