@@ -88,6 +88,11 @@ def test_include_restores_only_matching_paths(tmp_path: Path, cli: CLI) -> None:
     root = _restore_root(target, src)
     assert (root / "deep" / "a" / "b" / "note.txt").read_text() == "deep\n"
     assert not (root / "page1.html").exists()
+    none = tmp_path / "none"
+    r = cli("restore", "latest", "--target", str(none), "--include", "/no/such/path",
+            ok=False)
+    assert r.code == 1 and "nothing in the snapshot matches --include /no/such/path" in r.err
+    assert not none.exists()  # the target it made for nothing is not left behind
 
 
 def test_exclude_globs(tmp_path: Path, cli: CLI) -> None:

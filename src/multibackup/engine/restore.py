@@ -13,6 +13,7 @@ written outside the target.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import stat as statmod
@@ -373,6 +374,7 @@ class Restorer:
         target = self.target
         if os.path.lexists(target) and not os.path.isdir(target):
             raise MultibackupError(f"restore target {target} exists and is not a directory")
+        made = not os.path.lexists(target)
         os.makedirs(target, exist_ok=True)
         if os.listdir(target):
             if not self.overwrite:
@@ -387,8 +389,11 @@ class Restorer:
             with collector_paused():
                 for fut in self._dispatch(pool):
                     fut.result()
-        except BaseException:
+        except BaseException as exc:
             pool.shutdown(wait=True, cancel_futures=True)
+            if made and isinstance(exc, MultibackupError):
+                with contextlib.suppress(OSError):
+                    os.rmdir(target)  # made by this run, and nothing matched: not left behind
             raise
         pool.shutdown()
         s = self.summary
