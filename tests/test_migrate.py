@@ -656,6 +656,22 @@ def test_delete_outside_sync_and_empty_locations_are_usage_errors(tmp_path: Path
     assert not (tmp_path / "d").exists()
 
 
+def test_empty_source_prefix_deletes_nothing_and_odd_keys_copy_server_side(
+        s3_server: S3Server, mcli: CLI) -> None:
+    """A bucket prefix that lists nothing (mistyped) empties no destination; a key with
+    white space at its ends, which S3 takes, copies inside the provider and verifies."""
+    bucket = s3_server.new_bucket()
+    _fill(s3_server, bucket, {"keep.txt": b"keep", " sp ": b"spaced"}, prefix="dst/")
+    doc = _run(mcli, f"s3://{bucket}/no-such-prefix", f"s3://{bucket}/dst", "--mode", "sync",
+               "--delete", code=1)
+    assert doc["counts"] == {"extraneous": 2}
+    assert "the source lists no objects" in " ".join(doc["errors"])
+    assert set(_bucket(s3_server, bucket, "dst/")) == {"keep.txt", " sp "}
+    doc = _run(mcli, f"s3://{bucket}/dst", f"s3://{bucket}/copy")
+    assert doc["server_side"] is True and doc["counts"] == {"copied": 2}
+    assert _bucket(s3_server, bucket, "copy/") == {"keep.txt": b"keep", " sp ": b"spaced"}
+
+
 def test_sizes_dates_and_globs() -> None:
     from multibackup.backends.base import ObjectInfo
     from multibackup.engine.migrate import Filters, parse_since, parse_size

@@ -176,6 +176,16 @@ class S3Multipart:
             out["Metadata"] = dict(reply["Metadata"])
         return out
 
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and ETag of an object, for any key S3 takes (the OpenDAL store trims
+        white space off keys and refuses such keys)."""
+        try:
+            reply = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._error(exc, "reading metadata of", key) from None
+        return ObjectInfo(key, int(reply.get("ContentLength") or 0),
+                          str(reply.get("ETag") or "").strip('"'))
+
     def same_account(self, other: object) -> bool:
         """True when a server-side copy from ``other`` to here can work."""
         return isinstance(other, S3Multipart) and self.identity == other.identity

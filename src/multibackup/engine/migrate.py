@@ -677,7 +677,8 @@ class Migrator:
         info = task.src
         target.copy_from(source, info)
         self.progress.add(info.size, 1)
-        st = self.dst.stat(info.key)
+        stat = getattr(target, "stat", None)  # S3: any key, as the copy took it
+        st = stat(info.key) if stat is not None else self.dst.stat(info.key)
         se, de = _etag(info.etag), _etag(st.etag)
         if st.size != info.size:
             return ObjectResult(info.key, "mismatched", info.size,
@@ -844,6 +845,11 @@ class Migrator:
 
         if opts.mode == "check":
             return mark("extraneous", "not at the source")
+        if not scratch.source_count() and not scratch.unusable:
+            # a mistyped bucket prefix lists nothing, and would empty the destination
+            report.errors.append("the source lists no objects: nothing deleted at the "
+                                 "destination (check the source location)")
+            return mark("extraneous", "kept: the source is empty")
         if opts.dry_run:
             return mark("would-delete", "not at the source")
         if count > opts.max_delete:

@@ -188,6 +188,10 @@ class Scratch:
         return int(self._one("SELECT count(*) FROM dst d WHERE d.wanted AND "  # type: ignore[arg-type]
                              "NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key)")[0])
 
+    def source_count(self) -> int:
+        """Objects the source listed, filtered out or not."""
+        return int(self._one("SELECT count(*) FROM src")[0])  # type: ignore[arg-type]
+
     # -- the plan ----------------------------------------------------------------------------
 
     def add_tasks(self, tasks: Iterable[tuple[str, str, str]]) -> None:
