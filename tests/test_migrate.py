@@ -672,6 +672,25 @@ def test_empty_source_prefix_deletes_nothing_and_odd_keys_copy_server_side(
     assert _bucket(s3_server, bucket, "copy/") == {"keep.txt": b"keep", " sp ": b"spaced"}
 
 
+def test_symlinked_directory_in_a_local_destination_is_not_written_through(
+        tmp_path: Path) -> None:
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "f").write_bytes(b"new f")
+    (src / "a.txt").write_bytes(b"a")
+    outside.mkdir()
+    dst.mkdir()
+    (dst / "dir").symlink_to(outside)
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(tmp_path / "state")})
+    r = cli("migrate", str(src), str(dst), "--json", ok=False)
+    assert r.code == 1
+    assert {(o["key"], o["status"]) for o in r.json()["objects"]} == \
+        {("a.txt", "copied"), ("dir/f", "failed")}
+    reason = next(o["reason"] for o in r.json()["objects"] if o["key"] == "dir/f")
+    assert reason == "the destination has a symlink at dir: not written through"
+    assert list(outside.iterdir()) == [] and (dst / "dir").is_symlink()
+
+
 def test_sizes_dates_and_globs() -> None:
     from multibackup.backends.base import ObjectInfo
     from multibackup.engine.migrate import Filters, parse_since, parse_size

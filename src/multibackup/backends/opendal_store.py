@@ -112,6 +112,9 @@ class OpenDALStore:
         #: True where ``put_buffer`` writes from the caller's buffer and ``get_view`` reads
         #: into it, without a copy or an allocation of their own (local disk)
         self.direct_buffers = scheme == "fs" and bool(options.get("root"))
+        #: keys of the symlinks the last local listing passed over (not objects): a
+        #: write below one would land wherever it points
+        self.symlinks: set[str] = set()
         self._root = options.get("root", "")
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
@@ -348,6 +351,8 @@ class OpenDALStore:
         each file gets an ETag of its own (:func:`_local_etag`)."""
         head, _, _ = prefix.rpartition("/")
         stack = [head]
+        links: set[str] = set()
+        self.symlinks = links  # the last listing's, see the attribute's comment
         while stack:
             rel = stack.pop()
             try:
@@ -364,6 +369,9 @@ class OpenDALStore:
                     if entry.is_dir(follow_symlinks=False):
                         if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
                             stack.append(key)
+                        continue
+                    if entry.is_symlink():
+                        links.add(key)
                         continue
                     if not entry.is_file(follow_symlinks=False) or not key.startswith(prefix):
                         continue

@@ -93,6 +93,16 @@ def _keys_are_paths(store: ObjectStore) -> bool:
     return _keeps_temp_files(store) or type(store).__name__ == "FTPStore"
 
 
+def _through_link(key: str, links: set[str]) -> str:
+    """The symlink among ``key``'s parent directories, or ""."""
+    parts = key.split("/")
+    for i in range(1, len(parts)):
+        head = "/".join(parts[:i])
+        if head in links:
+            return head
+    return ""
+
+
 def multipart_etag(part_md5s: list[bytes]) -> str:
     """The ETag S3 gives an object uploaded in these parts: MD5 of the part MD5s, ``-N``."""
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
@@ -397,6 +407,7 @@ class Migrator:
         if self.journal is not None:
             scratch.add_verified(self.journal.iter_verified())
         as_files = _keys_are_paths(self.dst)
+        links = getattr(self.dst, "symlinks", set())  # local destination: not followed
         count = total = 0
         tasks: list[tuple[str, str, str]] = []
         done: list[ObjectResult] = []
@@ -406,6 +417,10 @@ class Migrator:
                 # "a/../b" would land on "b" (or be refused): never write another object
                 done.append(ObjectResult(key, "failed", s.size,
                                          "the key is no valid file path at the destination"))
+            elif links and (link := _through_link(key, links)):
+                done.append(ObjectResult(key, "failed", s.size,
+                                         f"the destination has a symlink at {link}: "
+                                         "not written through"))
             else:
                 action, why = self._compare(s, pair.dst, pair.known)
                 if action == "skip":
