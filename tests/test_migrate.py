@@ -543,6 +543,14 @@ def test_missing_source_and_overlapping_ends_are_refused(s3_server: S3Server, mc
         assert r.code == 2 and "source and destination overlap" in r.err, r.err
         assert len(r.err.strip().splitlines()) == 1
     assert (dst / "sub" / "a.txt").read_bytes() == b"a" and not (dst / "sub" / "sub").exists()
+    # refused before the destination is opened: nothing is made inside the source, and an
+    # earlier report is left as it was
+    report = tmp_path / "report.json"
+    report.write_text('{"earlier": 1}')
+    r = mcli("migrate", str(dst), str(dst / "new"), "--report", str(report), ok=False)
+    assert r.code == 2 and not (dst / "new").exists()
+    assert report.read_text() == '{"earlier": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == []
     s3_server.client().create_bucket(Bucket="overlap")
     _fill(s3_server, "overlap", {"x": b"x"}, prefix="site/new/")
     r = mcli("migrate", "s3://overlap/site/new", "s3://overlap/site", "--mode", "sync",

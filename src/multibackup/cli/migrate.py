@@ -10,8 +10,10 @@ account's key is never paired with another's secret.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,21 @@ def _side_env(side: str, name: str) -> str | None:
     return os.environ.get(f"MULTIBACKUP_{side}_{name}")
 
 
+def side_location(text: str, side: str, args: argparse.Namespace) -> Location | None:
+    """Where one side of ``migrate SRC DST`` is, with that side's endpoint and region
+    overrides (None for an FTP server); parsing only, nothing is opened."""
+    if text.lower().startswith(("ftp://", "ftps://")):
+        return None
+    endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
+    region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
+    location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,
+                                        s3_addressing=getattr(args, "s3_addressing", None))
+    azure_endpoint = _side_env(side, "AZURE_STORAGE_ENDPOINT")
+    if location.scheme == "azblob" and azure_endpoint:
+        location = replace(location, endpoint=azure_endpoint.rstrip("/"))
+    return location
+
+
 def open_side(text: str, side: str, args: argparse.Namespace) -> End:
     """The End of one side (``SRC`` or ``DST``) of ``migrate SRC DST``, with that side's
     overrides applied (see :class:`multibackup.plans.migration.End`)."""
@@ -59,13 +76,8 @@ def open_side(text: str, side: str, args: argparse.Namespace) -> End:
         ca_file = _side_env(side, "FTPS_CA_FILE")
         credentials = {k: v for k, v in (("password", password), ("ca_file", ca_file)) if v}
         return open_ftp_end(text, credentials, create=side == "DST")
-    endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
-    region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
-    location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,
-                                        s3_addressing=getattr(args, "s3_addressing", None))
-    azure_endpoint = _side_env(side, "AZURE_STORAGE_ENDPOINT")
-    if location.scheme == "azblob" and azure_endpoint:
-        location = replace(location, endpoint=azure_endpoint.rstrip("/"))
+    location = side_location(text, side, args)
+    assert location is not None
     names = _CREDENTIAL_VARS.get(location.scheme, {})
     overrides = {key: value for var, key in names.items()
                  if (value := _side_env(side, var)) is not None}
@@ -85,18 +97,42 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             "server_side_copy": False if args.no_server_side_copy else None}
 
 
+class _ReportFile:
+    """``--report FILE``, written beside its place and renamed onto it when complete.
+
+    Made before anything is opened or moves: a report that cannot be written is an
+    error at once, not after a whole migration (and a sync's deletes) ran unrecorded;
+    and a run that fails early leaves an earlier report as it was."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if os.path.isdir(path):
+            raise MultibackupError(f"cannot write the report {path}: it is a directory")
+        try:
+            self.fh = tempfile.NamedTemporaryFile(  # noqa: SIM115
+                "w", encoding="utf-8", delete=False, suffix=".tmp",
+                dir=os.path.dirname(os.path.abspath(path)),
+                prefix=f".{os.path.basename(path)}.")
+        except OSError as exc:
+            raise MultibackupError(f"cannot write the report {path}: "
+                                   f"{exc.strerror or exc}") from None
+
+    def finish(self, report: MigrationReport) -> None:
+        # written object by object: a report of millions of objects is never held whole
+        with self.fh:
+            report.write_json(self.fh)
+        os.replace(self.fh.name, self.path)
+
+    def discard(self) -> None:
+        self.fh.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.fh.name)
+
+
 def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
-    from multibackup.plans.migration import migrate, open_saved, options_for
+    from multibackup.plans.migration import check_overlap, migrate, open_saved, options_for
 
-    if args.destination is None:
-        if not args.config and not os.environ.get("MULTIBACKUP_CONFIG"):
-            raise UsageError("give SRC and DST, or the name of a [migrations.NAME] entry "
-                             "with --config")
-        from multibackup.config import load_config
-
-        options, src, dst = open_saved(load_config(args.config), args.source, _overrides(args),
-                                       dry_run=args.dry_run)
-    else:
+    if args.destination is not None:
         options = options_for(None, _overrides(args), dry_run=args.dry_run)  # bad flags
         if args.delete and options.mode != "sync":
             raise UsageError("--delete applies to --mode sync only (copy and check never "
@@ -105,36 +141,36 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
             if not text.strip():
                 raise UsageError(f"{side} is empty: give a path or a URL such as "
                                  "s3://bucket/prefix")
-        src = open_side(args.source, "SRC", args)  # fail before any connection
-        try:
-            dst = open_side(args.destination, "DST", args)
-        except BaseException:
-            src.close()
-            raise
-    report_file = None
-    if args.report:
-        # opened before any object moves: a report that cannot be written is an error
-        # now, not after a whole migration (and a sync's deletes) ran unrecorded
-        try:
-            report_file = open(args.report, "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            src.close()
-            dst.close()
-            raise MultibackupError(f"cannot write the report {args.report}: "
-                                   f"{exc.strerror or exc}") from None
-    progress = Progress()
+        # before either end is opened (opening a local destination creates it)
+        check_overlap(side_location(args.source, "SRC", args),
+                      side_location(args.destination, "DST", args))
+    elif not args.config and not os.environ.get("MULTIBACKUP_CONFIG"):
+        raise UsageError("give SRC and DST, or the name of a [migrations.NAME] entry "
+                         "with --config")
+    report_file = _ReportFile(args.report) if args.report else None
     try:
+        if args.destination is None:
+            from multibackup.config import load_config
+
+            options, src, dst = open_saved(load_config(args.config), args.source,
+                                           _overrides(args), dry_run=args.dry_run)
+        else:
+            src = open_side(args.source, "SRC", args)  # fail before any connection
+            try:
+                dst = open_side(args.destination, "DST", args)
+            except BaseException:
+                src.close()
+                raise
+        progress = Progress()
         with out.progress(progress, options.mode):
             report = migrate(src, dst, options, progress)
     except BaseException:
         if report_file is not None:
-            report_file.close()
+            report_file.discard()
         raise
     try:
-        # written object by object: a report of millions of objects is never held whole
         if report_file is not None:
-            with report_file:
-                report.write_json(report_file)
+            report_file.finish(report)
         if out.json:
             report.write_json(sys.stdout)
             sys.stdout.flush()

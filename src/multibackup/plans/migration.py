@@ -99,10 +99,10 @@ def _within(inner: str, outer: str) -> bool:
     return not outer or inner == outer or inner.startswith(outer + "/")
 
 
-def check_overlap(src: End, dst: End) -> None:
-    """Refuse a source and destination where one lies inside the other: a sync would
-    delete the source as extraneous, a copy would nest itself deeper every run."""
-    a, b = src.location, dst.location
+def check_overlap(a: Location | None, b: Location | None) -> None:
+    """Refuse a source ``a`` and destination ``b`` that are one place, or where one lies
+    inside the other: a sync would delete the source as extraneous, a copy would nest
+    itself deeper every run. Locations only: called before either end is opened."""
     if a is None or b is None or a.scheme != b.scheme or a.scheme == "memory":
         return
     if a.scheme == "fs":
@@ -112,10 +112,12 @@ def check_overlap(src: End, dst: End) -> None:
         pa, pb = a.path, b.path
     else:
         return
+    if pa.strip("/") == pb.strip("/"):
+        raise UsageError(f"source and destination are the same location ({a.describe()})")
     if _within(pa, pb) or _within(pb, pa):
-        inner, outer = (src, dst) if _within(pa, pb) else (dst, src)
-        raise UsageError(f"source and destination overlap: {inner.store.description} lies "
-                         f"within {outer.store.description}")
+        inner, outer = (a, b) if _within(pa, pb) else (b, a)
+        raise UsageError(f"source and destination overlap: {inner.describe()} lies "
+                         f"within {outer.describe()}")
 
 
 def open_ftp_end(url: str, credentials: Mapping[str, str] | None, *,
@@ -174,6 +176,8 @@ def open_saved(config: Config, name: str, overrides: Mapping[str, Any] | None = 
     """A saved migration's options (bad ones fail before any connection) and both ends."""
     saved = config.migration(name)
     options = options_for(saved.options, overrides, dry_run=dry_run)
+    ends = config.migration_end(saved.source), config.migration_end(saved.destination)
+    check_overlap(*(getattr(e, "location", None) for e in ends))  # before either is opened
     src = open_end(config.migration_end(saved.source))
     try:
         dst = open_end(config.migration_end(saved.destination), create=True)
@@ -189,7 +193,7 @@ def migrate(src: End, dst: End, options: MigrateOptions,
     try:
         if src.identity == dst.identity:
             raise UsageError(f"source and destination are the same location ({src.identity})")
-        check_overlap(src, dst)
+        check_overlap(src.location, dst.location)
         journal = Journal(src.identity, dst.identity)
         try:
             migrator = Migrator(src, dst, options, journal=journal, progress=progress)
