@@ -471,6 +471,14 @@ def test_local_temp_files_are_not_objects(tmp_path: Path) -> None:
     assert sorted(p.name for p in dst.iterdir()) == [".tmp", "a.txt"]
     r = cli("migrate", str(src), str(dst), "--mode", "check")
     assert r.code == 0 and "1 skipped" in r.out
+    # a file named .tmp is the same reserved name: left out, not failed against the
+    # destination's temporary directory
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".tmp").write_bytes(b"a file")
+    (other / "b.txt").write_bytes(b"b")
+    doc = cli("migrate", str(other), str(dst), "--json").json()
+    assert doc["counts"] == {"copied": 1} and (dst / ".tmp").is_dir()
 
 
 def test_sync_never_deletes_what_the_source_holds_but_filters_out(tmp_path: Path) -> None:
@@ -617,6 +625,12 @@ def test_source_replaced_by_an_older_copy_is_copied_again(tmp_path: Path) -> Non
     doc = cli("migrate", str(src), str(dst), "--json").json()
     assert [(o["status"], o["reason"]) for o in doc["objects"]] == \
         [("skipped", "verified earlier (journal)")]
+    # rewritten in place with its time put back (touch -r): only the change time tells
+    before = (src / "x.txt").stat()
+    (src / "x.txt").write_bytes(b"CCCC\n")
+    os.utime(src / "x.txt", ns=(before.st_atime_ns, before.st_mtime_ns))
+    doc = cli("migrate", str(src), str(dst), "--json").json()
+    assert doc["counts"] == {"copied": 1} and (dst / "x.txt").read_bytes() == b"CCCC\n"
 
 
 def test_report_that_cannot_be_written_fails_before_anything_moves(tmp_path: Path) -> None:

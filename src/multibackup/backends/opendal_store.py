@@ -57,10 +57,11 @@ def _mtime_ns(meta: object) -> int:
 
 
 def _local_etag(st: os.stat_result) -> str:
-    """An ETag for a local file, as web servers make one: inode, size and modification
-    time. A file rewritten in place or replaced (a new inode) gets a new one, so a
-    migration's journal sees a destination file changed by hand."""
-    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+    """An ETag for a local file, as web servers make one: inode, size, modification and
+    change time. A file rewritten in place (even with its old time put back, which only
+    the change time tells) or replaced (a new inode) gets a new one, so a migration's
+    journal sees a file changed by hand on either side."""
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}"
 
 
 def _one_line(exc: Exception) -> str:

@@ -178,7 +178,8 @@ def finish_mirror(args: argparse.Namespace, out: Printer, code: int, writes: boo
         # nothing served the command and nothing is ahead of anything: the error that
         # ended it says so; only each destination's own reason is added
         for d in failed:
-            out.warn(f"note: destination {d.description}: {d.failed}")
+            reason = str(d.failed).removeprefix(f"{d.description}: ")
+            out.warn(f"note: destination {d.description}: {reason}")
         return code if code != EXIT_OK else EXIT_FATAL
     if failed and not writes:
         for d in failed:

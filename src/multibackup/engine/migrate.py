@@ -395,7 +395,8 @@ class Migrator:
 
         def listing(store: ObjectStore) -> Iterator[ObjectInfo]:
             return (o for o in store.list()
-                    if not (reserved and o.key.startswith(_TMP_PREFIX)))
+                    if not (reserved and (o.key.startswith(_TMP_PREFIX)
+                                          or o.key == _TMP_PREFIX[:-1])))
 
         scratch = self._scratch
         match = self.options.filters.match
