@@ -662,6 +662,12 @@ def test_local_source_is_only_read(tmp_path: Path) -> None:
     assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == before
     assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if ".tmp" not in p.parts) \
         == ["d", "d/a.txt"]
+    # check and dry runs only read the destination: a missing one is not made
+    absent = tmp_path / "absent"
+    for args in (("--mode", "check"), ("--dry-run",), ("--mode", "sync", "--dry-run")):
+        r = cli("migrate", str(src), str(absent), *args, "--json", ok=False)
+        assert {o["status"] for o in r.json()["objects"]} <= {"missing", "would-copy"}
+        assert len(r.json()["objects"]) == 1 and not absent.exists()
 
 
 def test_delete_outside_sync_and_empty_locations_are_usage_errors(tmp_path: Path) -> None:

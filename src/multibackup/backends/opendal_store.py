@@ -92,8 +92,14 @@ class OpenDALStore:
         # Longest first, so that a secret containing another is scrubbed whole.
         self._secrets = sorted((v for k, v in options.items() if k in _SECRET_OPTIONS and v),
                                key=len, reverse=True)
+        #: a local store opened only to be read (no temporary directory): writes refused
+        self._read_only = scheme == "fs" and not self._atomic_dir
         try:
-            op = opendal.Operator(scheme, **options)
+            if self._read_only and not os.path.isdir(options.get("root", "")):
+                # OpenDAL would make the missing directory; read as what it is, empty
+                op = opendal.Operator("memory")
+            else:
+                op = opendal.Operator(scheme, **options)
         except Exception as exc:  # configuration errors from OpenDAL
             raise StoreError(f"{description}: invalid configuration: "
                              f"{self._scrub(_one_line(exc))}") from None
@@ -176,6 +182,10 @@ class OpenDALStore:
             except OSError:
                 pass
 
+    def _writable(self, key: str) -> None:
+        if self._read_only:
+            raise StoreError(f"{self.description}: opened read-only, {key} cannot be written")
+
     def _check_key(self, key: str) -> None:
         """Refuse a key with white space at either end: OpenDAL trims every path, so
         " notes.txt" would read or write "notes.txt", another object."""
@@ -189,6 +199,7 @@ class OpenDALStore:
         """Write ``data`` in one request; ``content_type`` and ``user_metadata`` are kept
         where the service stores them (``keeps_attributes``) and ignored elsewhere."""
         self._check_key(key)
+        self._writable(key)
         options = self._attribute_options(content_type, user_metadata)
         try:
             self._op.write(key, data, **options)
@@ -234,8 +245,8 @@ class OpenDALStore:
         if not self.direct_buffers:
             self.put(key, bytes(data))
             return
-        if self._atomic_dir is None:
-            raise StoreError(f"{self.description}: opened read-only, {key} cannot be written")
+        self._writable(key)
+        assert self._atomic_dir is not None
         target = os.path.join(self._root, *key.split("/"))
         temp = os.path.join(self._atomic_dir,
                             f"{key.rsplit('/', 1)[-1]}.{secrets.token_hex(6)}")
@@ -269,6 +280,7 @@ class OpenDALStore:
         repository config, key slots) are created by one ``init`` or ``key add`` at a time.
         """
         self._check_key(key)
+        self._writable(key)
         try:
             if self.create_only_atomic:
                 self._op.write(key, data, if_not_exists=True)
@@ -452,6 +464,7 @@ class OpenDALStore:
         service has conditional writes, a check then a write elsewhere (as ``put_new``).
         """
         self._check_key(key)
+        self._writable(key)
         if create_only and not self.create_only_atomic and self.exists(key):
             raise ObjectExists(f"{self.description}: writing {key}: object already exists")
         options: dict[str, object] = {"chunk": part_size,
@@ -495,6 +508,7 @@ class OpenDALStore:
 
     def delete(self, key: str) -> None:
         self._check_key(key)
+        self._writable(key)
         try:
             self._op.delete(key)
         except Exception as exc:

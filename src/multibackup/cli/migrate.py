@@ -66,16 +66,17 @@ def side_location(text: str, side: str, args: argparse.Namespace) -> Location | 
     return location
 
 
-def open_side(text: str, side: str, args: argparse.Namespace) -> End:
+def open_side(text: str, side: str, args: argparse.Namespace, writes: bool = True) -> End:
     """The End of one side (``SRC`` or ``DST``) of ``migrate SRC DST``, with that side's
-    overrides applied (see :class:`multibackup.plans.migration.End`)."""
+    overrides applied (see :class:`multibackup.plans.migration.End`). The source, and a
+    destination the run will not write (``writes``), are opened read-only."""
     if text.lower().startswith(("ftp://", "ftps://")):
         from multibackup.plans.migration import open_ftp_end
 
         password = _side_env(side, "FTP_PASSWORD") or os.environ.get("MULTIBACKUP_FTP_PASSWORD")
         ca_file = _side_env(side, "FTPS_CA_FILE")
         credentials = {k: v for k, v in (("password", password), ("ca_file", ca_file)) if v}
-        return open_ftp_end(text, credentials, create=side == "DST")
+        return open_ftp_end(text, credentials, create=side == "DST" and writes)
     location = side_location(text, side, args)
     assert location is not None
     names = _CREDENTIAL_VARS.get(location.scheme, {})
@@ -85,7 +86,8 @@ def open_side(text: str, side: str, args: argparse.Namespace) -> End:
 
     if side == "SRC":
         check_source_exists(location)
-    store = open_store(location, credentials=overrides or None, read_only=side == "SRC")
+    store = open_store(location, credentials=overrides or None,
+                       read_only=side == "SRC" or not writes)
     return end_for(store, location, overrides or None)
 
 
@@ -157,7 +159,7 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
         else:
             src = open_side(args.source, "SRC", args)  # fail before any connection
             try:
-                dst = open_side(args.destination, "DST", args)
+                dst = open_side(args.destination, "DST", args, writes=options.writes)
             except BaseException:
                 src.close()
                 raise

@@ -161,6 +161,11 @@ class MigrateOptions:
     #: bytes per second read from the source, all transfers together; None: no limit
     bwlimit: int | None = None
 
+    @property
+    def writes(self) -> bool:
+        """Whether the run may write at the destination (not check, not a dry run)."""
+        return self.mode != "check" and not self.dry_run
+
 
 #: copied/skipped/failed/mismatched/deleted in copy and sync; would-copy/would-delete in a
 #: dry run; missing/differs/extraneous in check (and extraneous when sync keeps them)

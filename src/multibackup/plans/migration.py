@@ -131,15 +131,18 @@ def open_ftp_end(url: str, credentials: Mapping[str, str] | None, *,
                identity=store.description)
 
 
-def open_end(entry: Destination | Source, *, create: bool = False) -> End:
-    """A named destination, or an FTP/FTPS source, as a migration end, with its configured
-    credentials (``create``: the FTP directory is made if need be)."""
+def open_end(entry: Destination | Source, *, source: bool, writes: bool = True) -> End:
+    """A named destination, or an FTP/FTPS source entry, as a migration end, with its
+    configured credentials. ``source``: the end read from, which must exist and is only
+    read; a destination the run will not write (check, dry run) is opened read-only too,
+    and is not made if missing."""
     credentials = entry.resolve_credentials() if entry.credentials else None  # read once
     if isinstance(entry, Source):
-        return open_ftp_end(entry.url, credentials, create=create)
-    if not create:
+        return open_ftp_end(entry.url, credentials, create=not source and writes)
+    if source:
         check_source_exists(entry.location)
-    store = open_store(entry.location, credentials=credentials, read_only=not create)
+    store = open_store(entry.location, credentials=credentials,
+                       read_only=source or not writes)
     return end_for(store, entry.location, credentials)
 
 
@@ -178,9 +181,10 @@ def open_saved(config: Config, name: str, overrides: Mapping[str, Any] | None = 
     options = options_for(saved.options, overrides, dry_run=dry_run)
     ends = config.migration_end(saved.source), config.migration_end(saved.destination)
     check_overlap(*(getattr(e, "location", None) for e in ends))  # before either is opened
-    src = open_end(config.migration_end(saved.source))
+    src = open_end(config.migration_end(saved.source), source=True)
     try:
-        dst = open_end(config.migration_end(saved.destination), create=True)
+        dst = open_end(config.migration_end(saved.destination), source=False,
+                       writes=options.writes)
     except BaseException:
         src.close()
         raise
