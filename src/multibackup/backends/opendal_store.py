@@ -182,6 +182,10 @@ class OpenDALStore:
             except OSError:
                 pass
 
+    def _local_path(self, key: str) -> str:
+        """Where ``key`` lives on local disk (``direct_buffers`` stores)."""
+        return os.path.join(self._root, *key.split("/"))
+
     def _writable(self, key: str) -> None:
         if self._read_only:
             raise StoreError(f"{self.description}: opened read-only, {key} cannot be written")
@@ -218,7 +222,7 @@ class OpenDALStore:
             return memoryview(self.get(key, offset, length))
         view = memoryview(buffer)[:length]
         try:
-            fd = os.open(os.path.join(self._root, *key.split("/")), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._local_path(key), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ObjectNotFound(f"{self.description}: reading {key}: object not found") from None
         except OSError as exc:
@@ -247,7 +251,7 @@ class OpenDALStore:
             return
         self._writable(key)
         assert self._atomic_dir is not None
-        target = os.path.join(self._root, *key.split("/"))
+        target = self._local_path(key)
         temp = os.path.join(self._atomic_dir,
                             f"{key.rsplit('/', 1)[-1]}.{secrets.token_hex(6)}")
         fd = -1
@@ -320,7 +324,7 @@ class OpenDALStore:
         self._check_key(key)
         if self.direct_buffers:
             try:
-                st = os.stat(os.path.join(self._root, *key.split("/")))
+                st = os.stat(self._local_path(key))
             except FileNotFoundError:
                 raise ObjectNotFound(f"{self.description}: reading metadata of {key}: "
                                      "object not found") from None
