@@ -156,21 +156,22 @@ class S3Multipart:
         except Exception:
             pass
 
-    def head(self, key: str) -> tuple[str | None, dict[str, str]]:
-        """Content type and user metadata of an object."""
+    def _head(self, key: str) -> dict[str, Any]:
         try:
-            reply = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return self._client.head_object(  # type: ignore[no-any-return]
+                Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             raise self._error(exc, "reading metadata of", key) from None
+
+    def head(self, key: str) -> tuple[str | None, dict[str, str]]:
+        """Content type and user metadata of an object."""
+        reply = self._head(key)
         return reply.get("ContentType"), dict(reply.get("Metadata") or {})
 
     def headers(self, key: str) -> dict[str, object]:
         """An object's standard headers and user metadata, as a new upload takes them:
         a gzipped script must keep its Content-Encoding, a download its disposition."""
-        try:
-            reply = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:
-            raise self._error(exc, "reading metadata of", key) from None
+        reply = self._head(key)
         out: dict[str, object] = {name: reply[name] for name in _HEADERS if reply.get(name)}
         if reply.get("Metadata"):
             out["Metadata"] = dict(reply["Metadata"])
@@ -179,10 +180,7 @@ class S3Multipart:
     def stat(self, key: str) -> ObjectInfo:
         """Size and ETag of an object, for any key S3 takes (the OpenDAL store trims
         white space off keys and refuses such keys)."""
-        try:
-            reply = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:
-            raise self._error(exc, "reading metadata of", key) from None
+        reply = self._head(key)
         return ObjectInfo(key, int(reply.get("ContentLength") or 0),
                           str(reply.get("ETag") or "").strip('"'))
 

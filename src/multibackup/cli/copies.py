@@ -95,6 +95,14 @@ def _heal(args: argparse.Namespace, out: Printer, command: str, read_data: bool,
     return survey, found
 
 
+def print_affected(out: Printer, affected: dict[str, list[str]]) -> None:
+    """The paths check found damaged, under each snapshot they belong to."""
+    for sid, paths in affected.items():
+        out.line(f"snapshot {sid[:8]} is damaged in:")
+        for p in paths:
+            out.line(f"  {p}")
+
+
 def cmd_sync(args: argparse.Namespace, out: Printer) -> int:
     """Catch every destination up with the others (copy only what it lacks)."""
     survey, _ = _heal(args, out, "sync", read_data=False)
@@ -127,10 +135,7 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     doc: dict[str, Any] = {"repository": r.to_json(), "copies": survey.to_json()}
     out.emit(doc)
     if not out.json:
-        for sid, paths in r.affected.items():
-            out.line(f"snapshot {sid[:8]} is damaged in:")
-            for p in paths:
-                out.line(f"  {p}")
+        print_affected(out, r.affected)
         out.line(f"checked {r.snapshots} snapshots, {r.packs} packs, {r.blobs} blobs "
                  f"through {len(mirror.destinations)} destinations")
         _print_survey(out, survey, "copied")

@@ -21,7 +21,13 @@ from typing import Any, NoReturn
 
 from multibackup import __version__
 from multibackup.cli.access import get_new_password, get_password, get_store, open_repo
-from multibackup.cli.copies import check_all, cmd_repair_copies, cmd_sync, finish_mirror
+from multibackup.cli.copies import (
+    check_all,
+    cmd_repair_copies,
+    cmd_sync,
+    finish_mirror,
+    print_affected,
+)
 from multibackup.cli.migrate import add_migrate_parser
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.cli.plans import add_plan_parser
@@ -353,10 +359,7 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     if out.json:
         out.emit(r.to_json())
     else:
-        for sid, paths in r.affected.items():
-            out.line(f"snapshot {sid[:8]} is damaged in:")
-            for p in paths:
-                out.line(f"  {p}")
+        print_affected(out, r.affected)
         out.line(f"checked {r.snapshots} snapshots, {r.packs} packs, {r.blobs} blobs"
                  + (f", read {r.packs_read} packs" if args.read_data else ""))
         out.line("no errors were found" if r.ok else f"{len(r.errors)} error(s) found")

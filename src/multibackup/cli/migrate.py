@@ -70,15 +70,14 @@ def open_side(text: str, side: str, args: argparse.Namespace, writes: bool = Tru
     """The End of one side (``SRC`` or ``DST``) of ``migrate SRC DST``, with that side's
     overrides applied (see :class:`multibackup.plans.migration.End`). The source, and a
     destination the run will not write (``writes``), are opened read-only."""
-    if text.lower().startswith(("ftp://", "ftps://")):
+    location = side_location(text, side, args)
+    if location is None:
         from multibackup.plans.migration import open_ftp_end
 
         password = _side_env(side, "FTP_PASSWORD") or os.environ.get("MULTIBACKUP_FTP_PASSWORD")
         ca_file = _side_env(side, "FTPS_CA_FILE")
         credentials = {k: v for k, v in (("password", password), ("ca_file", ca_file)) if v}
         return open_ftp_end(text, credentials, create=side == "DST" and writes)
-    location = side_location(text, side, args)
-    assert location is not None
     names = _CREDENTIAL_VARS.get(location.scheme, {})
     overrides = {key: value for var, key in names.items()
                  if (value := _side_env(side, var)) is not None}

@@ -179,12 +179,13 @@ def open_saved(config: Config, name: str, overrides: Mapping[str, Any] | None = 
     """A saved migration's options (bad ones fail before any connection) and both ends."""
     saved = config.migration(name)
     options = options_for(saved.options, overrides, dry_run=dry_run)
-    ends = config.migration_end(saved.source), config.migration_end(saved.destination)
-    check_overlap(*(getattr(e, "location", None) for e in ends))  # before either is opened
-    src = open_end(config.migration_end(saved.source), source=True)
+    src_entry, dst_entry = (config.migration_end(saved.source),
+                            config.migration_end(saved.destination))
+    check_overlap(getattr(src_entry, "location", None),  # before either is opened
+                  getattr(dst_entry, "location", None))
+    src = open_end(src_entry, source=True)
     try:
-        dst = open_end(config.migration_end(saved.destination), source=False,
-                       writes=options.writes)
+        dst = open_end(dst_entry, source=False, writes=options.writes)
     except BaseException:
         src.close()
         raise
