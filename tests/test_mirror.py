@@ -77,8 +77,11 @@ def test_every_destination_is_a_complete_repository(three: Mirror, tmp_path: Pat
         three("check", "--read-data", only=loc)
         _restored_equal(three, src, tmp_path / f"out{i}", only=loc)
     r = three("check", "--read-data", "--json")
-    copies = r.json()["copies"]
+    copies, repo = r.json()["copies"], r.json()["repository"]
     assert copies["ok"] and all(c["in_sync"] for c in copies["destinations"])
+    # every pack's data was read (by the copy-by-copy survey), and the JSON says so
+    assert repo["packs_read"] == copies["packs_read"] == repo["packs"] > 0
+    assert f"read {repo['packs']} packs on each copy" in three("check", "--read-data").out
 
 
 def _big_tree(root: Path, mib: int) -> Path:

@@ -128,6 +128,7 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     checker = Checker(repo, read_data=False, progress=progress, salvage=salvage)
     with out.progress(progress, "check"):
         r = checker.run()
+    r.packs_read = survey.packs_read  # the survey read them, copy by copy
     for w in r.warnings:
         out.warn(f"warning: {w}")
     for e in r.errors:
@@ -137,7 +138,8 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     if not out.json:
         print_affected(out, r.affected)
         out.line(f"checked {r.snapshots} snapshots, {r.packs} packs, {r.blobs} blobs "
-                 f"through {len(mirror.destinations)} destinations")
+                 f"through {len(mirror.destinations)} destinations"
+                 + (f", read {r.packs_read} packs on each copy" if args.read_data else ""))
         _print_survey(out, survey, "copied")
     problems = len(r.errors) + sum(
         len(c.missing) + len(c.damaged) + (not c.reachable) for c in survey.copies)

@@ -83,13 +83,15 @@ class Survey:
     listings: list[dict[str, ObjectInfo] | None]
     unrecoverable: dict[str, str] = field(default_factory=dict)
     read_data: bool = False
+    #: distinct data packs read and hashed on at least one copy
+    packs_read: int = 0
 
     @property
     def ok(self) -> bool:
         return all(c.in_sync for c in self.copies) and not self.unrecoverable
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "read_data": self.read_data,
+        return {"ok": self.ok, "read_data": self.read_data, "packs_read": self.packs_read,
                 "destinations": [c.to_json() for c in self.copies],
                 "unrecoverable": dict(sorted(self.unrecoverable.items()))}
 
@@ -187,6 +189,7 @@ class Replicator:
                     continue
                 if read_data or (read_metadata and not key.startswith(DATA)):
                     checks.append((i, key, size))
+        survey.packs_read = len({key for _, key, _ in checks if key.startswith(DATA)})
         self.progress.total_items = len(checks)
         self.progress.total_bytes = sum(s for _, _, s in checks)
 
