@@ -178,8 +178,10 @@ def test_damage_on_two_destinations_found_repaired_and_restore_in_between(
         touched.update(victims)
         for name in victims[:2]:
             (root / name).unlink()
-        for name in victims[2:]:
+        for name in victims[2:4]:
             _flip(root / name)
+        with open(root / victims[4], "r+b") as fh:  # damaged and shorter
+            fh.truncate(fh.seek(0, 2) // 2)
         expected[desc] = set(victims)
     # S3: one object deleted through the API
     bucket = three.locations[0].split("/")[2]
@@ -201,8 +203,12 @@ def test_damage_on_two_destinations_found_repaired_and_restore_in_between(
 
     r = three("repair", "--json")
     assert r.json()["ok"]
+    repaired = {c["destination"]: (c["objects"], c["bytes"]) for c in r.json()["destinations"]}
     r = three("check", "--read-data", "--json")
     assert r.json()["copies"]["ok"]
+    # repair's summary shows what each destination holds after it, as check finds it
+    assert repaired == {c["destination"]: (c["objects"], c["bytes"])
+                        for c in r.json()["copies"]["destinations"]}
     for loc in three.locations:
         three("check", "--read-data", only=loc)
 

@@ -270,7 +270,8 @@ class Replicator:
                     c.missing.remove(key)
                     c.objects += 1
                     c.bytes += len(data)
-                c.damaged.pop(key, None)
+                elif c.damaged.pop(key, None) is not None:  # the summary shows what it holds now
+                    c.bytes += len(data) - (survey.listings[i] or {})[key].size
             self.progress.add(len(data), 1)
 
         # In write order, one rank at a time: a snapshot never lands before its packs.
@@ -292,6 +293,7 @@ class Replicator:
                         dest.store.delete(key)
                         survey.copies[i].deleted += 1
                         survey.copies[i].objects -= 1
+                        survey.copies[i].bytes -= mine[key].size
                     except StoreError as exc:
                         survey.copies[i].failed[key] = f"delete: {exc}"
         return survey
