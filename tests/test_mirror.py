@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import blake3
 import pytest
 from conftest import CLI, S3Server, make_tree, snapshot_of_tree, start_weed
 
@@ -339,7 +340,17 @@ def test_data_damaged_on_every_copy_is_traced_to_paths(tmp_path: Path, env_for) 
     assert r.code == 1
     assert "each of its blobs is intact on one of them" in r.err
     assert "is damaged in:" not in r.out
+    assert "rebuild it ('multibackup repair' does)" in r.err
+    assert "run 'multibackup repair' to heal them" in r.err
     _restored_equal(m, src, tmp_path / "out1")
+    # repair puts the pack together from the parts each copy holds intact
+    r = m("repair")
+    assert "rebuilt 1 object(s) damaged on every destination" in r.out
+    healed = [(Path(d) / pack).read_bytes() for d in dests]
+    assert healed[0] == healed[1] == healed[2]
+    assert blake3.blake3(healed[0]).hexdigest() == pack.name
+    r = m("check", "--read-data", "--json")
+    assert r.json()["copies"]["ok"] and r.json()["repository"]["errors"] == []
     # the same blob damaged on every copy: its file is named, under its snapshot
     for dest in dests:
         _flip_at(Path(dest) / pack, 0.55)
@@ -351,6 +362,12 @@ def test_data_damaged_on_every_copy_is_traced_to_paths(tmp_path: Path, env_for) 
     assert len(named) == 1 and named[0].startswith(f"{src}/f")
     r = m("check", "--read-data", "--json", ok=False)
     assert r.json()["repository"]["affected"] == {snap_id: named}
+    assert r.json()["copies"]["rebuildable"] == []
+    # the same bytes lost everywhere: repair says so and writes nothing
+    before = [(Path(d) / pack).read_bytes() for d in dests]
+    r = m("repair", ok=False)
+    assert r.code == 1 and "have no intact copy anywhere" in r.err and "rebuilt" not in r.out
+    assert [(Path(d) / pack).read_bytes() for d in dests] == before
 
 
 def test_commands_that_only_read_never_create_a_missing_destination(tmp_path: Path,

@@ -147,7 +147,7 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     if problems:
         if not out.json:
             hint = ("; run 'multibackup repair' to heal them from the healthy copies"
-                    if not survey.unrecoverable else "")
+                    if set(survey.unrecoverable) <= survey.rebuildable else "")
             print(f"error: check found {problems} problem(s){hint}", file=sys.stderr)
         return EXIT_FATAL
     out.line("no errors were found; all copies are equal")
@@ -162,6 +162,9 @@ def cmd_repair_copies(args: argparse.Namespace, out: Printer) -> int:
     for desc, (m, x) in found.items():
         if m or x:
             out.line(f"{desc}: found {m} missing and {x} damaged object(s)")
+    if survey.rebuilt:
+        out.line(f"rebuilt {len(survey.rebuilt)} object(s) damaged on every destination from "
+                 "the parts each copy held intact")
     _print_survey(out, survey, "rewrote")
     if survey.unrecoverable:
         print(f"error: {len(survey.unrecoverable)} object(s) have no intact copy anywhere; "

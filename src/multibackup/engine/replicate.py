@@ -22,6 +22,7 @@ import blake3
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
 from multibackup.engine.progress import Progress
+from multibackup.engine.reassemble import reassemble
 from multibackup.errors import IntegrityError, ObjectNotFound, StoreError
 from multibackup.repository import keys
 from multibackup.repository.blob import open_file
@@ -85,6 +86,10 @@ class Survey:
     read_data: bool = False
     #: distinct data packs read and hashed on at least one copy
     packs_read: int = 0
+    #: unrecoverable objects that the copies' intact parts put together again (repair does)
+    rebuildable: set[str] = field(default_factory=set)
+    #: objects repair rebuilt that way and wrote back
+    rebuilt: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -93,7 +98,8 @@ class Survey:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "read_data": self.read_data, "packs_read": self.packs_read,
                 "destinations": [c.to_json() for c in self.copies],
-                "unrecoverable": dict(sorted(self.unrecoverable.items()))}
+                "unrecoverable": dict(sorted(self.unrecoverable.items())),
+                "rebuildable": sorted(self.rebuildable), "rebuilt": sorted(self.rebuilt)}
 
 
 class Replicator:
@@ -213,9 +219,34 @@ class Replicator:
         for key, holders in union.items():
             if all(key in copies[i].damaged for i in holders):
                 survey.unrecoverable[key] = "no intact copy on any destination"
+                if read_data and self._reassembled(key, holders) is not None:
+                    survey.rebuildable.add(key)
+                    survey.unrecoverable[key] += (", but the parts each copy holds intact "
+                                                  "rebuild it ('multibackup repair' does)")
         for copy in copies:  # nothing can heal these: don't count them as a destination's debt
             copy.missing = [k for k in copy.missing if k not in survey.unrecoverable]
         return survey
+
+    def _reassembled(self, key: str, holders: Iterable[int]) -> bytes | None:
+        """``key`` put together from its damaged copies on ``holders`` (destination
+        indexes) and proven by its name, or None (see :mod:`reassemble`)."""
+        copies = []
+        for i in holders:
+            try:
+                copies.append(self.mirror.destinations[i].store.get(key))
+            except StoreError:
+                continue
+        if len(copies) < 2:
+            return None
+
+        def matches(data: bytes) -> bool:
+            try:
+                self._verify_bytes(key, data)
+            except IntegrityError:
+                return False
+            return True
+
+        return reassemble(copies, matches)
 
     # ---- healing ----------------------------------------------------------------------
 
@@ -232,6 +263,35 @@ class Replicator:
                 errors.append(f"{dest.description}: {exc}")
         raise IntegrityError("no intact copy to copy from (" + "; ".join(errors) + ")")
 
+    def _rebuild(self, survey: Survey) -> None:
+        """Write each rebuildable object, put together again from its damaged copies, to
+        every reachable destination that should hold it."""
+        dests = self.mirror.destinations
+        for key in sorted(survey.rebuildable):
+            holders = [i for i, lst in enumerate(survey.listings) if lst and key in lst]
+            data = self._reassembled(key, holders)
+            if data is None:
+                continue
+            for i, copy in enumerate(survey.copies):
+                if not copy.reachable or self.exclude(dests[i], key):
+                    continue
+                try:
+                    dests[i].store.put(key, data)
+                except StoreError as exc:
+                    copy.failed[key] = str(exc)
+                    continue
+                held = (survey.listings[i] or {}).get(key)
+                copy.copied += 1
+                copy.bytes_copied += len(data)
+                copy.bytes += len(data) - (held.size if held else 0)
+                copy.objects += held is None
+                copy.damaged.pop(key, None)
+                if key not in survey.rebuilt:
+                    survey.rebuilt.append(key)
+            if key in survey.rebuilt:
+                survey.unrecoverable.pop(key, None)
+                survey.rebuildable.discard(key)
+
     def heal(self, survey: Survey, damaged: bool = True,
              missed_deletes: dict[str, list[str]] | None = None) -> Survey:
         """Write what each reachable destination lacks (and, with ``damaged``, replace its
@@ -239,6 +299,7 @@ class Replicator:
         (destination description -> keys deleted elsewhere while it was down)."""
         dests = self.mirror.destinations
         order = [(dests.index(d), d) for d in self.mirror.read_order()]  # fastest first
+        self._rebuild(survey)
         work: list[tuple[int, str]] = []
         for i, copy in enumerate(survey.copies):
             if not copy.reachable:
