@@ -785,3 +785,26 @@ def test_server_side_copy_inside_azure_and_gcs(kind: str, s3_server: S3Server, m
     third = server.location(prefix="three")
     doc = _run(cli, first, third, "--no-server-side-copy")
     assert doc["server_side"] is False and doc["bytes_transferred"] == sum(map(len, objs.values()))
+
+
+def test_names_with_control_characters_are_listed_exactly(s3_server: S3Server, mcli: CLI,
+                                                          tmp_path: Path) -> None:
+    """S3 listings are XML, which garbles most control characters (U+FFFD): such names
+    are listed again exactly, so they copy (inside S3, streamed, to disk) and a second
+    sync finds them equal instead of deleting a name that does not exist."""
+    bucket = s3_server.new_bucket()
+    objs = {"ctl\x01name": b"one", "bell\x07/inner": b"two", "plain.txt": b"three",
+            "nl\nkey": b"four"}
+    _fill(s3_server, bucket, objs, prefix="src/")
+    for extra, dst in (([], "inside"), (["--no-server-side-copy"], "streamed")):
+        doc = _run(mcli, f"s3://{bucket}/src", f"s3://{bucket}/{dst}", *extra)
+        assert doc["counts"] == {"copied": 4}
+        assert _bucket(s3_server, bucket, f"{dst}/") == objs
+        doc = _run(mcli, f"s3://{bucket}/src", f"s3://{bucket}/{dst}", "--mode", "sync",
+                   "--delete")
+        assert doc["counts"] == {"skipped": 4}
+    out = tmp_path / "out"
+    doc = _run(mcli, f"s3://{bucket}/src", str(out))
+    assert doc["counts"] == {"copied": 4}
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+            if p.is_file() and ".tmp" not in p.parts} == objs

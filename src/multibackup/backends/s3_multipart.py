@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,9 +185,41 @@ class S3Multipart:
         return ObjectInfo(key, int(reply.get("ContentLength") or 0),
                           str(reply.get("ETag") or "").strip('"'))
 
+    def list_exact(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object below the root, its name exactly as stored.
+
+        Listings are XML, which cannot carry most control characters: a name holding one
+        comes back garbled (U+FFFD) unless the keys are sent URL-encoded, as botocore asks
+        for and undoes. Slower than the store's own listing, so only for the names that
+        one garbles (see :func:`garbled`)."""
+        root = f"{self.root}/" if self.root else ""
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=root + prefix)
+            for page in pages:
+                for o in page.get("Contents", []):
+                    key = o["Key"][len(root):]
+                    if key and not key.endswith("/"):
+                        stamp = o["LastModified"]
+                        yield ObjectInfo(key, int(o["Size"]), o.get("ETag"),
+                                         int(stamp.timestamp()) * 1_000_000_000
+                                         + stamp.microsecond * 1000)
+        except Exception as exc:
+            raise self._error(exc, "listing", prefix or "/") from None
+
     def same_account(self, other: object) -> bool:
         """True when a server-side copy from ``other`` to here can work."""
         return isinstance(other, S3Multipart) and self.identity == other.identity
+
+
+#: characters XML 1.0 cannot hold, which an S3 listing without URL-encoded keys garbles
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def garbled(key: str) -> bool:
+    """True for a name a plain S3 listing cannot give exactly: one holding a character
+    XML cannot carry, or U+FFFD, which stands in for such characters when they come back."""
+    return "\ufffd" in key or _NOT_XML.search(key) is not None
 
     def copy_from(self, source: S3Multipart, info: ObjectInfo) -> str:
         """Server-side copy of ``info`` from ``source``; returns the new ETag.

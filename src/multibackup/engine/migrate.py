@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
-from multibackup.backends.s3_multipart import S3Multipart
+from multibackup.backends.s3_multipart import S3Multipart, garbled
 from multibackup.backends.s3_objects import (
     S3Objects,
     attributes_from,
@@ -101,6 +101,20 @@ def _through_link(key: str, links: set[str]) -> str:
         if head in links:
             return head
     return ""
+
+
+def _exact_names(items: Iterable[ObjectInfo], s3: S3Multipart) -> Iterator[ObjectInfo]:
+    """An S3 store's listing with the names it garbles (control characters come back as
+    U+FFFD) listed again exactly: otherwise such an object could be neither read nor
+    matched with its copy, and a sync would delete a name that does not exist."""
+    again = False
+    for info in items:
+        if garbled(info.key):
+            again = True
+            continue
+        yield info
+    if again:
+        yield from (info for info in s3.list_exact() if garbled(info.key))
 
 
 def multipart_etag(part_md5s: list[bytes]) -> str:
@@ -398,8 +412,9 @@ class Migrator:
         # or deleted
         reserved = _keeps_temp_files(self.src) or _keeps_temp_files(self.dst)
 
-        def listing(store: ObjectStore) -> Iterator[ObjectInfo]:
-            return (o for o in store.list()
+        def listing(store: ObjectStore, s3: S3Multipart | None) -> Iterator[ObjectInfo]:
+            items = store.list() if s3 is None else _exact_names(store.list(), s3)
+            return (o for o in items
                     if not (reserved and (o.key.startswith(_TMP_PREFIX)
                                           or o.key == _TMP_PREFIX[:-1])))
 
@@ -407,8 +422,9 @@ class Migrator:
         match = self.options.filters.match
         # both sides are listed at once: with many objects each listing is many requests
         with ThreadPoolExecutor(1, thread_name_prefix="list") as pool:
-            listed = pool.submit(scratch.add_listing, "dst", listing(self.dst), match)
-            scratch.add_listing("src", listing(self.src), match)
+            listed = pool.submit(scratch.add_listing, "dst", listing(self.dst, self.dst_s3),
+                                 match)
+            scratch.add_listing("src", listing(self.src, self.src_s3), match)
             listed.result()
         if self.journal is not None:
             scratch.add_verified(self.journal.iter_verified())
