@@ -808,3 +808,25 @@ def test_names_with_control_characters_are_listed_exactly(s3_server: S3Server, m
     assert doc["counts"] == {"copied": 4}
     assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
             if p.is_file() and ".tmp" not in p.parts} == objs
+
+
+def test_a_name_that_is_another_names_directory_fails_alone_and_leaves_nothing(
+        s3_server: S3Server, mcli: CLI, tmp_path: Path) -> None:
+    """S3 holds "x" and "x/y"; a disk holds only one of them. Whichever comes second fails
+    alone with the file system's reason, and no temporary file stays behind (a large one
+    is refused before its bytes are sent, or removed when it cannot be put in place)."""
+    bucket = s3_server.new_bucket()
+    big = random.Random(9).randbytes(9 * 1024 * 1024)
+    objs = {"x": b"file x", "x/y": b"file y", "big": big, "big/z": b"z"}
+    _fill(s3_server, bucket, objs, prefix="src/")
+    out = tmp_path / "out"
+    for _ in range(2):
+        doc = _run(mcli, f"s3://{bucket}/src", str(out), code=1)
+        failed = {o["key"]: o["reason"] for o in doc["objects"] if o["status"] == "failed"}
+        assert len(failed) == 2
+        assert len(set(failed) & {"x", "x/y"}) == 1 and len(set(failed) & {"big", "big/z"}) == 1
+        assert all(r.endswith(("Is a directory", "Not a directory")) for r in failed.values())
+        held = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+                if p.is_file() and ".tmp" not in p.parts}
+        assert held == {k: v for k, v in objs.items() if k not in failed}
+        assert list((out / ".tmp").iterdir()) == []

@@ -21,6 +21,7 @@ from opendal import exceptions as oe
 from opendal.layers import RetryLayer
 
 from multibackup.backends.base import ObjectInfo
+from multibackup.backends.local_paths import make_parents
 from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError
 
 # S3 and Azure: `code: "NoSuchBucket", message: "..."`; GCS: `code: 404, message: "..."`
@@ -202,6 +203,9 @@ class OpenDALStore:
             user_metadata: dict[str, str] | None = None) -> None:
         """Write ``data`` in one request; ``content_type`` and ``user_metadata`` are kept
         where the service stores them (``keeps_attributes``) and ignored elsewhere."""
+        if self.direct_buffers:  # local disk keeps no attributes; a failed write leaves no temp file
+            self.put_buffer(key, memoryview(data))
+            return
         self._check_key(key)
         self._writable(key)
         options = self._attribute_options(content_type, user_metadata)
@@ -256,7 +260,7 @@ class OpenDALStore:
                             f"{key.rsplit('/', 1)[-1]}.{secrets.token_hex(6)}")
         fd = -1
         try:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            make_parents(target)
             os.makedirs(self._atomic_dir, exist_ok=True)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             view = data

@@ -9,6 +9,7 @@ import errno
 import os
 import posixpath
 
+from multibackup.backends.local_paths import make_parents
 from multibackup.backends.partial_file import PartialFile
 from multibackup.backends.sftp_store import TMP_DIR, SFTPStore
 
@@ -21,6 +22,18 @@ class LocalPartial(PartialFile):
         self.root = root
         self.description = root
         self._tmp = os.path.join(root, ".tmp")
+
+    def _check_target(self, key: str) -> None:
+        """A directory where the file goes, or a file where a directory must be: found
+        before the transfer, not when the finished file is renamed into place."""
+        target = os.path.join(self.root, *key.split("/"))
+        if os.path.isdir(target):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        parent = os.path.dirname(target)
+        while len(parent) > len(self.root) and not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
 
     def _create(self, name: str) -> None:
         os.makedirs(self._tmp, exist_ok=True)
@@ -51,8 +64,14 @@ class LocalPartial(PartialFile):
         finally:
             os.close(fd)
         target = os.path.join(self.root, *key.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(path, target)
+        try:
+            make_parents(target)
+            os.replace(path, target)
+        except (IsADirectoryError, NotADirectoryError):
+            # another object's directory took the place (or a file took a directory's):
+            # no rerun can finish this file, so it does not stay behind
+            os.unlink(path)
+            raise
 
     def _remove(self, name: str) -> None:
         os.unlink(os.path.join(self._tmp, name))

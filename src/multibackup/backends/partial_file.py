@@ -35,6 +35,10 @@ class PartialFile:
     def _commit(self, name: str, key: str) -> None: ...
     def _remove(self, name: str) -> None: ...
 
+    def _check_target(self, key: str) -> None:
+        """Raise OSError where ``key`` can plainly never be written (a directory in its
+        place), before any byte is sent; where that costs nothing."""
+
     def _new_name(self, key: str) -> str:
         """The temporary file's name (the "upload id") for a new write of ``key``."""
         return f"migrate-{uuid.uuid4().hex}.part"
@@ -45,6 +49,7 @@ class PartialFile:
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise StoreError(f"{self.description}: invalid object key {key!r}")
+        self._guard(lambda: self._check_target(key), "writing", key)
         name = self._new_name(key)
         self._guard(lambda: self._create(name), "starting a write of", key)
         return name
