@@ -376,3 +376,38 @@ def test_restore_over_a_directory_in_the_way_restores_the_rest(tmp_path: Path,
     assert f"{blocked}: exists and is a directory" in r.err
     assert (blocked / "keep").read_text() == "mine\n"
     assert (blocked.parent / "b.txt").read_text() == "b\n"
+
+
+def test_progress_bar_on_a_terminal_counts_in_binary_units(tmp_path: Path, cli: CLI) -> None:
+    """On a terminal, backup draws a progress bar in KiB/MiB (as every other size it
+    prints) and clears it at the end; without one, none is drawn."""
+    import pty
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(random.Random(1).randbytes(160 * 1024 * 1024))
+    cli("init")
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "multibackup", "backup", str(src)],
+                            env=cli.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=terminal)
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the program ended and closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    assert proc.wait(timeout=240) == 0
+    text = drawn.decode(errors="replace")
+    assert "MiB/s" in text and "/160.0 MiB" in text, text[-500:]
+    assert " MB" not in text and "MB/s" not in text.replace("MiB/s", "")
+    assert text.endswith("\x1b[2K")  # the bar is cleared when the run ends
+    plain = cli("backup", str(src))
+    assert "MiB/s" not in plain.err and "\x1b[" not in plain.err

@@ -67,15 +67,25 @@ class Printer:
             BarColumn,
             DownloadColumn,
             MofNCompleteColumn,
+            ProgressColumn,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
         from rich.progress import Progress as Bar
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            """Bytes per second in the units of every other size shown (KiB, MiB)."""
+
+            def render(self, task: Any) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text(f"{human_bytes(speed)}/s" if speed else "?",
+                            style="progress.data.speed")
 
         columns: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn()]
-        columns += ([DownloadColumn(), TransferSpeedColumn()] if unit_bytes else [MofNCompleteColumn()])
+        columns += ([DownloadColumn(binary_units=True), Rate()] if unit_bytes
+                    else [MofNCompleteColumn()])
         columns += [TextColumn("{task.fields[items]}"), TimeElapsedColumn(), TimeRemainingColumn()]
         stop = threading.Event()
         with Bar(*columns, console=Console(stderr=True), transient=True) as bar:
