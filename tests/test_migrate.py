@@ -798,7 +798,7 @@ def test_names_with_control_characters_are_listed_exactly(s3_server: S3Server, m
     _fill(s3_server, bucket, objs, prefix="src/")
     for extra, dst in (([], "inside"), (["--no-server-side-copy"], "streamed")):
         doc = _run(mcli, f"s3://{bucket}/src", f"s3://{bucket}/{dst}", *extra)
-        assert doc["counts"] == {"copied": 4}
+        assert doc["counts"] == {"copied": 4} and doc["server_side"] is (dst == "inside")
         assert _bucket(s3_server, bucket, f"{dst}/") == objs
         doc = _run(mcli, f"s3://{bucket}/src", f"s3://{bucket}/{dst}", "--mode", "sync",
                    "--delete")
@@ -830,3 +830,91 @@ def test_a_name_that_is_another_names_directory_fails_alone_and_leaves_nothing(
                 if p.is_file() and ".tmp" not in p.parts}
         assert held == {k: v for k, v in objs.items() if k not in failed}
         assert list((out / ".tmp").iterdir()) == []
+
+
+def _crc32c(data: bytes) -> str:
+    import base64
+
+    import google_crc32c
+
+    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+
+
+def _multipart_md5s(data: bytes, part: int = 8 * 1024 * 1024) -> str:
+    md5s = [hashlib.md5(data[i:i + part]).digest() for i in range(0, len(data), part)]
+    return f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(md5s)}"
+
+
+def test_large_parts_are_proven_by_crc32c_where_the_server_checks_it(
+        s3_server: S3Server, mcli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of a large object carry a CRC32C, which SeaweedFS (like AWS) checks and
+    refuses on a mismatch: no MD5 of every byte on this machine, the object still whole."""
+    from multibackup.backends.location import parse_location
+    from multibackup.backends.s3_multipart import S3Multipart
+    from multibackup.errors import StoreError
+
+    data = random.Random(21).randbytes(BIG)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(data)
+    bucket = s3_server.new_bucket()
+    doc = _run(mcli, str(src), f"s3://{bucket}/crc")
+    assert doc["counts"] == {"copied": 1}
+    head = s3_server.client().head_object(Bucket=bucket, Key="crc/big.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumType"] == "COMPOSITE" and head["ChecksumCRC32C"].endswith("-3")
+    assert head["ETag"].strip('"') == _multipart_md5s(data)
+    assert _bucket(s3_server, bucket, "crc/") == {"big.bin": data}
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    s3 = S3Multipart(parse_location(f"s3://{bucket}/crc"))
+    upload_id, checksum = s3.create_checked("other.bin")
+    assert checksum == "CRC32C"
+    with pytest.raises(StoreError, match="BadDigest"):
+        s3.upload_part("other.bin", upload_id, 1, b"what was read", crc32c=_crc32c(b"what was sent"))
+    s3.abort("other.bin", upload_id)
+
+
+def test_a_server_that_checks_no_checksums_gets_content_md5(tmp_path: Path) -> None:
+    """rclone's S3 server ignores the checksum an upload asks for: the parts then go with
+    their Content-MD5, as before, and the copy is whole and verified."""
+    import socket
+    import subprocess
+    import time
+
+    import boto3
+    from servers_cloud import _rclone  # noqa: PLC2701
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = tmp_path / "served"
+    (root / "bucket").mkdir(parents=True)
+    server = subprocess.Popen([str(_rclone()), "serve", "s3", "--config", "/dev/null", "--addr",
+                               f"127.0.0.1:{port}", "--auth-key", "rckey,rcsecret", str(root)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        env = {"AWS_ACCESS_KEY_ID": "rckey", "AWS_SECRET_ACCESS_KEY": "rcsecret",
+               "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+               "MULTIBACKUP_STATE_DIR": str(tmp_path / "state")}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "rclone serve s3 did not start"
+                time.sleep(0.1)
+        data = random.Random(22).randbytes(BIG)
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "big.bin").write_bytes(data)
+        doc = _run(CLI(str(tmp_path / "unused"), env=env), str(src), "s3://bucket/plain")
+        assert doc["counts"] == {"copied": 1}
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"],
+                              aws_access_key_id="rckey", aws_secret_access_key="rcsecret",
+                              region_name="us-east-1")
+        got = client.get_object(Bucket="bucket", Key="plain/big.bin")["Body"].read()
+        assert got == data and (root / "bucket" / "plain" / "big.bin").read_bytes() == data
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -146,6 +146,11 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
         assert proc.stderr is not None and proc.stderr.read().strip() == "error: interrupted"
     parts, part_bytes = _journal_parts(state)
     assert 4 <= parts < count
+    if kind == "s3":  # SeaweedFS checks CRC32C: each journalled part keeps its checksum,
+        # which the completion names again after the resume
+        with sqlite3.connect(state / "migrate" / "journal.sqlite") as db:
+            assert db.execute("SELECT count(*) FROM part_checksums").fetchone()[0] == parts
+            assert db.execute("SELECT algorithm FROM upload_checksums").fetchall() == [("CRC32C",)]
     # the journal holds upload ids (a GCS session URI grants writing): its owner's only
     journal = state / "migrate" / "journal.sqlite"
     assert not (journal.stat().st_mode | journal.parent.stat().st_mode) & 0o077
@@ -166,8 +171,8 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
     assert _journal_parts(state) == (0, 0)
 
     if kind == "s3":
-        head = client.head_object(Bucket=bucket, Key="mig/big.bin")
-        assert head["ContentLength"] == big
+        head = client.head_object(Bucket=bucket, Key="mig/big.bin", ChecksumMode="ENABLED")
+        assert head["ContentLength"] == big and head["ChecksumType"] == "COMPOSITE"
         assert head["ETag"].strip('"') == _multipart_etag(src / "big.bin")
         got = hashlib.md5()
         for block in client.get_object(Bucket=bucket,

@@ -61,7 +61,24 @@ CREATE TABLE IF NOT EXISTS parts (
     size INTEGER NOT NULL,
     PRIMARY KEY (pair, key, upload_id, number)
 );
+CREATE TABLE IF NOT EXISTS upload_checksums (
+    pair TEXT NOT NULL,
+    key TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    PRIMARY KEY (pair, key, upload_id)
+);
+CREATE TABLE IF NOT EXISTS part_checksums (
+    pair TEXT NOT NULL,
+    key TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (pair, key, upload_id, number)
+);
 """
+# The checksum tables came later: journals written before them, and older versions
+# reading newer journals, see uploads without checksums (MD5-proven parts), as before.
 
 
 @dataclass(frozen=True)
@@ -74,16 +91,20 @@ class Upload:
     src_etag: str
     src_mtime_ns: int
     part_size: int
+    #: the checksum the destination verifies each part by ("CRC32C"), "" for Content-MD5
+    checksum: str = ""
 
 
 @dataclass(frozen=True)
 class Part:
-    """One part the destination acknowledged: its ETag and the MD5 we computed."""
+    """One part the destination acknowledged: its ETag, its MD5 (ours, or the
+    destination's where it proved the part by ``checksum``) and that checksum."""
 
     number: int
     etag: str
     md5: str
     size: int
+    checksum: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,43 +249,57 @@ class Journal:
 
     # -- multipart uploads in progress -----------------------------------------------------
 
+    _UPLOADS = ("SELECT u.key, u.upload_id, u.size, u.src_etag, u.src_mtime_ns, u.part_size, "
+                "coalesce(c.algorithm, '') FROM uploads u LEFT JOIN upload_checksums c "
+                "ON c.pair = u.pair AND c.key = u.key AND c.upload_id = u.upload_id "
+                "WHERE u.pair = ?")
+
     def upload(self, key: str) -> Upload | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT key, upload_id, size, src_etag, src_mtime_ns, part_size FROM uploads "
-                "WHERE pair = ? AND key = ?", (self.pair, key)).fetchone()
+            row = self._db.execute(self._UPLOADS + " AND u.key = ?", (self.pair, key)).fetchone()
         return Upload(*row) if row else None
 
     def uploads(self) -> list[Upload]:
         """Every upload in progress for this pair."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT key, upload_id, size, src_etag, src_mtime_ns, part_size FROM uploads "
-                "WHERE pair = ?", (self.pair,)).fetchall()
+            rows = self._db.execute(self._UPLOADS, (self.pair,)).fetchall()
         return [Upload(*r) for r in rows]
 
     def start_upload(self, upload: Upload) -> None:
-        with self._lock:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (self.pair, upload.key, upload.upload_id, upload.size,
                               upload.src_etag, upload.src_mtime_ns, upload.part_size))
+            if upload.checksum:
+                self._db.execute("INSERT OR REPLACE INTO upload_checksums VALUES (?, ?, ?, ?)",
+                                 (self.pair, upload.key, upload.upload_id, upload.checksum))
 
     def parts(self, key: str, upload_id: str) -> dict[int, Part]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT number, etag, md5, size FROM parts WHERE pair = ? AND key = ? AND "
-                "upload_id = ?", (self.pair, key, upload_id)).fetchall()
+                "SELECT p.number, p.etag, p.md5, p.size, coalesce(c.value, '') FROM parts p "
+                "LEFT JOIN part_checksums c ON c.pair = p.pair AND c.key = p.key AND "
+                "c.upload_id = p.upload_id AND c.number = p.number "
+                "WHERE p.pair = ? AND p.key = ? AND p.upload_id = ?",
+                (self.pair, key, upload_id)).fetchall()
         return {r[0]: Part(*r) for r in rows}
 
     def record_part(self, key: str, upload_id: str, part: Part) -> None:
         """Remember one acknowledged part at once: a kill after this never resends it."""
+        also: list[tuple[str, tuple[object, ...]]] = [
+            ("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (self.pair, key, upload_id, part.number, part.etag, part.md5, part.size))]
+        if part.checksum:
+            also.append(("INSERT OR REPLACE INTO part_checksums VALUES (?, ?, ?, ?, ?)",
+                         (self.pair, key, upload_id, part.number, part.checksum)))
         with self._lock:
-            self._commit_pending(("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                  (self.pair, key, upload_id, part.number, part.etag, part.md5,
-                                   part.size)))
+            self._commit_pending(*also)
 
     def end_upload(self, key: str) -> None:
         """The upload completed or was abandoned: drop it and its parts."""
-        with self._lock:
-            self._db.execute("DELETE FROM parts WHERE pair = ? AND key = ?", (self.pair, key))
-            self._db.execute("DELETE FROM uploads WHERE pair = ? AND key = ?", (self.pair, key))
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            for table in ("parts", "part_checksums", "uploads", "upload_checksums"):
+                self._db.execute(f"DELETE FROM {table} WHERE pair = ? AND key = ?",  # noqa: S608
+                                 (self.pair, key))

@@ -11,6 +11,7 @@ them again.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import json
@@ -22,6 +23,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
+
+import google_crc32c
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
 from multibackup.backends.s3_multipart import S3Multipart, garbled
@@ -742,15 +745,16 @@ class Migrator:
             sent, part_md5s = self._multipart(task.src, content_type, metadata)
         return self._verified(task, sent, "", part_md5s)
 
-    def _resume(self, info: ObjectInfo) -> tuple[str | None, dict[int, Part]]:
-        """The journalled upload of this very source version and the parts the server
-        still holds with the ETags we recorded; (None, {}) when there is none to continue."""
+    def _resume(self, info: ObjectInfo) -> tuple[str | None, dict[int, Part], str]:
+        """The journalled upload of this very source version, the parts the server still
+        holds with the ETags we recorded, and the upload's part checksum; (None, {}, "")
+        when there is none to continue."""
         assert self._parts is not None
         if self.journal is None:
-            return None, {}
+            return None, {}, ""
         up = self.journal.upload(info.key)
         if up is None:
-            return None, {}
+            return None, {}, ""
         same = (up.size, up.src_etag, up.src_mtime_ns, up.part_size) == (
             info.size, info.etag or "", info.mtime_ns, self.options.chunk_size)
         if same:
@@ -762,11 +766,12 @@ class Migrator:
                 # a partial file cannot name its parts' ETags (None): the finished object
                 # is read back and compared part by part instead
                 parts = {n: p for n, p in self.journal.parts(info.key, up.upload_id).items()
-                         if held.get(n) in ((p.etag, p.size), (None, p.size))}
-                return up.upload_id, parts
+                         if held.get(n) in ((p.etag, p.size), (None, p.size))
+                         and bool(p.checksum) == bool(up.checksum)}
+                return up.upload_id, parts, up.checksum
         self._parts.abort(info.key, up.upload_id)
         self.journal.end_upload(info.key)
-        return None, {}
+        return None, {}, ""
 
     def _multipart(self, info: ObjectInfo, content_type: str | None,
                    metadata: dict[str, str], headers: Mapping[str, object] | None = None
@@ -781,25 +786,37 @@ class Migrator:
         target = self._parts
         assert target is not None
         key, size, step = info.key, info.size, self.options.chunk_size
-        upload_id, done = self._resume(info)
+        upload_id, done, checksum = self._resume(info)
         if upload_id is None:
-            upload_id = (target.create(key, headers=headers)  # type: ignore[call-arg]
-                         if headers else target.create(key, content_type, metadata))
+            create_checked = getattr(target, "create_checked", None)
+            if create_checked is not None:  # S3: parts proven by CRC32C where it can
+                upload_id, checksum = create_checked(key, content_type, metadata, headers)
+            else:
+                upload_id = target.create(key, content_type, metadata)
             if self.journal is not None:
                 self.journal.start_upload(Upload(key, upload_id, size, info.etag or "",
-                                                 info.mtime_ns, step))
+                                                 info.mtime_ns, step, checksum))
         parts: dict[int, Part] = dict(done)
         sent = 0
 
         def send(number: int, data: bytes) -> int:
-            digest = hashlib.md5(data).digest()
-            md5 = digest.hex()
-            # sent with its Content-MD5 where the service checks one (S3, Azure)
-            etag = target.upload_part(key, upload_id, number, data, md5=digest, total=size)
-            if _etag(etag) != md5:
-                raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
-                                 f"damaged (ETag {etag}, MD5 {md5})")
-            part = Part(number, etag, md5, len(data))
+            if checksum:
+                # the server checks the CRC (or upload_part compares MD5 and ETag); its
+                # ETag is its MD5 of what it took, for the object's multipart ETag
+                crc = base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+                etag = target.upload_part(key, upload_id, number, data,  # type: ignore[call-arg]
+                                          total=size, crc32c=crc)
+                md5 = (_etag(etag) if _MD5_ETAG.match(_etag(etag))
+                       else hashlib.md5(data).hexdigest())
+            else:
+                digest = hashlib.md5(data).digest()
+                md5, crc = digest.hex(), ""
+                # sent with its Content-MD5 where the service checks one (S3, Azure)
+                etag = target.upload_part(key, upload_id, number, data, md5=digest, total=size)
+                if _etag(etag) != md5:
+                    raise StoreError(f"{self.dst.description}: {key}: part {number} arrived "
+                                     f"damaged (ETag {etag}, MD5 {md5})")
+            part = Part(number, etag, md5, len(data), crc)
             if self.journal is not None:
                 self.journal.record_part(key, upload_id, part)
             parts[number] = part
@@ -838,7 +855,11 @@ class Migrator:
                 raise
         etags = [parts[n].etag for n in sorted(parts)]
         md5s = [bytes.fromhex(parts[n].md5) for n in sorted(parts)]
-        target.complete(key, upload_id, etags, content_type, metadata)
+        if checksum:
+            target.complete(key, upload_id, etags, content_type, metadata,  # type: ignore[call-arg]
+                            checksums=[parts[n].checksum for n in sorted(parts)])
+        else:
+            target.complete(key, upload_id, etags, content_type, metadata)
         if self.journal is not None:
             self.journal.end_upload(key)
         return sent, md5s
