@@ -128,8 +128,11 @@ def _split(text: str) -> SplitResult:
 
 
 def parse_location(text: str, *, s3_endpoint: str | None = None, s3_region: str | None = None,
-                   s3_addressing: str | None = None) -> Location:
-    """Parse a location string; raises UsageError for anything unrecognised."""
+                   s3_addressing: str | None = None, what: str = "repository",
+                   other_forms: str = "") -> Location:
+    """Parse a location string; raises UsageError for anything unrecognised, naming the
+    location ``what`` it was meant to be and the forms it could take (``other_forms``
+    are those the caller handles itself)."""
     from multibackup.backends.providers import PROVIDERS, provider_location
 
     if not text:
@@ -194,8 +197,8 @@ def parse_location(text: str, *, s3_endpoint: str | None = None, s3_region: str 
             return Location("sftp", path, endpoint=parts.hostname, options=options)
         http = "https" if scheme == "webdavs" else "http"
         return Location("webdav", path, endpoint=f"{http}://{host}", options=options)
-    raise UsageError(f"unsupported repository location {_redacted(text)!r}: "
-                     f"use one of {SUPPORTED_FORMS}")
+    raise UsageError(f"unsupported {what} location {_redacted(text)!r}: "
+                     f"use one of {SUPPORTED_FORMS}{other_forms}")
 
 
 _memory_stores: dict[str, OpenDALStore] = {}

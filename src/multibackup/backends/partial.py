@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import stat
 
 from multibackup.backends.local_paths import make_parents
 from multibackup.backends.partial_file import PartialFile
@@ -86,6 +87,26 @@ class SFTPPartial(PartialFile):
         self.description = store.description
         self._tmp = posixpath.join(store.root, TMP_DIR)
 
+    def _check_target(self, key: str) -> None:
+        """As :meth:`LocalPartial._check_target`, over the connection: a stat of the key
+        and of its parents up to the first that exists."""
+        target = posixpath.join(self.store.root, key)
+        with self.store.session("writing", key) as sftp:
+            path = target
+            while len(path) > len(self.store.root):
+                try:
+                    mode = sftp.stat(path).st_mode or 0
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
+                    path = posixpath.dirname(path)
+                    continue
+                if path == target and stat.S_ISDIR(mode):
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+                if path != target and not stat.S_ISDIR(mode):
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+                return
+
     def _create(self, name: str) -> None:
         with self.store.session("writing", name) as sftp:
             self.store.ensure_dir(sftp, self._tmp)
@@ -110,9 +131,21 @@ class SFTPPartial(PartialFile):
 
     def _commit(self, name: str, key: str) -> None:
         target = posixpath.join(self.store.root, key)
+        partial = posixpath.join(self._tmp, name)
         with self.store.session("writing", key) as sftp:
-            self.store.ensure_dir(sftp, posixpath.dirname(target))
-            sftp.posix_rename(posixpath.join(self._tmp, name), target)
+            try:
+                self.store.ensure_dir(sftp, posixpath.dirname(target))
+                sftp.posix_rename(partial, target)
+            except OSError:
+                try:
+                    in_the_way = stat.S_ISDIR(sftp.stat(target).st_mode or 0)
+                except OSError:
+                    in_the_way = False
+                if not in_the_way:
+                    raise
+                # another object's directory took the place: no rerun can finish this file
+                sftp.remove(partial)
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)) from None
 
     def _remove(self, name: str) -> None:
         with self.store.session("deleting", name) as sftp:

@@ -59,7 +59,8 @@ def side_location(text: str, side: str, args: argparse.Namespace) -> Location | 
     endpoint = (_side_env(side, "AWS_ENDPOINT_URL") or getattr(args, "s3_endpoint", None))
     region = _side_env(side, "AWS_REGION") or getattr(args, "s3_region", None)
     location: Location = parse_location(text, s3_endpoint=endpoint, s3_region=region,
-                                        s3_addressing=getattr(args, "s3_addressing", None))
+                                        s3_addressing=getattr(args, "s3_addressing", None),
+                                        what=side, other_forms=", ftp://[user@]host/path")
     azure_endpoint = _side_env(side, "AZURE_STORAGE_ENDPOINT")
     if location.scheme == "azblob" and azure_endpoint:
         location = replace(location, endpoint=azure_endpoint.rstrip("/"))
