@@ -122,10 +122,16 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     # paths whose blobs are intact nowhere.
     rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
     with out.progress(progress, "compare"):
-        survey = rep.survey(read_data=args.read_data)
+        survey = rep.survey(read_data=args.read_data, rebuildable=args.read_data)
     progress = Progress()
     salvage = [k.rsplit("/", 1)[-1] for k in survey.unrecoverable if k.startswith("data/")]
-    checker = Checker(repo, read_data=False, progress=progress, salvage=salvage)
+    sizes: dict[str, set[int]] = {}
+    for listing in survey.listings:
+        for key, info in (listing or {}).items():
+            if key.startswith("data/"):
+                sizes.setdefault(key.rsplit("/", 1)[-1], set()).add(info.size)
+    checker = Checker(repo, read_data=False, progress=progress, salvage=salvage,
+                      pack_sizes=sizes)
     with out.progress(progress, "check"):
         r = checker.run()
     r.packs_read = survey.packs_read  # the survey read them, copy by copy
@@ -146,8 +152,11 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     problems += len(survey.unrecoverable)
     if problems:
         if not out.json:
+            lost = set(survey.unrecoverable) - survey.rebuildable
+            healable = sum(len(c.missing) + len(set(c.damaged) - lost) for c in survey.copies)
             hint = ("; run 'multibackup repair' to heal them from the healthy copies"
-                    if set(survey.unrecoverable) <= survey.rebuildable else "")
+                    if not lost else "; 'multibackup repair' heals the rest"
+                    if healable else "")
             print(f"error: check found {problems} problem(s){hint}", file=sys.stderr)
         return EXIT_FATAL
     out.line("no errors were found; all copies are equal")
@@ -167,8 +176,10 @@ def cmd_repair_copies(args: argparse.Namespace, out: Printer) -> int:
                  "the parts each copy held intact")
     _print_survey(out, survey, "rewrote")
     if survey.unrecoverable:
+        fuller = ("; a full 'multibackup repair' (without --fast) reads every copy and may "
+                  "rebuild them from their intact parts" if getattr(args, "fast", False) else "")
         print(f"error: {len(survey.unrecoverable)} object(s) have no intact copy anywhere; "
-              "'multibackup check' names the snapshots they affect", file=sys.stderr)
+              f"'multibackup check' names the snapshots they affect{fuller}", file=sys.stderr)
         return EXIT_FATAL
     return EXIT_OK if survey.ok else EXIT_PARTIAL
 

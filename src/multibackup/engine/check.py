@@ -9,7 +9,7 @@ to the snapshots and files that use them, so the user knows exactly what is at r
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,12 +56,16 @@ def expected_pack_size(entries: list[PackEntry]) -> int:
 
 class Checker:
     def __init__(self, repo: Repository, read_data: bool = False, workers: int | None = None,
-                 progress: Progress | None = None, salvage: Iterable[str] = ()) -> None:
+                 progress: Progress | None = None, salvage: Iterable[str] = (),
+                 pack_sizes: Mapping[str, set[int]] | None = None) -> None:
         self.repo = repo
         self.read_data = read_data
         #: packs a mirror holds damaged on every copy: each blob is read from whichever
         #: copy has it intact, and only blobs intact nowhere count as damaged
         self.salvage = set(salvage)
+        #: a mirror's pack sizes, every copy's: a pack is the right size when one copy's is
+        #: (the mirror's own listing gives one copy's size, which may be a truncated one)
+        self.pack_sizes = pack_sizes or {}
         self.workers = workers or max(2, repo.store.concurrency)  # one 4 MiB piece each
         self.progress = progress or Progress()
         self.report = CheckReport()
@@ -107,7 +111,8 @@ class Checker:
             if size is None:
                 r.errors.append(f"pack {name[:8]} is missing ({len(entries)} blobs lost)")
                 self._damaged.update(e.id for e in entries)
-            elif size != expected_pack_size(entries):
+            elif size != expected_pack_size(entries) \
+                    and expected_pack_size(entries) not in self.pack_sizes.get(name, ()):
                 r.errors.append(f"pack {name[:8]} has size {size}, expected "
                                 f"{expected_pack_size(entries)} (truncated or damaged)")
                 self._damaged.update(e.id for e in entries)

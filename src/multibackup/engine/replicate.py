@@ -147,12 +147,15 @@ class Replicator:
 
     # ---- survey -----------------------------------------------------------------------
 
-    def survey(self, read_data: bool = False, read_metadata: bool = True) -> Survey:
+    def survey(self, read_data: bool = False, read_metadata: bool = True,
+               rebuildable: bool = False) -> Survey:
         """List every destination and find what each lacks or holds damaged.
 
         Sizes are compared always; the small metadata objects (keys, config, index files,
         snapshots) are read and verified with ``read_metadata``, data packs with
         ``read_data``. A catch-up needs neither: it only looks for what is missing.
+        With ``rebuildable`` (a check), objects no copy holds intact are tried for a rebuild
+        from their damaged copies (:meth:`heal` tries that itself).
         """
         dests = self.mirror.destinations
         copies = [CopyReport(d.description) for d in dests]
@@ -219,7 +222,7 @@ class Replicator:
         for key, holders in union.items():
             if all(key in copies[i].damaged for i in holders):
                 survey.unrecoverable[key] = "no intact copy on any destination"
-                if read_data and self._reassembled(key, holders) is not None:
+                if rebuildable and self._reassembled(key, holders) is not None:
                     survey.rebuildable.add(key)
                     survey.unrecoverable[key] += (", but the parts each copy holds intact "
                                                   "rebuild it ('multibackup repair' does)")
@@ -264,10 +267,10 @@ class Replicator:
         raise IntegrityError("no intact copy to copy from (" + "; ".join(errors) + ")")
 
     def _rebuild(self, survey: Survey) -> None:
-        """Write each rebuildable object, put together again from its damaged copies, to
-        every reachable destination that should hold it."""
+        """Write each object no copy holds intact that its damaged copies put together
+        again (:mod:`reassemble`) to every reachable destination that should hold it."""
         dests = self.mirror.destinations
-        for key in sorted(survey.rebuildable):
+        for key in sorted(survey.unrecoverable):
             holders = [i for i, lst in enumerate(survey.listings) if lst and key in lst]
             data = self._reassembled(key, holders)
             if data is None:
