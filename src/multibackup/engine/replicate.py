@@ -43,6 +43,20 @@ def _rank(key: str) -> int:
     return len(ORDER)
 
 
+def _wrote(survey: Survey, i: int, key: str, size: int) -> None:
+    """Count ``key`` (``size`` bytes) written to copy ``i``: no longer missing or damaged
+    there, and the copy's totals are what it holds now."""
+    copy = survey.copies[i]
+    held = (survey.listings[i] or {}).get(key)
+    copy.copied += 1
+    copy.bytes_copied += size
+    copy.objects += held is None
+    copy.bytes += size - (held.size if held else 0)
+    if key in copy.missing:
+        copy.missing.remove(key)
+    copy.damaged.pop(key, None)
+
+
 def _is_repository_object(key: str) -> bool:
     return key == CONFIG or (key.startswith(ORDER) and not key.startswith(LOCKS)
                              and "/." not in key and not key.startswith("."))
@@ -283,12 +297,7 @@ class Replicator:
                 except StoreError as exc:
                     copy.failed[key] = str(exc)
                     continue
-                held = (survey.listings[i] or {}).get(key)
-                copy.copied += 1
-                copy.bytes_copied += len(data)
-                copy.bytes += len(data) - (held.size if held else 0)
-                copy.objects += held is None
-                copy.damaged.pop(key, None)
+                _wrote(survey, i, key, len(data))
                 if key not in survey.rebuilt:
                     survey.rebuilt.append(key)
             if key in survey.rebuilt:
@@ -327,15 +336,7 @@ class Replicator:
                     survey.copies[i].failed[key] = str(exc)
                 return
             with self._lock:
-                c = survey.copies[i]
-                c.copied += 1
-                c.bytes_copied += len(data)
-                if key in c.missing:
-                    c.missing.remove(key)
-                    c.objects += 1
-                    c.bytes += len(data)
-                elif c.damaged.pop(key, None) is not None:  # the summary shows what it holds now
-                    c.bytes += len(data) - (survey.listings[i] or {})[key].size
+                _wrote(survey, i, key, len(data))
             self.progress.add(len(data), 1)
 
         # In write order, one rank at a time: a snapshot never lands before its packs.
