@@ -520,3 +520,31 @@ def test_full_disk_and_wrong_credentials_do_not_fail_the_run(tmp_path: Path,
         m("snapshots", only=str(mnt))
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_repair_fast_points_to_a_full_repair(tmp_path: Path, env_for) -> None:
+    """A pack cut short on one copy and damaged inside on the others: --fast (sizes only)
+    takes the others for healthy, cannot copy from them, and says a full repair reads
+    every copy; the full repair rebuilds the pack from the three."""
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    dests = [str(tmp_path / n) for n in "abc"]
+    m = Mirror(cli, *dests)
+    m("init", "--pack-size", "1")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(4)
+    for i in range(20):
+        (src / f"f{i:02d}.bin").write_bytes(rng.randbytes(40_000))
+    m("backup", str(src))
+    pack = max((p for p in (Path(dests[0]) / "data").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size).relative_to(dests[0])
+    with open(Path(dests[0]) / pack, "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) // 2)
+    _flip_at(Path(dests[1]) / pack, 0.2)
+    _flip_at(Path(dests[2]) / pack, 0.8)
+    r = m("repair", "copies", "--fast", ok=False)
+    assert r.code == 3 and "a full 'multibackup repair' (without --fast)" in r.err
+    assert "rebuilt 1 object(s)" in m("repair").out
+    m("check", "--read-data")
+    _restored_equal(m, src, tmp_path / "out")
