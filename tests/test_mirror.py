@@ -316,20 +316,28 @@ def _flip_at(path: Path, where: float) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_data_damaged_on_every_copy_is_traced_to_paths(tmp_path: Path, env_for) -> None:
-    """A pack damaged on every destination: check reads its blobs from whichever copy
-    holds each intact, and names the paths whose blob is intact nowhere (or says that
-    every snapshot still restores whole)."""
-    cli = CLI("", env=env_for)
+def _three_folders(tmp_path: Path, env: dict[str, str], files: int,
+                   seed: int) -> tuple[Mirror, list[str], Path]:
+    """A new mirror on three local folders with 1 MiB packs, and a source of ``files``
+    random 40 KB files: (the mirror, its folders, the source)."""
+    cli = CLI("", env=env)
     cli.env.pop("MULTIBACKUP_REPOSITORY", None)
     dests = [str(tmp_path / n) for n in "abc"]
     m = Mirror(cli, *dests)
     m("init", "--pack-size", "1")
     src = tmp_path / "src"
     src.mkdir()
-    rng = random.Random(3)
-    for i in range(24):  # 24 blobs of 40 KB in one pack
+    rng = random.Random(seed)
+    for i in range(files):
         (src / f"f{i:02d}.bin").write_bytes(rng.randbytes(40_000))
+    return m, dests, src
+
+
+def test_data_damaged_on_every_copy_is_traced_to_paths(tmp_path: Path, env_for) -> None:
+    """A pack damaged on every destination: check reads its blobs from whichever copy
+    holds each intact, and names the paths whose blob is intact nowhere (or says that
+    every snapshot still restores whole)."""
+    m, dests, src = _three_folders(tmp_path, env_for, files=24, seed=3)  # 24 blobs, one pack
     snap_id = m("backup", str(src), "--json").json()["snapshot_id"]
     pack = max((p for p in (Path(dests[0]) / "data").rglob("*") if p.is_file()),
                key=lambda p: p.stat().st_size).relative_to(dests[0])
@@ -526,16 +534,7 @@ def test_repair_fast_points_to_a_full_repair(tmp_path: Path, env_for) -> None:
     """A pack cut short on one copy and damaged inside on the others: --fast (sizes only)
     takes the others for healthy, cannot copy from them, and says a full repair reads
     every copy; the full repair rebuilds the pack from the three."""
-    cli = CLI("", env=env_for)
-    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
-    dests = [str(tmp_path / n) for n in "abc"]
-    m = Mirror(cli, *dests)
-    m("init", "--pack-size", "1")
-    src = tmp_path / "src"
-    src.mkdir()
-    rng = random.Random(4)
-    for i in range(20):
-        (src / f"f{i:02d}.bin").write_bytes(rng.randbytes(40_000))
+    m, dests, src = _three_folders(tmp_path, env_for, files=20, seed=4)
     m("backup", str(src))
     pack = max((p for p in (Path(dests[0]) / "data").rglob("*") if p.is_file()),
                key=lambda p: p.stat().st_size).relative_to(dests[0])
