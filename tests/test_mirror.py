@@ -374,8 +374,22 @@ def test_data_damaged_on_every_copy_is_traced_to_paths(tmp_path: Path, env_for) 
     index = next(p for p in (Path(dests[0]) / "index").iterdir()).relative_to(dests[0])
     for dest, where in zip(dests, (0.1, 0.5, 0.9), strict=True):
         _flip_at(Path(dest) / index, where)
+    # check reads the rebuilt index: the snapshot's paths are all whole, none is named
+    r = m("check", "--read-data", ok=False)
+    assert r.code == 1 and "rebuild it ('multibackup repair' does)" in r.err
+    assert "is damaged in:" not in r.out and "damaged or missing paths" not in r.err
+    assert f"{index.name[:8]}" not in r.err.replace(str(index), "")
     assert "rebuilt 1 object(s)" in m("repair").out
-    for name in (pack, index):
+    # so does the snapshot file: check still reads it (and its paths), repair rebuilds it
+    snap = Path("snapshots") / snap_id
+    for dest, where in zip(dests, (0.2, 0.5, 0.8), strict=True):
+        _flip_at(Path(dest) / snap, where)
+    r = m("check", "--read-data", "--json", ok=False)
+    assert r.code == 1 and r.json()["repository"]["errors"] == []
+    assert r.json()["repository"]["snapshots"] == 1
+    assert r.json()["copies"]["rebuildable"] == [f"snapshots/{snap_id}"]
+    assert "rebuilt 1 object(s)" in m("repair").out
+    for name in (pack, index, snap):
         healed = [(Path(d) / name).read_bytes() for d in dests]
         assert healed[0] == healed[1] == healed[2]
         assert blake3.blake3(healed[0]).hexdigest() == name.name

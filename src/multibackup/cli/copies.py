@@ -131,7 +131,7 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
             if key.startswith("data/"):
                 sizes.setdefault(key.rsplit("/", 1)[-1], set()).add(info.size)
     checker = Checker(repo, read_data=False, progress=progress, salvage=salvage,
-                      pack_sizes=sizes)
+                      pack_sizes=sizes, rebuilt=survey.reassembled)
     with out.progress(progress, "check"):
         r = checker.run()
     r.packs_read = survey.packs_read  # the survey read them, copy by copy

@@ -22,7 +22,7 @@ from multibackup.engine.progress import Progress
 from multibackup.errors import IntegrityError, MultibackupError, ObjectNotFound, StoreError
 from multibackup.repository.blob import ScratchBuffers, open_blob
 from multibackup.repository.pack import PackEntry, header_size
-from multibackup.repository.repository import Repository, pack_key
+from multibackup.repository.repository import INDEX, SNAPSHOTS, Repository, pack_key
 from multibackup.repository.snapshot import Snapshot
 from multibackup.repository.tree import decode_tree
 
@@ -57,7 +57,8 @@ def expected_pack_size(entries: list[PackEntry]) -> int:
 class Checker:
     def __init__(self, repo: Repository, read_data: bool = False, workers: int | None = None,
                  progress: Progress | None = None, salvage: Iterable[str] = (),
-                 pack_sizes: Mapping[str, set[int]] | None = None) -> None:
+                 pack_sizes: Mapping[str, set[int]] | None = None,
+                 rebuilt: Mapping[str, bytes] | None = None) -> None:
         self.repo = repo
         self.read_data = read_data
         #: packs a mirror holds damaged on every copy: each blob is read from whichever
@@ -66,6 +67,9 @@ class Checker:
         #: a mirror's pack sizes, every copy's: a pack is the right size when one copy's is
         #: (the mirror's own listing gives one copy's size, which may be a truncated one)
         self.pack_sizes = pack_sizes or {}
+        #: a mirror's index files and snapshots damaged on every copy, as their intact
+        #: parts rebuild them (key -> verified bytes): read as repair will write them
+        self.rebuilt = rebuilt or {}
         self.workers = workers or max(2, repo.store.concurrency)  # one 4 MiB piece each
         self.progress = progress or Progress()
         self.report = CheckReport()
@@ -86,7 +90,8 @@ class Checker:
         files = {}
         for index_id in self.repo.index_files():
             try:
-                files[index_id], sup = self.repo.read_index_file(index_id)
+                files[index_id], sup = self.repo.read_index_file(
+                    index_id, self.rebuilt.get(INDEX + index_id))
             except (IntegrityError, ObjectNotFound) as exc:
                 r.errors.append(f"index file {index_id[:8]}: {exc}; "
                                 "run 'multibackup repair index' to rebuild it from the packs")
@@ -297,7 +302,8 @@ class Checker:
         snaps: list[Snapshot] = []
         for snap_id in self.repo.snapshot_ids():
             try:
-                snaps.append(self.repo.load_snapshot(snap_id))
+                snaps.append(self.repo.load_snapshot(snap_id,
+                                                     self.rebuilt.get(SNAPSHOTS + snap_id)))
             except (IntegrityError, ObjectNotFound) as exc:
                 r.errors.append(str(exc))
         r.snapshots = len(snaps)

@@ -104,6 +104,9 @@ class Survey:
     rebuildable: set[str] = field(default_factory=set)
     #: objects repair rebuilt that way and wrote back
     rebuilt: list[str] = field(default_factory=list)
+    #: the rebuilt bytes of the rebuildable metadata objects (index files, snapshots),
+    #: for a check to read the repository as repair will leave it; packs are not kept
+    reassembled: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -236,8 +239,11 @@ class Replicator:
         for key, holders in union.items():
             if all(key in copies[i].damaged for i in holders):
                 survey.unrecoverable[key] = "no intact copy on any destination"
-                if rebuildable and self._reassembled(key, holders) is not None:
+                data = self._reassembled(key, holders) if rebuildable else None
+                if data is not None:
                     survey.rebuildable.add(key)
+                    if not key.startswith("data/"):
+                        survey.reassembled[key] = data
                     survey.unrecoverable[key] += (", but the parts each copy holds intact "
                                                   "rebuild it ('multibackup repair' does)")
         for copy in copies:  # nothing can heal these: don't count them as a destination's debt

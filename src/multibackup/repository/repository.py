@@ -243,8 +243,11 @@ class Repository:
                 self.cache.put(key, data)
         return data
 
-    def read_index_file(self, index_id: str) -> tuple[dict[bytes, list[PackEntry]], list[bytes]]:
-        raw = self._read_cached(INDEX + index_id)
+    def read_index_file(self, index_id: str, raw: bytes | None = None
+                        ) -> tuple[dict[bytes, list[PackEntry]], list[bytes]]:
+        """An index file's packs and the index files it supersedes; from ``raw`` (its
+        verified bytes, e.g. rebuilt from damaged copies) when given, else read."""
+        raw = self._read_cached(INDEX + index_id) if raw is None else raw
         what = f"index file {index_id[:8]}"
         return decode_index(open_file(self.cipher, b"index", raw, what), what)
 
@@ -560,8 +563,9 @@ class Repository:
             self.cache.forget_missing(SNAPSHOTS, set(ids))
         return ids
 
-    def load_snapshot(self, snap_id: str) -> Snapshot:
-        raw = self._read_cached(SNAPSHOTS + snap_id)
+    def load_snapshot(self, snap_id: str, raw: bytes | None = None) -> Snapshot:
+        """A snapshot, from ``raw`` (its verified bytes) when given, else read."""
+        raw = self._read_cached(SNAPSHOTS + snap_id) if raw is None else raw
         what = f"snapshot {snap_id[:8]}"
         return Snapshot.decode(open_file(self.cipher, b"snapshot", raw, what), snap_id)
 
