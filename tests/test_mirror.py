@@ -413,6 +413,28 @@ def test_data_damaged_on_every_copy_is_traced_to_paths(tmp_path: Path, env_for) 
     assert [(Path(d) / pack).read_bytes() for d in dests] == before
 
 
+def test_reads_put_an_object_damaged_on_every_copy_together(tmp_path: Path,
+                                                             env_for) -> None:
+    """One blob and the index file damaged on every destination, each copy in other
+    bytes: restore and check read both from the parts the copies hold intact."""
+    m, dests, src = _three_folders(tmp_path, env_for, files=6, seed=11)
+    m("backup", str(src))
+    pack = max((p for p in (Path(dests[0]) / "data").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size).relative_to(dests[0])
+    index = next(p for p in (Path(dests[0]) / "index").iterdir()).relative_to(dests[0])
+    # the pack's first blob (about 40 KB of its 240 KB) is damaged on every copy
+    for dest, where, at in zip(dests, (0.01, 0.05, 0.1), (0.2, 0.5, 0.8), strict=True):
+        _flip_at(Path(dest) / pack, where)
+        _flip_at(Path(dest) / index, at)
+    out = tmp_path / "out"
+    r = m("--no-cache", "restore", "latest", "-t", str(out), "--json")
+    assert snapshot_of_tree(out / str(src).lstrip("/")) == snapshot_of_tree(src)
+    assert _summary(r)["errors"] == []
+    r = m("check", "--read-data", "--json", ok=False)
+    assert r.json()["repository"]["errors"] == [] and r.json()["repository"]["affected"] == {}
+    assert sorted(r.json()["copies"]["rebuildable"]) == sorted([str(pack), str(index)])
+
+
 def test_commands_that_only_read_never_create_a_missing_destination(tmp_path: Path,
                                                                      env_for) -> None:
     """A destination directory that does not exist (an unmounted disk's mount point) is

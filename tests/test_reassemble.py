@@ -6,7 +6,7 @@ import random
 
 import blake3
 
-from multibackup.engine.reassemble import BLOCK, block_size, reassemble
+from multibackup.store.reassemble import BLOCK, block_size, reassemble
 
 
 def _named(data: bytes):

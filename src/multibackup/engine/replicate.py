@@ -22,7 +22,6 @@ import blake3
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
 from multibackup.engine.progress import Progress
-from multibackup.engine.reassemble import reassemble
 from multibackup.errors import IntegrityError, ObjectNotFound, StoreError
 from multibackup.repository import keys
 from multibackup.repository.blob import open_file
@@ -30,6 +29,7 @@ from multibackup.repository.crypto import Cipher
 from multibackup.repository.lock import PREFIX as LOCKS
 from multibackup.repository.repository import CONFIG, DATA, INDEX, SNAPSHOTS
 from multibackup.store.mirror import DestinationState, MirrorStore
+from multibackup.store.reassemble import reassemble
 
 #: Write order of a catch-up (and the reverse is the order of deletions).
 ORDER = (keys.PREFIX, CONFIG, DATA, INDEX, SNAPSHOTS)

@@ -30,6 +30,7 @@ from multibackup.errors import (
     StoreError,
     UsageError,
 )
+from multibackup.store.reassemble import reassemble
 
 T = TypeVar("T")
 
@@ -73,6 +74,8 @@ class MirrorStore:
         self.is_local = any(s.is_local for s in stores)
         self._probe_key = probe_key
         self._lock = threading.Lock()
+        #: reads no copy held intact that the copies' intact parts answered together
+        self.reassembled = 0
         self._order: list[DestinationState] | None = None
         self._pool = ThreadPoolExecutor(len(stores) * 4, thread_name_prefix="mirror")
 
@@ -200,9 +203,12 @@ class MirrorStore:
 
         ``check`` raises IntegrityError for wrong bytes. A copy that is missing the object
         or holds it damaged is skipped; one that cannot be reached is also moved to the end
-        of the read order, so the rest of the run stops waiting for it.
+        of the read order, so the rest of the run stops waiting for it. When every copy
+        read is damaged, the blocks each holds intact are put together
+        (:mod:`~multibackup.store.reassemble`) and ``check`` proves the result.
         """
         errors: list[StoreError | IntegrityError] = []
+        damaged: list[bytes] = []
         for dest in self.read_order():
             try:
                 data = dest.store.get(key, offset, length)
@@ -220,6 +226,21 @@ class MirrorStore:
             except IntegrityError as exc:
                 errors.append(IntegrityError(f"{dest.description}: {exc}"))
                 dest.read_fallbacks += 1
+                damaged.append(data)
+        if len(damaged) > 1:  # damaged everywhere, but perhaps each in another place
+            found: list[T] = []
+
+            def proves(candidate: bytes) -> bool:
+                try:
+                    found.append(check(candidate))
+                except IntegrityError:
+                    return False
+                return True
+
+            if reassemble(damaged, proves) is not None:
+                with self._lock:
+                    self.reassembled += 1
+                return found[-1]
         raise _best_error(errors, key)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
