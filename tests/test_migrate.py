@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import random
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +181,38 @@ def test_s3_to_sftp_and_back(s3_server: S3Server, mcli: CLI, sftp_server) -> Non
     doc = _run(cli, remote, f"s3://{back_b}")
     assert _status(doc, "copied") == set(objs)
     assert _bucket(s3_server, back_b) == objs
+    # a file changed in place at the SFTP source, same size: its new time tells the
+    # journal, which copies it again (it once took "same size" for "verified")
+    page = root / "site" / "page5.html"
+    changed = bytes(reversed(objs["site/page5.html"]))
+    assert changed != objs["site/page5.html"]
+    page.write_bytes(changed)
+    os.utime(page, (time.time() + 5, time.time() + 5))
+    doc = _run(cli, remote, f"s3://{back_b}")
+    assert _status(doc, "copied") == {"site/page5.html"}
+    assert _bucket(s3_server, back_b) == {**objs, "site/page5.html": changed}
+    # a journal written when SFTP listings had no ETag knew the size only: such a record
+    # proves nothing, the contents are compared
+    journal = Path(cli.env["MULTIBACKUP_STATE_DIR"]) / "migrate" / "journal.sqlite"
+    with sqlite3.connect(journal) as db:
+        assert db.execute("UPDATE verified SET src_etag = '' WHERE key LIKE 'site/%' "
+                          "AND src_mtime_ns = 0").rowcount == 9
+    page.write_bytes(objs["site/page5.html"])
+    doc = _run(cli, remote, f"s3://{back_b}")
+    assert _status(doc, "copied") == {"site/page5.html"}
+    assert {o["reason"] for o in doc["objects"] if o["key"].startswith("site/")} == \
+        {"same content (hashed)", "content differs"}
+    assert _bucket(s3_server, back_b) == objs
+    # and one rewritten by hand at the SFTP destination, same size: copied over again
+    page.write_bytes(objs["site/page5.html"])
+    (root / "site" / "page1.html").write_bytes(bytes(reversed(objs["site/page1.html"])))
+    os.utime(root / "site" / "page1.html", (time.time() + 9, time.time() + 9))
+    doc = _run(cli, f"s3://{src_b}/data", remote)
+    # (page3 too: the run with the other journal rewrote it since this one verified it)
+    assert _status(doc, "copied") == {"site/page1.html", "site/page3.html", "site/page5.html"}
+    assert {o["reason"] for o in doc["objects"] if o["status"] == "copied"} == \
+        {"changed since it was verified"}
+    assert (root / "site" / "page1.html").read_bytes() == objs["site/page1.html"]
 
 
 @pytest.mark.parametrize("kind", ["azure", "gcs"])

@@ -66,11 +66,16 @@ def test_round_trip(server: SFTPServer) -> None:
     assert store.get("data/ab/big", 1000, 5 * MiB + 1) == big[1000:1000 + 5 * MiB + 1]
     assert store.get("data/ab/big", 5, 0) == b""
     assert store.get("deep/a/b/c/d") == b""
-    assert store.stat("data/ab/big") == ObjectInfo("data/ab/big", 16 * MiB + 5)
+    def tag(key: str) -> str:  # size and whole-second time, as the server tells them
+        st = (server.root / "round" / key).stat()
+        return f"{st.st_size:x}-{int(st.st_mtime):x}"
+
+    big_info = ObjectInfo("data/ab/big", 16 * MiB + 5, tag("data/ab/big"))
+    assert store.stat("data/ab/big") == big_info
     assert store.exists("config") and not store.exists("data/ab")  # a directory is no object
     assert list(store.list()) == [  # depth first, in name order
-        ObjectInfo("config", 3), ObjectInfo("data/ab/big", 16 * MiB + 5),
-        ObjectInfo("deep/a/b/c/d", 0), ObjectInfo("index/1", 3)]
+        ObjectInfo("config", 3, tag("config")), big_info,
+        ObjectInfo("deep/a/b/c/d", 0, tag("deep/a/b/c/d")), ObjectInfo("index/1", 3, tag("index/1"))]
     assert [i.key for i in store.list("data/")] == ["data/ab/big"]
     assert [i.key for i in store.list("de")] == ["deep/a/b/c/d"]
     assert list(store.list("nothing/here/")) == []

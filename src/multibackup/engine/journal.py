@@ -122,6 +122,8 @@ class VerifiedObject:
         """True when neither side changed since it was verified, as far as listings tell."""
         if src.size != self.size or dst.size != self.size:
             return False
+        if not self.src_etag and not self.src_mtime_ns:
+            return False  # a record that knew the size only (SFTP listings once had no ETag)
         if src.mtime_ns != self.src_mtime_ns:
             return False
         # a record without a source ETag (local files had none in journals written before

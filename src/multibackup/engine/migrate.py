@@ -394,7 +394,7 @@ class Migrator:
         se, de = _etag(s.etag), _etag(d.etag)
         if _MD5_ETAG.match(se) and _MD5_ETAG.match(de):
             return ("skip", "same size and MD5") if se == de else ("copy", "MD5 differs")
-        if known is not None:
+        if known is not None and (known.src_etag or known.src_mtime_ns):
             # verified once, changed since on one side (a source restored with an older
             # time by cp -p or tar, a destination rewritten by hand): the times below
             # cannot tell which copy is right
