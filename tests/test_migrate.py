@@ -215,6 +215,25 @@ def test_s3_to_sftp_and_back(s3_server: S3Server, mcli: CLI, sftp_server) -> Non
     assert (root / "site" / "page1.html").read_bytes() == objs["site/page1.html"]
 
 
+def test_sftp_to_sftp_same_size_and_second_is_compared(mcli: CLI, sftp_server) -> None:
+    """Two SFTP files of one size written in the same second (SFTP times are whole
+    seconds) but with other bytes: hashed and copied, not taken for equal."""
+    a, b = Path(sftp_server.remote_path()), Path(sftp_server.remote_path())
+    a.mkdir()
+    b.mkdir()
+    (a / "f.txt").write_bytes(b"version-NEW\n")
+    (b / "f.txt").write_bytes(b"version-OLD\n")
+    for p in (a / "f.txt", b / "f.txt"):
+        os.utime(p, (1704110400, 1704110400))
+    cli = CLI(mcli.repo, env={**mcli.env, **sftp_server.env()})
+    src, dst = sftp_server.location(a.name), sftp_server.location(b.name)
+    r = cli("migrate", src, dst, "--mode", "check", "--json", ok=False)
+    assert r.code == 1 and _status(json.loads(r.out), "differs") == {"f.txt"}
+    doc = _run(cli, src, dst)
+    assert [(o["key"], o["status"]) for o in doc["objects"]] == [("f.txt", "copied")]
+    assert (b / "f.txt").read_bytes() == b"version-NEW\n"
+
+
 @pytest.mark.parametrize("kind", ["azure", "gcs"])
 def test_s3_to_another_cloud_and_back(kind: str, s3_server: S3Server, mcli: CLI,
                                       request: pytest.FixtureRequest) -> None:
