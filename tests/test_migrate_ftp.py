@@ -72,6 +72,13 @@ def test_s3_to_ftp_and_back(kind: str, ftpd: FTPServer, s3_server: S3Server,
         want = {k: hashlib.md5(v).hexdigest() for k, v in objs.items()}
         assert _tree(server.root / name) == want
         assert _run(cli, f"s3://{bucket}/data", ftp_url)["counts"] == {"skipped": len(objs)}
+        # a copy rewritten by hand at the FTP side, same size, a later time: copied again
+        hand = server.root / name / "site" / "index.html"
+        hand.write_bytes(bytes(reversed(objs["site/index.html"])))
+        os.utime(hand, (hand.stat().st_mtime + 60, hand.stat().st_mtime + 60))
+        doc = _run(cli, f"s3://{bucket}/data", ftp_url)
+        assert _status(doc, "copied") == {"site/index.html"}
+        assert hand.read_bytes() == objs["site/index.html"]
 
         # a killed upload's temporary file is no object: never copied, compared or deleted
         leftover = server.root / name / "site" / ".index.html.tmp-0123456789ab"

@@ -31,6 +31,12 @@ from multibackup.sources.ftp import PARALLEL, FTPSource, FTPTarget, parse_server
 _TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
 
 
+
+def _etag(size: int, mtime_ns: int) -> str | None:
+    """An ETag of size and time: FTP names no checksum, and this lets a migration's
+    journal see a file rewritten in place (by hand, at either side) with its size kept."""
+    return f"{size:x}-{mtime_ns:x}" if mtime_ns else None
+
 class FTPStore:
     """An FTP directory; every operation takes a pooled control connection of its own."""
 
@@ -94,13 +100,13 @@ class FTPStore:
                     if size == UNKNOWN_SIZE:
                         info = self.stat(key)
                         size, mtime = info.size, info.mtime_ns
-                    yield ObjectInfo(key, size, None, mtime)
+                    yield ObjectInfo(key, size, _etag(size, mtime), mtime)
 
     def stat(self, key: str) -> ObjectInfo:
         entry = self._guard(lambda: self._reader.stat_file(key), "reading", key)
         if entry is None or entry.size == UNKNOWN_SIZE:
             raise ObjectNotFound(f"{self.description}: reading {key}: no such file")
-        return ObjectInfo(key, entry.size, None, entry.mtime_ns)
+        return ObjectInfo(key, entry.size, _etag(entry.size, entry.mtime_ns), entry.mtime_ns)
 
     def exists(self, key: str) -> bool:
         try:
