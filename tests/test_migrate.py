@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import random
 import sqlite3
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -380,6 +384,73 @@ def test_s3_to_webdav_streams_large_objects(s3_server: S3Server, mcli: CLI, webd
         assert (webdav.root / sub / key).read_bytes() == data
     doc = _run(cli, f"s3://{src_b}/data", webdav.location(sub), "--mode", "check")
     assert doc["counts"] == {"skipped": len(objs)}
+
+
+class _FailingListings(http.server.BaseHTTPRequestHandler):
+    """A proxy before a WebDAV server that answers 503 to the listing of one folder."""
+
+    protocol_version = "HTTP/1.1"
+    upstream = 0
+    failing = ""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if self.command == "PROPFIND" and self.failing in self.path:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=30)
+        conn.request(self.command, self.path, body=body,
+                     headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+        reply = conn.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        for k, v in reply.getheaders():
+            if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_HEAD = do_PROPFIND = do_PUT = do_DELETE = do_MKCOL = do_MOVE = _forward
+
+
+def test_a_webdav_folder_that_cannot_be_listed_stops_a_sync(tmp_path: Path, mcli: CLI,
+                                                           webdav) -> None:
+    """One folder's listing fails (503): the sync stops with an error and deletes
+    nothing (the failed folder once looked empty, and its copies were deleted); an
+    unreachable server is an error too, not "no objects"."""
+    sub = "dav-" + uuid.uuid4().hex[:8]
+    local = tmp_path / "local"
+    for name in ("keep/a.txt", "keep/b.txt", "other/c.txt", "top.txt"):
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(name.encode() * 10)
+    cli = CLI(mcli.repo, env={**mcli.env, **webdav.env()})
+    # written through the server (rclone's caches what it listed of its directory)
+    assert _run(cli, str(local), webdav.location(sub))["counts"] == {"copied": 4}
+    dst = tmp_path / "copy"
+    assert _run(cli, webdav.location(sub), str(dst))["counts"] == {"copied": 4}
+    handler = type("Failing", (_FailingListings,), {"upstream": webdav.port,
+                                                    "failing": f"/{sub}/keep"})
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        via = f"webdav://127.0.0.1:{proxy.server_address[1]}/{sub}"
+        r = cli("migrate", via, str(dst), "--mode", "sync", "--delete", ok=False)
+        assert r.code == 1 and "listing keep/" in r.err and "deleted" not in r.out
+    finally:
+        proxy.shutdown()
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()) == \
+        ["keep/a.txt", "keep/b.txt", "other/c.txt", "top.txt"]
+    r = cli("migrate", "webdav://127.0.0.1:1/x", str(dst), "--mode", "sync", "--delete",
+            ok=False)
+    assert r.code == 1 and "cannot reach the server" in r.err and len(r.err.splitlines()) == 1
+    assert len(list(dst.rglob("*.txt"))) == 4
 
 
 def test_webdav_ranged_puts_are_tried_before_they_are_used(webdav, apache_webdav,

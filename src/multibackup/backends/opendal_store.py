@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import opendal
 from opendal import exceptions as oe
@@ -111,6 +112,8 @@ class OpenDALStore:
         self.reads_if_match = bool(op.capability().read_with_if_match)
         #: False where a write must be one request (WebDAV): put_stream cannot stream there
         self.writes_multi = bool(op.capability().write_can_multi)
+        #: False where the service lists one level at a time (WebDAV): see _walk
+        self._lists_deep = bool(getattr(op.capability(), "list_with_recursive", True))
         # what put_stream may carry over: cloud services only (not a local disk's xattrs)
         self._keeps_type = bool(op.capability().write_with_content_type) and not self.is_local
         self._keeps_meta = (bool(getattr(op.capability(), "write_with_user_metadata", False))
@@ -347,13 +350,17 @@ class OpenDALStore:
             yield from self._list_local(prefix)
             return
         try:
-            for entry in self._op.list(prefix, recursive=True):
+            entries = (self._op.list(prefix, recursive=True) if self._lists_deep
+                       else self._walk(prefix))
+            for entry in entries:
                 path = entry.path
                 if path.endswith("/"):
                     continue
                 meta = entry.metadata
                 yield ObjectInfo(path, meta.content_length if meta else 0,
                                  meta.etag if meta else None, _mtime_ns(meta))
+        except StoreError:
+            raise
         except oe.NotFound as exc:
             error = self._error(exc, "listing", prefix or "/")
             if not isinstance(error, ObjectNotFound):
@@ -361,6 +368,37 @@ class OpenDALStore:
             return
         except Exception as exc:
             raise self._error(exc, "listing", prefix or "/") from None
+
+    def _walk(self, prefix: str) -> Iterator[Any]:
+        """The entries below ``prefix``, one directory listing at a time, for a service
+        that lists one level only (WebDAV).
+
+        OpenDAL's own recursive listing of such a service, behind its retry layer, ends
+        early without an error when a directory's listing fails (a 503, a server that
+        went down): a sync would then delete everything that seemed gone. A listing of
+        one level raises, and so does this walk. A directory removed meanwhile is empty.
+        """
+        head = prefix.rpartition("/")[0] + "/" if "/" in prefix else ""
+        stack = [head]
+        while stack:
+            directory = stack.pop()
+            try:
+                entries = list(self._op.list(directory))
+            except oe.NotFound:
+                if directory == head:
+                    raise
+                continue
+            except Exception as exc:
+                raise self._error(exc, "listing", directory or "/") from None
+            for entry in entries:
+                path = entry.path
+                if path == directory or not path.startswith(directory):
+                    continue  # the directory itself, as some servers list it
+                if path.endswith("/"):
+                    if path.startswith(prefix) or prefix.startswith(path):
+                        stack.append(path)
+                elif path.startswith(prefix):
+                    yield entry
 
     def _list_local(self, prefix: str) -> Iterator[ObjectInfo]:
         """Regular files below the root on local disk, read from the directories.
@@ -419,6 +457,8 @@ class OpenDALStore:
                     continue
                 yield ObjectInfo(path, meta.content_length if meta else 0,
                                  meta.etag if meta else None, _mtime_ns(meta))
+        except StoreError:
+            raise
         except oe.NotFound as exc:
             error = self._error(exc, "listing", prefix or "/")
             if not isinstance(error, ObjectNotFound):
