@@ -688,6 +688,13 @@ def test_missing_source_and_overlapping_ends_are_refused(s3_server: S3Server, mc
     r = mcli("migrate", "s3://overlap/site/new", "s3://overlap/site", "--mode", "sync",
              "--delete", ok=False)
     assert r.code == 2 and "overlap" in r.err
+    # the same server by another name, and paths spelt another way, are the same place
+    alias = s3_server.endpoint.replace("127.0.0.1", "localhost")
+    assert alias != s3_server.endpoint
+    for dst_arg in (f"s3:{alias}/overlap/site", "s3://overlap//site", "s3://overlap/x/../site"):
+        r = mcli("migrate", "s3://overlap/site/new", dst_arg, "--mode", "sync", "--delete",
+                 ok=False)
+        assert r.code == 2 and "s3://overlap/site/new lies within" in r.err, (dst_arg, r.err)
     assert _bucket(s3_server, "overlap") == {"site/new/x": b"x"}
     # neighbours that only share the start of a name do not overlap
     _run(mcli, "s3://overlap/site/new", "s3://overlap/site/newer")

@@ -98,6 +98,12 @@ def test_s3_to_ftp_and_back(kind: str, ftpd: FTPServer, s3_server: S3Server,
         assert _status(doc, "deleted") == {"site/css/a.css", "stray.txt"}
         assert not (server.root / name / "stray.txt").exists()
         assert leftover.exists()
+        # a sync into the folder above the FTP source (or the same, spelt otherwise) is
+        # refused before anything is deleted
+        inner = server.url(f"{name}/site")
+        for dst_arg in (ftp_url, server.url(f"{name}//site/../")):
+            r = cli("migrate", inner, dst_arg, "--mode", "sync", "--delete", ok=False)
+            assert r.code == 2 and "lies within" in r.err and FTP_PASSWORD not in r.err
         del want["site/css/a.css"]
         assert {k: v for k, v in _tree(server.root / name).items()
                 if not k.endswith("tmp-0123456789ab")} == want

@@ -144,8 +144,8 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
                 raise UsageError(f"{side} is empty: give a path or a URL such as "
                                  "s3://bucket/prefix")
         # before either end is opened (opening a local destination creates it)
-        check_overlap(side_location(args.source, "SRC", args),
-                      side_location(args.destination, "DST", args))
+        check_overlap(side_location(args.source, "SRC", args) or args.source,
+                      side_location(args.destination, "DST", args) or args.destination)
     elif not args.config and not os.environ.get("MULTIBACKUP_CONFIG"):
         raise UsageError("give SRC and DST, or the name of a [migrations.NAME] entry "
                          "with --config")

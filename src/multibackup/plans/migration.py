@@ -11,9 +11,12 @@ an FTP/FTPS ``[sources.NAME]`` entry.
 from __future__ import annotations
 
 import os
+import posixpath
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from multibackup.backends.base import ObjectStore
 from multibackup.backends.location import Location, open_store
@@ -99,25 +102,75 @@ def _within(inner: str, outer: str) -> bool:
     return not outer or inner == outer or inner.startswith(outer + "/")
 
 
-def check_overlap(a: Location | None, b: Location | None) -> None:
+def _addresses(host: str) -> frozenset[str]:
+    """A server's name and addresses: ``localhost`` and ``127.0.0.1`` are one server."""
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        found = set()
+    return frozenset(found | {host.lower()})
+
+
+def _url_server(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, default_port)
+    return (parts.hostname or "").lower(), port
+
+
+def _place(end: Location | str) -> tuple[str, str, str, int, str, str]:
+    """(kind, container, host, port, user, path) of a migration end, path normalised as
+    a server resolves it (``a//b/../c`` is ``a/c``). ``user`` matters for FTP only, whose
+    paths start at each login's own directory."""
+    if isinstance(end, str):  # an FTP/FTPS URL
+        host, port = _url_server(end, 21)
+        parts = urlsplit(end)
+        return "ftp", "", host, port, parts.username or "", _normal(unquote(parts.path))
+    if end.scheme == "sftp":
+        host, port = end.endpoint.lower(), int(end.options.get("port") or 22)
+    else:
+        host, port = _url_server(end.endpoint, 443) if end.endpoint else ("", 0)
+    return end.scheme, end.bucket, host, port, "", _normal(end.path)
+
+
+def _normal(path: str) -> str:
+    return posixpath.normpath("/" + path).strip("/")
+
+
+def check_overlap(a: Location | str | None, b: Location | str | None) -> None:
     """Refuse a source ``a`` and destination ``b`` that are one place, or where one lies
     inside the other: a sync would delete the source as extraneous, a copy would nest
-    itself deeper every run. Locations only: called before either end is opened."""
-    if a is None or b is None or a.scheme != b.scheme or a.scheme == "memory":
+    itself deeper every run. Locations (or FTP URLs) only: called before either end is
+    opened. Two names of one server, and paths spelt differently, are one place."""
+    if a is None or b is None:
         return
-    if a.scheme == "fs":
+    if isinstance(a, Location) and isinstance(b, Location) and a.scheme == b.scheme == "fs":
         pa, pb = os.path.realpath(a.path), os.path.realpath(b.path)
-    elif (a.bucket, a.endpoint, a.options.get("port")) == (b.bucket, b.endpoint,
-                                                           b.options.get("port")):
-        pa, pb = a.path, b.path
-    else:
+    elif isinstance(a, Location) and a.scheme in ("fs", "memory") or \
+            isinstance(b, Location) and b.scheme in ("fs", "memory"):
         return
+    else:
+        ka, kb = _place(a), _place(b)
+        if ka[:2] != kb[:2] or ka[3:5] != kb[3:5]:
+            return  # another service, bucket, port or FTP login
+        if ka[2] != kb[2] and not (_addresses(ka[2]) & _addresses(kb[2])):
+            return
+        pa, pb = ka[5], kb[5]
     if pa.strip("/") == pb.strip("/"):
-        raise UsageError(f"source and destination are the same location ({a.describe()})")
+        raise UsageError(f"source and destination are the same location ({_describe(a)})")
     if _within(pa, pb) or _within(pb, pa):
         inner, outer = (a, b) if _within(pa, pb) else (b, a)
-        raise UsageError(f"source and destination overlap: {inner.describe()} lies "
-                         f"within {outer.describe()}")
+        raise UsageError(f"source and destination overlap: {_describe(inner)} lies "
+                         f"within {_describe(outer)}")
+
+
+def _describe(end: Location | str) -> str:
+    """An end as the user wrote it, without a password an FTP URL may hold."""
+    if isinstance(end, Location):
+        return end.describe()
+    parts = urlsplit(end)
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{user}{parts.hostname}{port}{parts.path}"
 
 
 def open_ftp_end(url: str, credentials: Mapping[str, str] | None, *,
@@ -181,8 +234,9 @@ def open_saved(config: Config, name: str, overrides: Mapping[str, Any] | None = 
     options = options_for(saved.options, overrides, dry_run=dry_run)
     src_entry, dst_entry = (config.migration_end(saved.source),
                             config.migration_end(saved.destination))
-    check_overlap(getattr(src_entry, "location", None),  # before either is opened
-                  getattr(dst_entry, "location", None))
+    # before either is opened; an FTP source entry is its URL
+    check_overlap(getattr(src_entry, "location", None) or getattr(src_entry, "url", None),
+                  getattr(dst_entry, "location", None) or getattr(dst_entry, "url", None))
     src = open_end(src_entry, source=True)
     try:
         dst = open_end(dst_entry, source=False, writes=options.writes)
