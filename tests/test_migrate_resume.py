@@ -235,6 +235,40 @@ def test_source_replaced_mid_copy_fails_then_copies_new_version(tmp_path: Path,
     assert not list((dst / ".tmp").iterdir())
 
 
+def test_a_copy_that_fails_verification_is_removed_and_copied_next_time(
+        tmp_path: Path) -> None:
+    """A partial file damaged while the copy was down: the resumed copy reads back wrong,
+    is reported mismatched and removed, so the next run copies it again (left in place,
+    its size and time passed the next comparison as a good copy)."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    data = os.urandom(40 * 1024 * 1024 + 3)
+    (src / "big.bin").write_bytes(data)
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(state)})
+    args = ("migrate", f"local:{src}", f"local:{dst}", "--json")
+    proc = cli.popen(*args, "--bwlimit", "16M")
+    try:
+        deadline = time.monotonic() + 60
+        while _journal_parts(state)[0] < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    [partial] = list((dst / ".tmp").iterdir())
+    with open(partial, "r+b") as fh:  # same length, other bytes in a journalled part
+        fh.seek(100)
+        fh.write(b"XXXXXXXX")
+    r = cli(*args, ok=False)
+    [entry] = json.loads(r.out)["objects"]
+    assert r.code == 1 and entry["status"] == "mismatched"
+    assert "removed from the destination" in entry["reason"]
+    assert not (dst / "big.bin").exists()
+    [entry] = cli(*args).json()["objects"]
+    assert entry["status"] == "copied" and (dst / "big.bin").read_bytes() == data
+
+
 def test_per_side_credentials(tmp_path: Path, s3_server: S3Server) -> None:
     bucket_a, bucket_b = s3_server.new_bucket(), s3_server.new_bucket()
     s3_server.client().put_object(Bucket=bucket_a, Key="k.txt", Body=b"hello")

@@ -697,6 +697,13 @@ class Migrator:
         if problem:
             if self.journal is not None:
                 self.journal.forget(key)
+            # what we wrote is wrong: left there, its size and time would pass the next
+            # run's comparison (a destination not older than the source) for a good copy
+            try:
+                self.dst.delete(key)
+                problem += "; removed from the destination (the next run copies it again)"
+            except StoreError as exc:
+                problem += f"; could not be removed from the destination: {exc}"
             return ObjectResult(key, "mismatched", size, problem)
         if self.journal is not None:
             self.journal.record(VerifiedObject(key, size, info.etag or "", info.mtime_ns,
