@@ -269,6 +269,51 @@ def test_a_copy_that_fails_verification_is_removed_and_copied_next_time(
     assert entry["status"] == "copied" and (dst / "big.bin").read_bytes() == data
 
 
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_local_file_rewritten_mid_copy_is_not_taken_for_copied(
+        kind: str, tmp_path: Path, s3_server: S3Server) -> None:
+    """A local source has no version to tie its ranged reads to: rewritten in place (same
+    size) while it is copied, its copy would mix both versions and still read back as
+    what was read. The source is looked at again: failed, removed, copied next run."""
+    src, state = tmp_path / "src", tmp_path / "state"
+    src.mkdir()
+    size = 40 * 1024 * 1024 + 3
+    (src / "big.bin").write_bytes(b"A" * size)
+    if kind == "s3":
+        bucket = s3_server.new_bucket()
+        dst = f"s3://{bucket}/mig"
+    else:
+        dst = f"local:{tmp_path / 'dst'}"
+    cli = CLI(str(tmp_path / "unused"),
+              env={**s3_server.env(), "MULTIBACKUP_STATE_DIR": str(state)})
+    args = ("migrate", f"local:{src}", dst, "--json")
+    proc = cli.popen(*args, "--bwlimit", "16M")
+    deadline = time.monotonic() + 60
+    while _journal_parts(state)[0] < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with open(src / "big.bin", "r+b") as fh:
+        fh.write(b"B" * size)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    [entry] = json.loads(out)["objects"]
+    assert entry["status"] == "failed" and "source changed while it was copied" in entry["reason"]
+
+    def held() -> bytes | None:
+        if kind == "local":
+            path = tmp_path / "dst" / "big.bin"
+            return path.read_bytes() if path.exists() else None
+        try:
+            return s3_server.client().get_object(Bucket=bucket, Key="mig/big.bin")["Body"].read()
+        except s3_server.client().exceptions.NoSuchKey:
+            return None
+
+    assert held() is None
+    [entry] = cli(*args).json()["objects"]
+    assert entry["status"] == "copied" and held() == b"B" * size
+
+
 def test_per_side_credentials(tmp_path: Path, s3_server: S3Server) -> None:
     bucket_a, bucket_b = s3_server.new_bucket(), s3_server.new_bucket()
     s3_server.client().put_object(Bucket=bucket_a, Key="k.txt", Body=b"hello")

@@ -350,9 +350,10 @@ class OpenDALStore:
             yield from self._list_local(prefix)
             return
         try:
-            entries = (self._op.list(prefix, recursive=True) if self._lists_deep
-                       else self._walk(prefix))
-            for entry in entries:
+            # (the lister is no named local: one kept alive by an error's traceback would be
+            # dropped on another thread, which OpenDAL reports on stderr)
+            for entry in (self._op.list(prefix, recursive=True) if self._lists_deep
+                          else self._walk(prefix)):
                 path = entry.path
                 if path.endswith("/"):
                     continue

@@ -614,9 +614,42 @@ class Migrator:
             return self._copy_server_side(task)
         if info.size <= self.options.chunk_size:
             return self._copy_small(task)
-        if self._parts is not None:
-            return self._copy_parts(task)
-        return self._copy_streamed(task)
+        result = (self._copy_parts(task) if self._parts is not None
+                  else self._copy_streamed(task))
+        if result.status == "copied" and not (info.etag and getattr(self.src, "reads_if_match",
+                                                                     False)):
+            changed = self._changed_since_listed(info)
+            if changed:
+                return self._torn(info, changed)
+        return result
+
+    def _changed_since_listed(self, info: ObjectInfo) -> str:
+        """What tells that the source object changed since it was listed, or "".
+
+        Read in several ranges from a source that cannot tie them to one version (a local
+        file, SFTP, FTP), an object rewritten meanwhile arrives as a mix of two versions,
+        which the read-back check cannot see (it compares with what was read)."""
+        try:
+            now = self.src.stat(info.key)
+        except StoreError as exc:
+            return f"it cannot be read again ({exc})"
+        if now.size != info.size:
+            return f"its size is now {now.size}"
+        if now.etag and info.etag and now.etag != info.etag:
+            return "it was rewritten"
+        return ""
+
+    def _torn(self, info: ObjectInfo, changed: str) -> ObjectResult:
+        """A copy made while its source changed: removed, not journalled, failed."""
+        if self.journal is not None:
+            self.journal.forget(info.key)
+        try:
+            self.dst.delete(info.key)
+        except StoreError:
+            pass
+        return ObjectResult(info.key, "failed", info.size,
+                            f"the source changed while it was copied ({changed}); the copy "
+                            "was removed, the next run copies it again")
 
     def _copy_small(self, task: Task) -> ObjectResult:
         """An object of up to one chunk: one read, one write, then the usual verification.
