@@ -9,6 +9,7 @@ import json
 import os
 import random
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -774,6 +775,21 @@ def test_report_that_cannot_be_written_fails_before_anything_moves(tmp_path: Pat
     assert r.code == 1
     assert r.err.strip() == f"error: cannot write the report {bad}: No such file or directory"
     assert not (dst / "a.txt").exists()
+    # a symlink's target is written and the link kept; a FIFO (or /dev/stdout) is
+    # written into, not replaced by a file
+    (tmp_path / "real.json").write_text("{}")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    cli("migrate", str(src), str(dst), "--report", str(tmp_path / "link.json"))
+    assert (tmp_path / "link.json").is_symlink()
+    assert json.loads((tmp_path / "real.json").read_text())["counts"] == {"copied": 1}
+    os.mkfifo(tmp_path / "pipe")
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append((tmp_path / "pipe").read_bytes()))
+    reader.start()
+    cli("migrate", str(src), str(dst), "--report", str(tmp_path / "pipe"))
+    reader.join(30)
+    assert json.loads(got[0])["counts"] == {"skipped": 1}
+    assert stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode)
 
 
 def test_local_source_is_only_read(tmp_path: Path) -> None:
@@ -875,6 +891,12 @@ def test_sizes_dates_and_globs() -> None:
     drop = [ObjectInfo("drafts/p.html", 5), ObjectInfo("a.txt", 5), ObjectInfo("t.html", 1),
             ObjectInfo("old.html", 5, mtime_ns=5)]
     assert all(f.match(o) for o in keep) and not any(f.match(o) for o in drop)
+    # a glob ending in "/" names a folder (it matched no key at all, and a sync then
+    # deleted what lay below the folder it meant to leave alone)
+    f = Filters(exclude=("docs/", "site/tmp/"))
+    assert not any(f.match(ObjectInfo(k, 1)) for k in
+                   ("docs/a.md", "docs/sub/gone.md", "a/docs/b.md", "site/tmp/x"))
+    assert all(f.match(ObjectInfo(k, 1)) for k in ("docs.md", "mydocs/a", "a/site/tmp/x"))
 
 
 def test_keys_that_are_no_file_paths_fail_alone(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CLI, S3Server, md5_file
@@ -203,6 +204,17 @@ def test_kill_mid_object_then_resume(kind: str, sig: int, tmp_path: Path, s3_ser
     assert doc["bytes_transferred"] == 0 and doc["bytes_read"] == 0
 
 
+def _popen_until_parts(cli: CLI, args: tuple[str, ...], state: Path, parts: int) -> Any:
+    """A migration slowed to 16 MiB/s, returned once ``parts`` parts are journalled."""
+    proc = cli.popen(*args, "--bwlimit", "16M")
+    deadline = time.monotonic() + 60
+    while _journal_parts(state)[0] < parts:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no part was journalled in time"
+        time.sleep(0.02)
+    return proc
+
+
 def test_source_replaced_mid_copy_fails_then_copies_new_version(tmp_path: Path,
                                                                 s3_server: S3Server) -> None:
     """Ranged reads are tied to the listed ETag: a replaced object is never stitched."""
@@ -215,12 +227,7 @@ def test_source_replaced_mid_copy_fails_then_copies_new_version(tmp_path: Path,
     dst = tmp_path / "dst"
     cli = CLI(str(tmp_path / "unused"), env={**s3_server.env(), "MULTIBACKUP_STATE_DIR": str(state)})
     args = ("migrate", f"s3://{bucket}", f"local:{dst}", "--json")
-    proc = cli.popen(*args, "--bwlimit", "16M")
-    deadline = time.monotonic() + 60
-    while _journal_parts(state)[0] < 2:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    proc = _popen_until_parts(cli, args, state, 2)
     client.put_object(Bucket=bucket, Key="big.bin", Body=new)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
@@ -246,13 +253,8 @@ def test_a_copy_that_fails_verification_is_removed_and_copied_next_time(
     (src / "big.bin").write_bytes(data)
     cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(state)})
     args = ("migrate", f"local:{src}", f"local:{dst}", "--json")
-    proc = cli.popen(*args, "--bwlimit", "16M")
+    proc = _popen_until_parts(cli, args, state, 2)
     try:
-        deadline = time.monotonic() + 60
-        while _journal_parts(state)[0] < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
@@ -287,12 +289,7 @@ def test_a_local_file_rewritten_mid_copy_is_not_taken_for_copied(
     cli = CLI(str(tmp_path / "unused"),
               env={**s3_server.env(), "MULTIBACKUP_STATE_DIR": str(state)})
     args = ("migrate", f"local:{src}", dst, "--json")
-    proc = cli.popen(*args, "--bwlimit", "16M")
-    deadline = time.monotonic() + 60
-    while _journal_parts(state)[0] < 2:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    proc = _popen_until_parts(cli, args, state, 2)
     with open(src / "big.bin", "r+b") as fh:
         fh.write(b"B" * size)
     out, err = proc.communicate(timeout=60)

@@ -107,25 +107,38 @@ class _ReportFile:
     and a run that fails early leaves an earlier report as it was."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        # a symlink's target is written (the link stays); a device or pipe (/dev/stdout,
+        # a FIFO) is written into, never replaced by a file
         if os.path.isdir(path):
             raise MultibackupError(f"cannot write the report {path}: it is a directory")
+        self.fh: Any = None
+        self.path = path
+        if os.path.exists(path) and not os.path.isfile(path):
+            if not os.access(path, os.W_OK):
+                raise MultibackupError(f"cannot write the report {path}: not writable")
+            return
+        self.path = os.path.realpath(path)
         try:
             self.fh = tempfile.NamedTemporaryFile(  # noqa: SIM115
                 "w", encoding="utf-8", delete=False, suffix=".tmp",
-                dir=os.path.dirname(os.path.abspath(path)),
-                prefix=f".{os.path.basename(path)}.")
+                dir=os.path.dirname(self.path), prefix=f".{os.path.basename(self.path)}.")
         except OSError as exc:
             raise MultibackupError(f"cannot write the report {path}: "
                                    f"{exc.strerror or exc}") from None
 
     def finish(self, report: MigrationReport) -> None:
         # written object by object: a report of millions of objects is never held whole
+        if self.fh is None:
+            with open(self.path, "w", encoding="utf-8") as fh:
+                report.write_json(fh)
+            return
         with self.fh:
             report.write_json(self.fh)
         os.replace(self.fh.name, self.path)
 
     def discard(self) -> None:
+        if self.fh is None:
+            return
         self.fh.close()
         with contextlib.suppress(OSError):
             os.unlink(self.fh.name)
@@ -192,7 +205,7 @@ def _summary(out: Printer, report: MigrationReport) -> None:
              f"{report.destination}: {counts}; {human_bytes(report.bytes_transferred)} "
              f"transferred in {report.elapsed:.1f}s ({human_bytes(rate)}/s)")
     for error in report.errors:
-        out.warn(f"error: {error}")
+        out.problem(f"error: {error}")
 
 
 def add_migrate_parser(add: Any) -> None:

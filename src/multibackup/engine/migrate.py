@@ -130,7 +130,8 @@ class Filters:
     """Which objects take part; the same filters apply to both sides (as rclone's do).
 
     A glob without ``/`` matches the last path component as well as the whole key, so
-    ``*.log`` means every log file at any depth. Objects whose store reports no mtime
+    ``*.log`` means every log file at any depth; one ending in ``/`` names a folder
+    (``docs/``: every key below a folder ``docs``, at any depth). Objects whose store reports no mtime
     (SFTP) pass ``modified_since``, since nothing says they are older.
     """
 
@@ -143,8 +144,15 @@ class Filters:
     @staticmethod
     def _glob(key: str, patterns: tuple[str, ...]) -> bool:
         name = key.rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatchcase(key, p) or ("/" not in p and fnmatch.fnmatchcase(name, p))
-                   for p in patterns)
+        for p in patterns:
+            if p.endswith("/"):  # a folder: everything below it (at any depth, if a name)
+                folder = p.rstrip("/")
+                if fnmatch.fnmatchcase(key, f"{folder}/*") or (
+                        "/" not in folder and fnmatch.fnmatchcase(key, f"*/{folder}/*")):
+                    return True
+            elif fnmatch.fnmatchcase(key, p) or ("/" not in p and fnmatch.fnmatchcase(name, p)):
+                return True
+        return False
 
     def match(self, info: ObjectInfo) -> bool:
         if self.include and not self._glob(info.key, self.include):
