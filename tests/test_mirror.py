@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -241,6 +242,8 @@ def test_restore_reads_around_damaged_copies(three: Mirror, tmp_path: Path, s3_s
     assert summary["errors"] == []
     # whichever copy was read first held damaged blobs, which were read again elsewhere
     assert summary["fallback_reads"] > 0
+    r = three("restore", "latest", "-t", str(tmp_path / "out2"))  # and it says so
+    assert "came from another copy" in r.err and "check --all-destinations" in r.err
 
 
 def test_destination_down_from_the_start(tmp_path: Path, s3_server: S3Server, env_for) -> None:
@@ -518,7 +521,7 @@ def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) 
     os.rename(c, c + ".away")
     Path(c).write_text("not a directory")
     r = abc("forget", first, "--prune", ok=False)
-    assert r.code == 3
+    assert r.code == 3 and "prune skipped" in r.err  # it waits for every copy
     os.unlink(c)
     os.rename(c + ".away", c)
     assert first in [s["id"] for s in abc("snapshots", "--json", only=c).json()]
@@ -529,6 +532,204 @@ def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) 
     r = abc("check", "--read-data", "--json")
     assert r.json()["copies"]["ok"]
     _restored_equal(abc, src, tmp_path / "out", only=c)
+
+
+def _down(loc: str) -> None:
+    """The destination is unreachable: its folder is away, a file in its place."""
+    os.rename(loc, loc + ".away")
+    Path(loc).write_text("not a directory")
+
+
+def _back(loc: str) -> None:
+    os.unlink(loc)
+    os.rename(loc + ".away", loc)
+
+
+def _two_folders(tmp_path: Path, env: dict[str, str],
+                 second: Path | None = None) -> tuple[Mirror, str, str, Path]:
+    """A new mirror on the folders ``a`` and ``second`` (default ``b``), and an empty
+    source folder: (the mirror, its two folders, the source)."""
+    cli = CLI("", env=env)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, b = str(tmp_path / "a"), str(second or tmp_path / "b")
+    m = Mirror(cli, a, b)
+    m("init")
+    src = tmp_path / "src"
+    src.mkdir()
+    return m, a, b, src
+
+
+def test_prune_waits_for_every_copy_and_a_lagging_copy_is_caught_up_first(
+        tmp_path: Path, env_for) -> None:
+    """A prune computed without a copy that is down (or behind) would delete packs that
+    snapshots only that copy holds still need, and the catch-up would then delete them
+    there too; a backup into a copy that lags would give it a snapshot without the packs
+    it missed. Prune waits, a backup catches the copy up first."""
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    m = Mirror(cli, a, b)
+    m("init", "--pack-size", "1")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(5)
+    (src / "one.bin").write_bytes(rng.randbytes(300_000))
+    first = m("backup", str(src), "--json").json()["snapshot_id"]
+    _down(b)
+    (src / "two.bin").write_bytes(rng.randbytes(300_000))
+    assert m("backup", str(src), ok=False).code == 3  # b misses this one
+    _back(b)
+    _down(a)
+    # b alone is behind (and a is down): prune waits; forget still forgets
+    r = m("prune", ok=False)
+    assert r.code == 1 and "prune needs every copy of the repository" in r.err
+    r = m("forget", first, "--prune", ok=False)
+    assert r.code == 3 and "prune skipped" in r.err
+    _back(a)
+    (src / "three.bin").write_bytes(rng.randbytes(300_000))
+    r = m("backup", str(src))
+    assert f"{b}: caught up first" in r.out
+    m("prune")
+    for loc in (a, b):  # each copy alone is whole, every snapshot of it restores
+        m("check", "--read-data", only=loc)
+        assert first not in [s["id"] for s in m("snapshots", "--json", only=loc).json()]
+    _restored_equal(m, src, tmp_path / "out", only=b)
+
+
+def test_per_destination_retention_with_a_copy_down_loses_nothing(tmp_path: Path,
+                                                                  env_for) -> None:
+    """The copy that keeps more snapshots is down when the plan applies retention: the
+    prune waits for it (it used to delete packs its snapshots need, there too, at the
+    catch-up), and its snapshots stay whole."""
+    a, b = tmp_path / "fast", tmp_path / "cold"
+    src = tmp_path / "src"
+    src.mkdir()
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f"""
+[defaults]
+password_env = "MULTIBACKUP_PASSWORD"
+[destinations.fast]
+location = "{a}"
+[destinations.cold]
+location = "{b}"
+[plans.p]
+sources = ["{src}"]
+destinations = ["fast", "cold"]
+[plans.p.retention]
+keep_last = 1
+[plans.p.retention_per_destination.cold]
+keep_last = 10
+""")
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    rng = random.Random(9)
+    for i in range(2):
+        for old in src.iterdir():
+            old.unlink()
+        (src / f"f{i}.bin").write_bytes(rng.randbytes(400_000))
+        cli("--config", str(cfg), "plan", "run", "p")
+    _down(str(b))
+    (src / "f1.bin").unlink()
+    (src / "f2.bin").write_bytes(rng.randbytes(400_000))
+    r = cli("--config", str(cfg), "plan", "run", "p", ok=False)
+    assert r.code == 3 and "prune skipped" in r.out + r.err
+    _back(str(b))
+    cli("--config", str(cfg), "plan", "run", "p")
+    for loc in (a, b):
+        cli("-r", str(loc), "check", "--read-data")
+    assert len(cli("-r", str(b), "snapshots", "--json").json()) >= 3
+    assert len(cli("-r", str(a), "snapshots", "--json").json()) == 1
+
+
+def test_a_copy_that_fills_up_gets_no_index_or_snapshot_without_its_packs(
+        tmp_path: Path, env_for) -> None:
+    """sync into a destination whose disk is full: the packs fail, and the index and
+    snapshot that name them are held back, so that copy stays a whole (older)
+    repository."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
+    try:
+        m, a, b, src = _two_folders(tmp_path, env_for, mnt / "b")
+        (src / "small.bin").write_bytes(os.urandom(1_000_000))
+        first = m("backup", str(src), "--json").json()["snapshot_id"]
+        (src / "big.bin").write_bytes(os.urandom(6_000_000))
+        assert m("backup", str(src), ok=False).code == 3  # b is full
+        r = m("sync", ok=False)
+        assert r.code == 3 and "no space left" in r.out + r.err
+        assert [s["id"] for s in m("snapshots", "--json", only=b).json()] == [first]
+        m("check", "--read-data", only=b)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_two_copies_that_disagree_on_a_size_are_told_apart_by_their_bytes(
+        tmp_path: Path, env_for) -> None:
+    """Two copies, one pack cut short on one: no size has a majority, so the bytes are
+    hashed (it passed as "in sync", without --read-data)."""
+    m, a, b, src = _two_folders(tmp_path, env_for)
+    (src / "f.bin").write_bytes(os.urandom(2_000_000))
+    m("backup", str(src))
+    pack = max((p for p in (Path(b) / "data").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)
+    with open(pack, "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) - 1000)
+    r = m("check", "--json", ok=False)
+    assert r.code == 1
+    [copy_b] = [d for d in r.json()["copies"]["destinations"] if d["destination"] == b]
+    assert list(copy_b["damaged"]) == [str(pack.relative_to(b))]
+    m("sync")
+    assert pack.read_bytes() == (Path(a) / pack.relative_to(b)).read_bytes()
+    m("check", "--read-data")
+
+
+def test_a_destination_that_stops_answering_does_not_hang_the_mirror(tmp_path: Path,
+                                                                     env_for) -> None:
+    """An S3 server frozen (SIGSTOP): it accepts connections and answers nothing. Each
+    request gives up after $MULTIBACKUP_TIMEOUT seconds, and the run goes on with the
+    other copy (it waited forever)."""
+    weed = start_weed(tmp_path / "weed")
+    try:
+        weed.client().create_bucket(Bucket="frozen")
+        s3 = f"s3:{weed.endpoint}/frozen/repo"
+        local = str(tmp_path / "local")
+        cli = CLI("", env={**env_for, "MULTIBACKUP_TIMEOUT": "2"})
+        cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+        m = Mirror(cli, local, s3)
+        m("init")
+        src = make_tree(tmp_path / "src", big=False)
+        m("backup", str(src))
+        assert weed.process is not None
+        os.kill(weed.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            r = m("--no-cache", "snapshots", "--json", ok=False, timeout=180)
+            assert r.code == 0 and len(r.json()) == 1, r.err
+            (src / "new.txt").write_text("after the freeze\n")
+            r = m("backup", str(src), ok=False, timeout=180)
+            assert r.code == 3 and "destination s3://frozen/repo failed" in r.err
+            assert time.monotonic() - started < 150
+            _restored_equal(m, src, tmp_path / "out", only=local)
+        finally:
+            os.kill(weed.process.pid, signal.SIGCONT)
+    finally:
+        weed.stop(kill=True)
+
+
+def test_one_folder_given_twice_is_refused(tmp_path: Path, env_for) -> None:
+    """A folder and a symlink to it are one copy, not two (and "./a/." is "a")."""
+    cli = CLI("", env=env_for)
+    cli.env.pop("MULTIBACKUP_REPOSITORY", None)
+    a = tmp_path / "a"
+    a.mkdir()
+    (tmp_path / "link").symlink_to(a)
+    for other in (tmp_path / "link", tmp_path / "." / "a" / "."):
+        r = cli("-r", str(a), "-r", str(other), "init", ok=False)
+        assert r.code == 2 and "the same destination is given twice" in r.err
+    assert not (a / "config").exists()
 
 
 def test_full_disk_and_wrong_credentials_do_not_fail_the_run(tmp_path: Path,
@@ -567,15 +768,15 @@ def test_full_disk_and_wrong_credentials_do_not_fail_the_run(tmp_path: Path,
 
 
 def test_repair_fast_points_to_a_full_repair(tmp_path: Path, env_for) -> None:
-    """A pack cut short on one copy and damaged inside on the others: --fast (sizes only)
+    """A pack lost on one copy and damaged inside on the others: --fast (sizes only)
     takes the others for healthy, cannot copy from them, and says a full repair reads
-    every copy; the full repair rebuilds the pack from the three."""
+    every copy; the full repair rebuilds the pack from the two. (Sizes that disagree
+    make even --fast hash the copies: a pack cut short is found by its bytes.)"""
     m, dests, src = _three_folders(tmp_path, env_for, files=20, seed=4)
     m("backup", str(src))
     pack = max((p for p in (Path(dests[0]) / "data").rglob("*") if p.is_file()),
                key=lambda p: p.stat().st_size).relative_to(dests[0])
-    with open(Path(dests[0]) / pack, "r+b") as fh:
-        fh.truncate(fh.seek(0, 2) // 2)
+    (Path(dests[0]) / pack).unlink()
     _flip_at(Path(dests[1]) / pack, 0.2)
     _flip_at(Path(dests[2]) / pack, 0.8)
     r = m("repair", "copies", "--fast", ok=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 import opendal
 from opendal import exceptions as oe
-from opendal.layers import RetryLayer
+from opendal.layers import RetryLayer, TimeoutLayer
 
 from multibackup.backends.base import ObjectInfo
 from multibackup.backends.local_paths import make_parents
@@ -42,10 +42,23 @@ _AUTH_CODES = ("AuthenticationFailed", "AuthorizationFailure", "AuthorizationPer
                "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
                "InvalidAuthenticationInfo")
 _UNREACHABLE = ("Connection refused", "error sending request", "dns error", "timed out",
-                "Connection reset", "certificate")
+                "Connection reset", "certificate", "timeout reached")
+#: seconds a remote service may stay silent in one request, or one read or write of a
+#: transfer, before the attempt fails (and is retried): a server that stopped answering
+#: must not hang a run; a mirror then goes on with its other copies
+TIMEOUT = 30.0
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _timeout() -> float:
+    """:data:`TIMEOUT`, or ``$MULTIBACKUP_TIMEOUT`` seconds when that is a positive number."""
+    try:
+        value = float(os.environ.get("MULTIBACKUP_TIMEOUT", ""))
+    except ValueError:
+        return TIMEOUT
+    return value if value > 0 else TIMEOUT
 
 
 def _mtime_ns(meta: object) -> int:
@@ -127,10 +140,21 @@ class OpenDALStore:
         #: write below one would land wherever it points
         self.symlinks: set[str] = set()
         self._root = options.get("root", "")
+        if not self.is_local:
+            limit = _timeout()
+            op = op.layer(TimeoutLayer(timeout=limit, io_timeout=limit))
         if retries:
             op = op.layer(RetryLayer(max_times=retries, factor=2.0, jitter=True,
                                      min_delay=0.2, max_delay=5.0))
         self._op = op
+
+    @property
+    def identity(self) -> str:
+        """Where the objects live, for telling two destinations apart: a local folder by
+        its real path (a symlink to a folder is that folder), else the description."""
+        if self.scheme == "fs" and self._root:
+            return "fs:" + os.path.realpath(self._root)
+        return self.description
 
     def _scrub(self, message: str) -> str:
         for secret in self._secrets:

@@ -56,7 +56,7 @@ def _print_survey(out: Printer, survey: Survey, verb: str) -> None:
         for key, why in sorted(c.failed.items())[:20]:
             out.line(f"  failed   {key}: {why}")
     for key, why in sorted(survey.unrecoverable.items()):
-        out.warn(f"error: {key}: {why}")
+        out.problem(f"error: {key}: {why}")
 
 
 def _clear_healed(record: LagRecord, survey: Survey) -> None:
@@ -65,6 +65,44 @@ def _clear_healed(record: LagRecord, survey: Survey) -> None:
             record.clear(c.description)
     record.forget_gone({k for lst in survey.listings for k in (lst or {})})
     record.save()
+
+
+def catch_up_lagging(repo: Repository, out: Printer) -> None:
+    """Before a command writes to a mirror, catch up a destination recorded as lagging
+    that is reachable again, as a plan run does: written to as it is, it would hold new
+    snapshots whose older packs it missed. One that is still not in sync afterwards is
+    left out of this command's writes (it stays recorded as lagging)."""
+    if not isinstance(repo.store, MirrorStore):
+        return
+    mirror, record = repo.store, LagRecord(repo.config.id)
+    if not any(d.description in record.lagging for d in mirror.live):
+        return
+    rep = Replicator(mirror, repo.cipher, exclude=record.excluder())
+    survey = rep.heal(rep.survey(read_metadata=False), damaged=True,
+                      missed_deletes=record.missed_deletes())
+    for dest, copy in zip(mirror.destinations, survey.copies, strict=True):
+        if copy.copied or copy.deleted:
+            out.line(f"{copy.description}: caught up first ({copy.copied} object(s) "
+                     f"copied, {copy.deleted} deleted)")
+        if dest.failed is None and dest.description in record.lagging and not copy.in_sync:
+            mirror.mark_failed(dest, "it lags behind the others and could not be caught up")
+    _clear_healed(record, survey)
+
+
+def incomplete_copies(repo: Repository) -> list[str]:
+    """The destinations of a mirror that are down or lag behind: a prune computed from
+    the others' snapshots would delete packs that snapshots only they hold still need."""
+    if not isinstance(repo.store, MirrorStore):
+        return []
+    lagging = LagRecord(repo.config.id).lagging
+    return [d.description for d in repo.store.destinations
+            if d.failed is not None or d.description in lagging]
+
+
+def prune_refusal(missing: list[str]) -> str:
+    return (f"prune needs every copy of the repository, and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} down or behind: bring "
+            f"{'it' if len(missing) == 1 else 'them'} back and run 'multibackup sync' first")
 
 
 def _heal(args: argparse.Namespace, out: Printer, command: str, read_data: bool,
@@ -138,7 +176,7 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     for w in r.warnings:
         out.warn(f"warning: {w}")
     for e in r.errors:
-        out.warn(f"error: {e}")
+        out.problem(f"error: {e}")
     doc: dict[str, Any] = {"repository": r.to_json(), "copies": survey.to_json()}
     out.emit(doc)
     if not out.json:
@@ -154,9 +192,16 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
         if not out.json:
             lost = set(survey.unrecoverable) - survey.rebuildable
             healable = sum(len(c.missing) + len(set(c.damaged) - lost) for c in survey.copies)
-            hint = ("; run 'multibackup repair' to heal them from the healthy copies"
-                    if not lost else "; 'multibackup repair' heals the rest"
-                    if healable else "")
+            healable += len(survey.rebuildable)
+            # repair heals what a copy lacks or holds damaged; a copy out of reach or
+            # damage in the repository's structure (errors above) it cannot
+            hint = ("" if not healable else
+                    "; run 'multibackup repair' to heal them from the healthy copies"
+                    if not lost and not r.errors and all(c.reachable for c in survey.copies)
+                    else "; 'multibackup repair' heals what the copies lack or hold damaged")
+            down = [c.description for c in survey.copies if not c.reachable]
+            if down:
+                hint += f"; not reachable: {', '.join(down)}"
             print(f"error: check found {problems} problem(s){hint}", file=sys.stderr)
         return EXIT_FATAL
     out.line("no errors were found; all copies are equal")
@@ -221,8 +266,8 @@ def finish_mirror(args: argparse.Namespace, out: Printer, code: int, writes: boo
     if not failed:
         return code
     for d in failed:
-        out.warn(f"warning: destination {d.description} failed and is behind the others: "
-                 f"{d.failed}")
+        out.problem(f"warning: destination {d.description} failed and is behind the others: "
+                    f"{d.failed}")
     out.warn(f"warning: the command completed on {len(mirror.live)} of "
              f"{len(mirror.destinations)} destinations; run 'multibackup sync' when "
              "the failed ones are back")

@@ -22,11 +22,14 @@ from typing import Any, NoReturn
 from multibackup import __version__
 from multibackup.cli.access import get_new_password, get_password, get_store, open_repo
 from multibackup.cli.copies import (
+    catch_up_lagging,
     check_all,
     cmd_repair_copies,
     cmd_sync,
     finish_mirror,
+    incomplete_copies,
     print_affected,
+    prune_refusal,
 )
 from multibackup.cli.migrate import add_migrate_parser
 from multibackup.cli.output import Printer, human_bytes
@@ -107,6 +110,7 @@ def cmd_backup(args: argparse.Namespace, out: Printer) -> int:
     repo = open_repo(args, bootstrap=True)
     hostname = args.host or socket.gethostname()
     with repo, repo.lock(command="backup"):
+        catch_up_lagging(repo, out)
         report = repo.load_index()
         if report.recovered_packs:
             out.warn(f"indexed {len(report.recovered_packs)} pack(s) left by an interrupted run")
@@ -153,7 +157,7 @@ def _backup_report(args: argparse.Namespace, out: Printer, archiver: Archiver | 
                    snap: Snapshot, parent: Snapshot | None) -> int:
     s = archiver.summary
     for err in s.errors:
-        out.warn(f"error: {err}")
+        out.problem(f"error: {err}")
     if out.json:
         doc = {"message_type": "summary", "snapshot_id": snap.id, "parent": snap.parent,
                **s.to_json()}
@@ -281,14 +285,18 @@ def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
         with out.progress(progress, "restore"):
             s = restorer.run()
     for err in s.errors:
-        out.warn(f"error: {err}")
+        out.problem(f"error: {err}")
     out.emit({"message_type": "summary", "snapshot_id": snap.id, "target": restorer.target,
               **s.to_json()})
     out.line(f"restored snapshot {snap.short_id} to {restorer.target}: {s.files} files, "
              f"{s.dirs} dirs, {s.symlinks} symlinks, {s.hardlinks} hard links, "
              f"{human_bytes(s.bytes)}")
+    if s.fallback_reads:  # a mirror's copy is missing or damaged data: say so
+        out.warn(f"note: {s.fallback_reads} piece(s) of data were missing, damaged or "
+                 "unreadable on the copy read first and came from another copy; "
+                 "'multibackup check --all-destinations' names what 'repair' heals")
     if s.errors:
-        out.warn(f"error: {len(s.errors)} item(s) could not be restored")
+        out.problem(f"error: {len(s.errors)} item(s) could not be restored")
         return EXIT_FATAL
     return EXIT_OK
 
@@ -311,13 +319,13 @@ def _restore_to_url(args: argparse.Namespace, out: Printer) -> int:
     finally:
         target.close()
     for err in s.errors:
-        out.warn(f"error: {err}")
+        out.problem(f"error: {err}")
     out.emit({"message_type": "summary", "snapshot_id": snap.id, "target": target.describe(),
               **s.to_json()})
     out.line(f"restored snapshot {snap.short_id} to {target.describe()}: {s.files} files, "
              f"{s.dirs} dirs, {s.symlinks} symlinks, {human_bytes(s.bytes)}")
     if s.errors:
-        out.warn(f"error: {len(s.errors)} item(s) could not be restored")
+        out.problem(f"error: {len(s.errors)} item(s) could not be restored")
         return EXIT_FATAL
     return EXIT_OK
 
@@ -355,7 +363,7 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     for w in r.warnings:
         out.warn(f"warning: {w}")
     for e in r.errors:
-        out.warn(f"error: {e}")
+        out.problem(f"error: {e}")
     if out.json:
         out.emit(r.to_json())
     else:
@@ -372,7 +380,10 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
 
 def cmd_forget(args: argparse.Namespace, out: Printer) -> int:
     repo = open_repo(args)
+    code = EXIT_OK
     with repo, repo.lock(exclusive=args.prune, command="forget"):
+        if not args.dry_run:
+            catch_up_lagging(repo, out)
         snaps = _filter_snapshots(repo.snapshots(), args)
         removed: list[Snapshot] = []
         doc: list[dict[str, Any]] = []
@@ -400,12 +411,17 @@ def cmd_forget(args: argparse.Namespace, out: Printer) -> int:
         out.line(f"{verb} {len(removed)} snapshot(s)")
         result: dict[str, Any] = {"groups": doc, "removed": [s.id for s in removed],
                                   "dry_run": args.dry_run}
-        if args.prune:
+        missing = incomplete_copies(repo) if args.prune else []
+        if missing:
+            out.warn(f"note: prune skipped: {prune_refusal(missing)}")
+            result["prune"] = None
+            code = EXIT_PARTIAL
+        elif args.prune:
             repo.load_index(recover=False)
             rep = _run_prune(repo, args, out)
             result["prune"] = rep
     out.emit(result)
-    return EXIT_OK
+    return code
 
 
 def _run_prune(repo: Repository, args: argparse.Namespace, out: Printer) -> dict[str, Any]:
@@ -422,6 +438,11 @@ def _run_prune(repo: Repository, args: argparse.Namespace, out: Printer) -> dict
 def cmd_prune(args: argparse.Namespace, out: Printer) -> int:
     repo = open_repo(args)
     with repo, repo.lock(exclusive=True, command="prune"):
+        if not args.dry_run:
+            catch_up_lagging(repo, out)
+        missing = incomplete_copies(repo)
+        if missing:
+            raise MultibackupError(prune_refusal(missing))
         out.emit(_run_prune(repo, args, out))
     return EXIT_OK
 

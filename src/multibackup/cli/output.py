@@ -52,6 +52,11 @@ class Printer:
         if not self.quiet or self.json:
             print(text, file=sys.stderr, flush=True)
 
+    def problem(self, text: str) -> None:
+        """A problem the exit code alone does not name (a destination that failed):
+        printed to stderr even with --quiet, as errors are."""
+        print(text, file=sys.stderr, flush=True)
+
     @property
     def interactive(self) -> bool:
         return not self.quiet and not self.json and sys.stderr.isatty()

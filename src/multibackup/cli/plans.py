@@ -65,7 +65,7 @@ def cmd_plan_run(args: argparse.Namespace, out: Printer) -> int:
     for note in record.notes:
         out.warn(f"note: {note}")
     for err in record.errors:
-        out.warn(f"error: {err}")
+        out.problem(f"error: {err}")
     for h in record.hooks:
         state = "ok" if h["error"] is None else h["error"]
         out.line(f"  hook {h['stage']}: {h['command']}: {state}")

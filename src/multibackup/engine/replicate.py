@@ -213,7 +213,10 @@ class Replicator:
                 if key != CONFIG and sizes.count(size) * 2 < len(sizes):
                     copies[i].damaged[key] = f"size {size} differs from the other copies"
                     continue
-                if read_data or (read_metadata and not key.startswith(DATA)):
+                # sizes that disagree without a majority (two copies, one cut short): the
+                # bytes decide, whatever was asked
+                if (read_data or (read_metadata and not key.startswith(DATA))
+                        or (key != CONFIG and len(set(sizes)) > 1)):
                     checks.append((i, key, size))
         survey.packs_read = len({key for _, key, _ in checks if key.startswith(DATA)})
         self.progress.total_items = len(checks)
@@ -345,10 +348,13 @@ class Replicator:
                 _wrote(survey, i, key, len(data))
             self.progress.add(len(data), 1)
 
-        # In write order, one rank at a time: a snapshot never lands before its packs.
+        # In write order, one rank at a time: a snapshot never lands before its packs. A
+        # destination where a write failed (full, gone) gets nothing of a later rank: an
+        # index or snapshot there would name packs it does not hold; the rest stays missing.
         with ThreadPoolExecutor(self.workers) as pool:
             for rank in range(len(ORDER) + 1):
-                batch = [w for w in work if _rank(w[1]) == rank]
+                held_back = {i for i, copy in enumerate(survey.copies) if copy.failed}
+                batch = [w for w in work if _rank(w[1]) == rank and w[0] not in held_back]
                 list(pool.map(copy_one, batch))
 
         for desc, deleted in (missed_deletes or {}).items():

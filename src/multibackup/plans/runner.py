@@ -243,10 +243,21 @@ def _run(repo: Repository, plan: Plan, names: dict[str, str], record: RunRecord,
     step("applying retention")
     with repo.lock(exclusive=True, command=f"plan {plan.name} retention"):
         removed = _forget(repo, plan, names, lag, record)
-        if removed:
+        # a prune computed from some copies' snapshots would delete packs that snapshots
+        # only a destination that is down or behind holds still need (its own retention
+        # keeps more, or it has a backup the others missed)
+        incomplete = ([names.get(d.description, d.description) for d in mirror.destinations
+                       if d.failed is not None or d.description in lag.lagging]
+                      if mirror is not None else [])
+        if removed and incomplete:
+            record.notes.append(f"prune skipped: {', '.join(incomplete)} "
+                                f"{'is' if len(incomplete) == 1 else 'are'} down or behind; "
+                                "it runs once every copy is present")
+        elif removed:
             record.pruned = prune(repo, progress=progress).to_json()
-        if isinstance(repo.store, MirrorStore):
-            lag.forget_gone({i.key for i in repo.store.list(SNAPSHOTS)})
+        if mirror is not None and not mirror.failures:
+            # (with a copy down, the listing lacks the snapshots only it holds)
+            lag.forget_gone({i.key for i in mirror.list(SNAPSHOTS)})
     lag.save()
 
 

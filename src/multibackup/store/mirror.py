@@ -66,7 +66,8 @@ class MirrorStore:
         if len(stores) < 2:
             raise UsageError("a mirror needs at least two destinations")
         names = [s.description for s in stores]
-        if len(set(names)) != len(names):
+        places = [getattr(s, "identity", s.description) for s in stores]
+        if len(set(names)) != len(names) or len(set(places)) != len(places):
             raise UsageError("the same destination is given twice")
         self.destinations = [DestinationState(s) for s in stores]
         self.description = " + ".join(names)
