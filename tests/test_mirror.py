@@ -6,6 +6,7 @@ copy, the exit code and message of a run that lost a destination.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -545,6 +547,21 @@ def _back(loc: str) -> None:
     os.rename(loc + ".away", loc)
 
 
+@contextlib.contextmanager
+def _small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs (a destination whose disk fills up), unmounted afterwards."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 def _two_folders(tmp_path: Path, env: dict[str, str],
                  second: Path | None = None) -> tuple[Mirror, str, str, Path]:
     """A new mirror on the folders ``a`` and ``second`` (default ``b``), and an empty
@@ -646,13 +663,7 @@ def test_a_copy_that_fills_up_gets_no_index_or_snapshot_without_its_packs(
     """sync into a destination whose disk is full: the packs fail, and the index and
     snapshot that name them are held back, so that copy stays a whole (older)
     repository."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
-    try:
+    with _small_disk(tmp_path) as mnt:
         m, a, b, src = _two_folders(tmp_path, env_for, mnt / "b")
         (src / "small.bin").write_bytes(os.urandom(1_000_000))
         first = m("backup", str(src), "--json").json()["snapshot_id"]
@@ -662,8 +673,6 @@ def test_a_copy_that_fills_up_gets_no_index_or_snapshot_without_its_packs(
         assert r.code == 3 and "no space left" in r.out + r.err
         assert [s["id"] for s in m("snapshots", "--json", only=b).json()] == [first]
         m("check", "--read-data", only=b)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_two_copies_that_disagree_on_a_size_are_told_apart_by_their_bytes(
@@ -736,13 +745,7 @@ def test_full_disk_and_wrong_credentials_do_not_fail_the_run(tmp_path: Path,
                                                              s3_server: S3Server,
                                                              env_for) -> None:
     """One destination fills up, another rejects the credentials: the third gets it all."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
-    try:
+    with _small_disk(tmp_path) as mnt:
         bucket = s3_server.new_bucket()
         s3 = f"s3://{bucket}/repo"
         good = str(tmp_path / "good")
@@ -763,8 +766,6 @@ def test_full_disk_and_wrong_credentials_do_not_fail_the_run(tmp_path: Path,
         _restored_equal(m, src, tmp_path / "out", only=good)
         # the full disk's earlier state is intact: the first (empty) repository still opens
         m("snapshots", only=str(mnt))
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_repair_fast_points_to_a_full_repair(tmp_path: Path, env_for) -> None:
