@@ -13,6 +13,7 @@ from typing import Any
 from multibackup.cli.access import open_repo
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.engine.check import Checker
+from multibackup.engine.mirrored import catch_up
 from multibackup.engine.progress import Progress
 from multibackup.engine.replicate import Replicator, Survey
 from multibackup.errors import MultibackupError, UsageError
@@ -68,35 +69,13 @@ def _clear_healed(record: LagRecord, survey: Survey) -> None:
 
 
 def catch_up_lagging(repo: Repository, out: Printer) -> None:
-    """Before a command writes to a mirror, catch up a destination recorded as lagging
-    that is reachable again, as a plan run does: written to as it is, it would hold new
-    snapshots whose older packs it missed. One that is still not in sync afterwards is
-    left out of this command's writes (it stays recorded as lagging)."""
-    if not isinstance(repo.store, MirrorStore):
-        return
-    mirror, record = repo.store, LagRecord(repo.config.id)
-    if not any(d.description in record.lagging for d in mirror.live):
-        return
-    rep = Replicator(mirror, repo.cipher, exclude=record.excluder())
-    survey = rep.heal(rep.survey(read_metadata=False), damaged=True,
-                      missed_deletes=record.missed_deletes())
-    for dest, copy in zip(mirror.destinations, survey.copies, strict=True):
+    """Before a command writes to a mirror: a lagging copy is caught up first
+    (:func:`~multibackup.engine.mirrored.catch_up`), and says so."""
+    survey = catch_up(repo)
+    for copy in survey.copies if survey is not None else []:
         if copy.copied or copy.deleted:
             out.line(f"{copy.description}: caught up first ({copy.copied} object(s) "
                      f"copied, {copy.deleted} deleted)")
-        if dest.failed is None and dest.description in record.lagging and not copy.in_sync:
-            mirror.mark_failed(dest, "it lags behind the others and could not be caught up")
-    _clear_healed(record, survey)
-
-
-def incomplete_copies(repo: Repository) -> list[str]:
-    """The destinations of a mirror that are down or lag behind: a prune computed from
-    the others' snapshots would delete packs that snapshots only they hold still need."""
-    if not isinstance(repo.store, MirrorStore):
-        return []
-    lagging = LagRecord(repo.config.id).lagging
-    return [d.description for d in repo.store.destinations
-            if d.failed is not None or d.description in lagging]
 
 
 def prune_refusal(missing: list[str]) -> str:

@@ -27,7 +27,6 @@ from multibackup.cli.copies import (
     cmd_repair_copies,
     cmd_sync,
     finish_mirror,
-    incomplete_copies,
     print_affected,
     prune_refusal,
 )
@@ -39,6 +38,7 @@ from multibackup.engine.backup import Archiver, find_parent
 from multibackup.engine.check import Checker
 from multibackup.engine.diff import diff_trees
 from multibackup.engine.forget import Policy, apply_policy
+from multibackup.engine.mirrored import incomplete_copies
 from multibackup.engine.progress import Progress
 from multibackup.engine.prune import prune
 from multibackup.engine.repair import rebuild_index

@@ -9,8 +9,11 @@ empty copy that ``sync`` then fills.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from multibackup.backends.base import ObjectInfo, ObjectStore
-from multibackup.engine.replicate import Replicator
+from multibackup.engine.progress import Progress
+from multibackup.engine.replicate import Replicator, Survey
 from multibackup.errors import (
     IntegrityError,
     MultibackupError,
@@ -24,6 +27,7 @@ from multibackup.repository import keys
 from multibackup.repository.blob import open_file
 from multibackup.repository.crypto import Cipher
 from multibackup.repository.repository import CONFIG, RepoConfig, Repository
+from multibackup.store.lag import LagRecord
 from multibackup.store.mirror import DestinationState, MirrorStore
 
 
@@ -117,3 +121,42 @@ def _safe_list(dest: DestinationState, prefix: str) -> list[ObjectInfo]:
         return list(dest.store.list(prefix))
     except StoreError:
         return []
+
+
+def catch_up(repo: Repository, lag: LagRecord | None = None, also: Iterable[str] = (),
+             progress: Progress | None = None) -> Survey | None:
+    """Before writing to a mirror, catch up each destination recorded as lagging (or
+    named in ``also``: just given keys and config) that is reachable: written to as it
+    is, it would hold new snapshots whose older packs it missed. One still not in sync
+    afterwards is left out of this run's writes (marked failed: it stays recorded as
+    lagging). Returns the survey after healing, or None when nothing lagged. ``lag``:
+    the record to update (saved), else the stored one."""
+    mirror = repo.store
+    if not isinstance(mirror, MirrorStore):
+        return None
+    lag = lag if lag is not None else LagRecord(repo.config.id)
+    behind = set(lag.lagging) | set(also)
+    if not any(d.description in behind for d in mirror.live):
+        return None
+    rep = Replicator(mirror, repo.cipher, progress=progress, exclude=lag.excluder())
+    survey = rep.heal(rep.survey(read_metadata=False), damaged=True,
+                      missed_deletes=lag.missed_deletes())
+    for dest, copy in zip(mirror.destinations, survey.copies, strict=True):
+        if copy.in_sync:
+            lag.clear(copy.description)
+        elif dest.failed is None and dest.description in behind:
+            mirror.mark_failed(dest, "it lags behind the others and could not be caught up")
+    lag.forget_gone({k for lst in survey.listings for k in (lst or {})})
+    lag.save()
+    return survey
+
+
+def incomplete_copies(repo: Repository, lag: LagRecord | None = None) -> list[str]:
+    """The destinations of a mirror that are down or lag behind: a prune computed from
+    the others' snapshots would delete packs that snapshots only they hold still need
+    (the catch-up would then delete them there too)."""
+    if not isinstance(repo.store, MirrorStore):
+        return []
+    lagging = (lag if lag is not None else LagRecord(repo.config.id)).lagging
+    return [d.description for d in repo.store.destinations
+            if d.failed is not None or d.description in lagging]

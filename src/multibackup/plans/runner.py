@@ -32,10 +32,14 @@ from multibackup.backends.base import ObjectStore
 from multibackup.config.model import Config, Plan, Source
 from multibackup.engine.backup import Archiver, find_parent
 from multibackup.engine.forget import apply_policy
-from multibackup.engine.mirrored import bootstrap_empty, open_repository
+from multibackup.engine.mirrored import (
+    bootstrap_empty,
+    catch_up,
+    incomplete_copies,
+    open_repository,
+)
 from multibackup.engine.progress import Progress
 from multibackup.engine.prune import prune
-from multibackup.engine.replicate import Replicator
 from multibackup.engine.source_backup import SourceArchiver, find_source_parent
 from multibackup.errors import (
     MultibackupError,
@@ -215,14 +219,10 @@ def _run(repo: Repository, plan: Plan, names: dict[str, str], record: RunRecord,
         if mirror is not None and (bootstrapped or any(
                 d.description in lag.lagging for d in mirror.live)):
             step("catching up lagging destinations")
-            rep = Replicator(mirror, repo.cipher, progress=progress, exclude=lag.excluder())
-            survey = rep.heal(rep.survey(read_metadata=False), damaged=True, missed_deletes=lag.missed_deletes())
-            for c in survey.copies:
+            survey = catch_up(repo, lag, also=bootstrapped, progress=progress)
+            for c in survey.copies if survey is not None else []:
                 if c.copied or c.deleted:
                     record.caught_up[names.get(c.description, c.description)] = c.copied
-                if c.in_sync:
-                    lag.clear(c.description)
-            lag.save()
         step("backing up")
         report = repo.load_index()
         if report.recovered_packs:
@@ -246,9 +246,7 @@ def _run(repo: Repository, plan: Plan, names: dict[str, str], record: RunRecord,
         # a prune computed from some copies' snapshots would delete packs that snapshots
         # only a destination that is down or behind holds still need (its own retention
         # keeps more, or it has a backup the others missed)
-        incomplete = ([names.get(d.description, d.description) for d in mirror.destinations
-                       if d.failed is not None or d.description in lag.lagging]
-                      if mirror is not None else [])
+        incomplete = [names.get(d, d) for d in incomplete_copies(repo, lag)]
         if removed and incomplete:
             record.notes.append(f"prune skipped: {', '.join(incomplete)} "
                                 f"{'is' if len(incomplete) == 1 else 'are'} down or behind; "
