@@ -313,6 +313,19 @@ def test_keys_lost_on_some_copies_open_from_another_and_are_repaired(tmp_path: P
     wrong = cli("-r", a, "-r", b, "-r", c, "snapshots", ok=False,
                 env={"MULTIBACKUP_PASSWORD": "not it"})
     assert wrong.code == 12 and "wrong password" in wrong.err
+    # the key slots gone from two copies and the config damaged on the third: no copy
+    # opens alone, the mirror does (a slot from one, the config from another)
+    for loc in (a, b):
+        for slot in (Path(loc) / "keys").iterdir():
+            slot.unlink()
+    _flip_at(Path(c) / "config", 0.5)
+    assert len(m("snapshots", "--json").json()) == 1
+    m("repair")
+    for only in (a, b, c):
+        m("check", only=only)
+    wrong = cli("-r", a, "-r", b, "-r", c, "snapshots", ok=False,
+                env={"MULTIBACKUP_PASSWORD": "not it"})
+    assert wrong.code == 12 and "wrong password" in wrong.err
 
 
 def _flip_at(path: Path, where: float) -> None:

@@ -66,6 +66,13 @@ def open_mirrored(mirror: MirrorStore, password: str, cache_dir: str | None) -> 
                 refused = exc
             except StoreError as exc:
                 mirror.mark_failed(dest, exc)
+    if primary is None and configs:
+        # no copy opens on its own (its key slots gone, another's config damaged): the
+        # mirror as a whole may, a slot from one copy and the config from another
+        try:
+            primary = Repository.open(mirror, password)
+        except (WrongPassword, IntegrityError):
+            pass
     if primary is None and refused is not None:
         raise refused
     if primary is None:
