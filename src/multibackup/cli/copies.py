@@ -13,7 +13,7 @@ from typing import Any
 from multibackup.cli.access import open_repo
 from multibackup.cli.output import Printer, human_bytes
 from multibackup.engine.check import Checker
-from multibackup.engine.mirrored import catch_up
+from multibackup.engine.mirrored import catch_up, clear_healed
 from multibackup.engine.progress import Progress
 from multibackup.engine.replicate import Replicator, Survey
 from multibackup.errors import MultibackupError, UsageError
@@ -60,14 +60,6 @@ def _print_survey(out: Printer, survey: Survey, verb: str) -> None:
         out.problem(f"error: {key}: {why}")
 
 
-def _clear_healed(record: LagRecord, survey: Survey) -> None:
-    for c in survey.copies:
-        if c.in_sync:
-            record.clear(c.description)
-    record.forget_gone({k for lst in survey.listings for k in (lst or {})})
-    record.save()
-
-
 def catch_up_lagging(repo: Repository, out: Printer) -> None:
     """Before a command writes to a mirror: a lagging copy is caught up first
     (:func:`~multibackup.engine.mirrored.catch_up`), and says so."""
@@ -108,7 +100,7 @@ def _heal(args: argparse.Namespace, out: Printer, command: str, read_data: bool,
                 continue
             if removed:
                 out.line(f"{dest.description}: removed {len(removed)} stale lock(s)")
-    _clear_healed(record, survey)
+    clear_healed(record, survey)
     return survey, found
 
 

@@ -649,15 +649,21 @@ class Migrator:
 
     def _torn(self, info: ObjectInfo, changed: str) -> ObjectResult:
         """A copy made while its source changed: removed, not journalled, failed."""
-        if self.journal is not None:
-            self.journal.forget(info.key)
-        try:
-            self.dst.delete(info.key)
-        except StoreError:
-            pass
         return ObjectResult(info.key, "failed", info.size,
-                            f"the source changed while it was copied ({changed}); the copy "
-                            "was removed, the next run copies it again")
+                            f"the source changed while it was copied ({changed}); "
+                            + self._discard(info.key))
+
+    def _discard(self, key: str) -> str:
+        """Forget and remove a copy known to be wrong: left there, its size and time would
+        pass the next run's comparison (a destination not older than the source) for a
+        good copy. Says what became of it."""
+        if self.journal is not None:
+            self.journal.forget(key)
+        try:
+            self.dst.delete(key)
+        except StoreError as exc:
+            return f"it could not be removed from the destination: {exc}"
+        return "removed from the destination (the next run copies it again)"
 
     def _copy_small(self, task: Task) -> ObjectResult:
         """An object of up to one chunk: one read, one write, then the usual verification.
@@ -736,16 +742,7 @@ class Migrator:
         self.progress.add(items=1)
         problem, dst_etag = checked or self._verify(key, size, md5, parts)
         if problem:
-            if self.journal is not None:
-                self.journal.forget(key)
-            # what we wrote is wrong: left there, its size and time would pass the next
-            # run's comparison (a destination not older than the source) for a good copy
-            try:
-                self.dst.delete(key)
-                problem += "; removed from the destination (the next run copies it again)"
-            except StoreError as exc:
-                problem += f"; could not be removed from the destination: {exc}"
-            return ObjectResult(key, "mismatched", size, problem)
+            return ObjectResult(key, "mismatched", size, f"{problem}; {self._discard(key)}")
         if self.journal is not None:
             self.journal.record(VerifiedObject(key, size, info.etag or "", info.mtime_ns,
                                                dst_etag, md5 or _etag(dst_etag)))

@@ -149,13 +149,20 @@ def catch_up(repo: Repository, lag: LagRecord | None = None, also: Iterable[str]
     survey = rep.heal(rep.survey(read_metadata=False), damaged=True,
                       missed_deletes=lag.missed_deletes())
     for dest, copy in zip(mirror.destinations, survey.copies, strict=True):
+        if not copy.in_sync and dest.failed is None and dest.description in behind:
+            mirror.mark_failed(dest, "it lags behind the others and could not be caught up")
+    clear_healed(lag, survey)
+    return survey
+
+
+def clear_healed(lag: LagRecord, survey: Survey) -> None:
+    """After healing: the destinations now in sync lag no more, and absent-entries of
+    objects no copy holds are dropped; the record is saved."""
+    for copy in survey.copies:
         if copy.in_sync:
             lag.clear(copy.description)
-        elif dest.failed is None and dest.description in behind:
-            mirror.mark_failed(dest, "it lags behind the others and could not be caught up")
     lag.forget_gone({k for lst in survey.listings for k in (lst or {})})
     lag.save()
-    return survey
 
 
 def incomplete_copies(repo: Repository, lag: LagRecord | None = None) -> list[str]:
