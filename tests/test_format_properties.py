@@ -41,7 +41,7 @@ from multibackup.repository.crypto import (
     unwrap_key,
     wrap_key,
 )
-from multibackup.repository.index import Index, decode_index, encode_index
+from multibackup.repository.index import Index, decode_index, decode_index_raw, encode_index
 from multibackup.repository.pack import PackBuilder, PackEntry, parse_pack
 from multibackup.repository.repository import Repository
 from multibackup.repository.tree import (
@@ -361,6 +361,49 @@ def test_index_lookup_agrees_with_entries(packs: dict[bytes, list[PackEntry]],
     for blob_id in absent:
         if blob_id not in first:
             assert index.lookup(blob_id) is None and blob_id not in index
+
+
+# Packs that often share blobs (an id pool of eight), as packs written by interrupted runs do.
+shared_packs_st = st.lists(near_ids, min_size=8, max_size=8, unique=True).flatmap(
+    lambda pool: st.dictionaries(ids, st.lists(st.builds(
+        PackEntry, st.sampled_from(list(BlobType)), st.sampled_from(pool), u32, u32, u32),
+        max_size=6), max_size=6))
+
+
+@props
+@given(st.one_of(packs_st, shared_packs_st),
+       st.lists(st.sampled_from(["raw", "entries", "compact"]), min_size=6, max_size=6))
+def test_index_loaded_from_stored_records_agrees_with_entries(
+        packs: dict[bytes, list[PackEntry]], ways: list[str]) -> None:
+    """Packs added as an index file stores them (as load_index does), mixed with packs
+    added entry by entry (as a backup does): every blob is found where it was first put."""
+    raw, _ = decode_index_raw(encode_index(packs), "index")
+    index = Index()
+    first: dict[bytes, tuple[bytes, PackEntry]] = {}
+    for (pack_id, entries), way in zip(packs.items(), ways, strict=False):
+        if way == "entries":
+            index.add_pack(pack_id, entries)
+        else:
+            index.add_pack_records(pack_id, raw[pack_id])
+            if way == "compact":
+                index.compact()
+        for e in entries:
+            first.setdefault(e.id, (pack_id, e))
+    assert_index_matches(index, first)
+    assert index.pack_ids() == list(packs)
+
+
+@props
+@given(packs_st.filter(lambda p: any(p.values())), st.integers(2, 255), st.data())
+def test_index_with_an_unknown_blob_type_is_rejected(packs: dict[bytes, list[PackEntry]],
+                                                     kind: int, pick: st.DataObject) -> None:
+    data = bytearray(encode_index(packs))
+    first_entry = 4 + 4 + 4 + 36  # magic, no supersedes, pack count, first pack's id and count
+    pack_no = pick.draw(st.sampled_from([i for i, e in enumerate(packs.values()) if e]))
+    offset = first_entry + sum(45 * len(e) + 36 for e in list(packs.values())[:pack_no])
+    data[offset] = kind
+    with pytest.raises(IntegrityError):
+        decode_index(bytes(data), "index")
 
 
 # ---- trees --------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from multibackup.repository.blob import (
 from multibackup.repository.cache import Cache
 from multibackup.repository.chunker import ChunkerParams
 from multibackup.repository.crypto import OVERHEAD, Cipher, KDFParams, MasterKey, storage_id
-from multibackup.repository.index import Index, decode_index, encode_index
+from multibackup.repository.index import Index, decode_index, decode_index_raw, encode_index
 from multibackup.repository.lock import Lock
 from multibackup.repository.pack import (
     Buffer,
@@ -247,9 +247,12 @@ class Repository:
                         ) -> tuple[dict[bytes, list[PackEntry]], list[bytes]]:
         """An index file's packs and the index files it supersedes; from ``raw`` (its
         verified bytes, e.g. rebuilt from damaged copies) when given, else read."""
-        raw = self._read_cached(INDEX + index_id) if raw is None else raw
         what = f"index file {index_id[:8]}"
-        return decode_index(open_file(self.cipher, b"index", raw, what), what)
+        return decode_index(self._open_index(index_id, raw, what), what)
+
+    def _open_index(self, index_id: str, raw: bytes | None, what: str) -> bytes:
+        raw = self._read_cached(INDEX + index_id) if raw is None else raw
+        return open_file(self.cipher, b"index", raw, what)
 
     def list_packs(self) -> dict[str, int]:
         """Pack name -> size; files under data/ that are not named like packs are ignored."""
@@ -268,14 +271,15 @@ class Repository:
         again from their own headers, so every intact blob stays reachable.
         """
         report = LoadReport()
-        files: dict[str, dict[bytes, list[PackEntry]]] = {}
+        files: dict[str, dict[bytes, bytes]] = {}
         superseded: set[str] = set()
         listed = self.index_files()
         if self.cache:
             self.cache.forget_missing(INDEX, set(listed))
         for index_id in listed:
             try:
-                packs, sup = self.read_index_file(index_id)
+                what = f"index file {index_id[:8]}"
+                packs, sup = decode_index_raw(self._open_index(index_id, None, what), what)
             except (IntegrityError, ObjectNotFound) as exc:
                 report.damaged_index_files.append(f"{index_id}: {exc}")
                 continue
@@ -287,8 +291,8 @@ class Repository:
             if index_id in superseded:
                 continue
             report.index_files += 1
-            for pack_id, entries in packs.items():
-                self.index.add_pack(pack_id, entries)
+            for pack_id, block in packs.items():
+                self.index.add_pack_records(pack_id, block)
         if recover:
             report.pack_sizes = self.list_packs()
             if self.cache:
