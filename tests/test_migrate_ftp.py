@@ -120,6 +120,16 @@ def test_ftp_errors_are_one_line(ftpd: FTPServer, tmp_path: Path) -> None:
     lines = r.err.strip().splitlines()
     assert r.code != 0 and len(lines) == 1 and lines[0].startswith("error:")
     assert "wrong-password-61" not in r.err + r.out and FTP_PASSWORD not in r.err
+    # a password in the URL is refused, as for every other scheme, and not echoed
+    in_url = ftpd.url("x").replace("@", ":in-url-secret-63@", 1)
+    r = cli("migrate", in_url, str(tmp_path / "dst"), ok=False)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert "password in the URL" in r.err and "in-url-secret-63" not in r.err + r.out
+    # the password of backup sources is not sent to a migration's FTP server
+    r = cli("migrate", ftpd.url("x"), str(tmp_path / "dst"), ok=False,
+            env={"MULTIBACKUP_FTP_PASSWORD": "", "MULTIBACKUP_SOURCE_PASSWORD": FTP_PASSWORD})
+    assert r.code != 0 and "login refused" in r.err, r.err
+    assert "MULTIBACKUP_SRC_FTP_PASSWORD" in r.err and FTP_PASSWORD not in r.err
     # and with the right one, FTP to a local folder
     (ftpd.root / "vanish").mkdir(exist_ok=True)
     (ftpd.root / "vanish" / "a.txt").write_bytes(b"a")

@@ -47,8 +47,8 @@ class FTPStore:
     keeps_attributes = False
 
     def __init__(self, url: str, credentials: Mapping[str, str] | None = None,
-                 connections: int = PARALLEL) -> None:
-        server = parse_server(url, dict(credentials or {}))
+                 connections: int = PARALLEL, password_from: str | None = None) -> None:
+        server = parse_server(url, dict(credentials or {}), password_from)
         self.description = server.describe()
         self.concurrency = connections
         self._reader = FTPSource(server)
@@ -168,8 +168,9 @@ class FTPPartial(AppendedFile):
 
 
 def open_ftp_store(url: str, credentials: Mapping[str, str] | None = None,
-                   create: bool = False) -> FTPStore:
-    store = FTPStore(url, credentials)
+                   create: bool = False, password_from: str | None = None) -> FTPStore:
+    """``password_from`` names where the caller took the password from (see parse_server)."""
+    store = FTPStore(url, credentials, password_from=password_from)
     try:
         return store.open(create)
     except BaseException:

@@ -78,7 +78,9 @@ def open_side(text: str, side: str, args: argparse.Namespace, writes: bool = Tru
         password = _side_env(side, "FTP_PASSWORD") or os.environ.get("MULTIBACKUP_FTP_PASSWORD")
         ca_file = _side_env(side, "FTPS_CA_FILE")
         credentials = {k: v for k, v in (("password", password), ("ca_file", ca_file)) if v}
-        return open_ftp_end(text, credentials, create=side == "DST" and writes)
+        return open_ftp_end(text, credentials, create=side == "DST" and writes,
+                            password_from=f"$MULTIBACKUP_{side}_FTP_PASSWORD or "
+                                          "$MULTIBACKUP_FTP_PASSWORD")
     names = _CREDENTIAL_VARS.get(location.scheme, {})
     overrides = {key: value for var, key in names.items()
                  if (value := _side_env(side, var)) is not None}

@@ -174,12 +174,12 @@ def _describe(end: Location | str) -> str:
 
 
 def open_ftp_end(url: str, credentials: Mapping[str, str] | None, *,
-                 create: bool = False) -> End:
+                 create: bool = False, password_from: str | None = None) -> End:
     """An ``ftp://`` or ``ftps://`` directory as a migration end, logged in and listed
     (``create``: a destination, whose directory is made if need be)."""
     from multibackup.backends.ftp_store import FTPPartial, open_ftp_store
 
-    store = open_ftp_store(url, credentials, create=create)
+    store = open_ftp_store(url, credentials, create=create, password_from=password_from)
     return End(store, parts=FTPPartial(store, CHUNK),  # type: ignore[arg-type]
                identity=store.description)
 

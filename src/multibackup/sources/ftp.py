@@ -45,7 +45,7 @@ from urllib.parse import unquote, urlsplit
 from multibackup.errors import SourceError, SourceUnavailable, UsageError
 from multibackup.secret import Secret
 from multibackup.sources.base import DIR, FILE, SYMLINK, UNKNOWN_SIZE, Entry, safe_relative
-from multibackup.sources.url import PASSWORD_ENV
+from multibackup.sources.url import PASSWORD_ENV, redacted
 
 PARALLEL = 4  # files read at once, one control connection each
 CA_FILE_ENV = "MULTIBACKUP_FTPS_CA_FILE"
@@ -130,6 +130,7 @@ class _Server:
     root: str  # absolute once resolved; relative to the login directory before
     password: Secret | None = field(default=None, repr=False)
     ca_file: str = ""
+    password_from: str = f"${PASSWORD_ENV} or the config's password"  # for the hint
 
     @property
     def tls(self) -> bool:
@@ -142,31 +143,41 @@ class _Server:
         return f"{self.scheme}://{user}{shown}:{self.port}{path.rstrip('/') or '/'}"
 
 
-def _parse(url: str, credentials: Mapping[str, str]) -> _Server:
+def _parse(url: str, credentials: Mapping[str, str],
+           password_from: str | None = None) -> _Server:
+    """``password_from``: where the caller looks for a password (it passes what it found in
+    ``credentials``); by default the config's or ``MULTIBACKUP_SOURCE_PASSWORD``."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    shown = repr(redacted(url))
+    env_names = password_from or f"${PASSWORD_ENV} or the config's password"
     try:
         port = parts.port or 21
     except ValueError:
-        raise UsageError(f"invalid FTP URL {url!r}: bad port") from None
+        raise UsageError(f"invalid FTP URL {shown}: bad port") from None
     host = parts.hostname or ""
     if scheme not in ("ftp", "ftps") or not host:
-        raise UsageError(f"invalid FTP URL {url!r}: expected {scheme}://[user@]host[:port]/path")
+        raise UsageError(f"invalid FTP URL {shown}: expected {scheme}://[user@]host[:port]/path")
+    if parts.password is not None:
+        raise UsageError(f"invalid FTP URL {shown}: a password in the URL would show in the "
+                         f"process list; give it in {env_names}")
     if parts.query or parts.fragment:
-        raise UsageError(f"invalid FTP URL {url!r}: no query or fragment expected")
+        raise UsageError(f"invalid FTP URL {shown}: no query or fragment expected")
     path = unquote(parts.path) or "/"
     if "\r" in path or "\n" in path:
-        raise UsageError(f"invalid FTP URL {url!r}: line breaks in the path")
+        raise UsageError(f"invalid FTP URL {shown}: line breaks in the path")
     if path == "/~" or path.startswith("/~/"):
         root = posixpath.normpath(path[3:] or ".")
         if root.startswith(".."):
-            raise UsageError(f"invalid FTP URL {url!r}: the path leaves the login directory")
+            raise UsageError(f"invalid FTP URL {shown}: the path leaves the login directory")
     else:
         root = "/" + posixpath.normpath(path).lstrip("/")
-    password = credentials.get("password") or os.environ.get(PASSWORD_ENV, "")
+    password = credentials.get("password") or (
+        "" if password_from else os.environ.get(PASSWORD_ENV, ""))
     ca_file = credentials.get("ca_file") or os.environ.get(CA_FILE_ENV, "").strip()
     return _Server(scheme, host, port, unquote(parts.username or ""), root,
-                   Secret(password) if password else None, os.path.expanduser(ca_file))
+                   Secret(password) if password else None, os.path.expanduser(ca_file),
+                   env_names)
 
 
 class _Connections:
@@ -263,7 +274,7 @@ class _Connections:
             if step == "logging in":
                 who = f"user {s.user!r}" if s.user else "anonymous login"
                 if s.user and s.password is None:
-                    hint = f"no password given: set {PASSWORD_ENV} or the config's password"
+                    hint = f"no password given: set {s.password_from}"
                 else:
                     hint = "wrong user name or password?"
                 raise _ConnectFailed(f"login refused for {who} ({_reply(exc)}; {hint})",
@@ -925,9 +936,10 @@ class FTPTarget:
         self._client.close()
 
 
-def parse_server(url: str, credentials: Mapping[str, str]) -> _Server:
+def parse_server(url: str, credentials: Mapping[str, str],
+                 password_from: str | None = None) -> _Server:
     """The server, login and path of an ``ftp://`` or ``ftps://`` URL (UsageError if bad)."""
-    return _parse(url, credentials)
+    return _parse(url, credentials, password_from)
 
 
 def open_source(url: str, credentials: Mapping[str, str]) -> FTPSource:
