@@ -473,6 +473,10 @@ def test_commands_that_only_read_never_create_a_missing_destination(tmp_path: Pa
     r = cli("-r", gone, "snapshots", ok=False)
     assert r.code == 10 and r.err.strip() == \
         f"error: no repository at {gone} (the directory does not exist)"
+    gone2 = str(tmp_path / "mnt" / "nas")  # a mirror of two: the same code, one line
+    r = cli("-r", gone, "-r", gone2, "snapshots", ok=False)
+    assert r.code == 10 and r.err.strip() == \
+        f"error: no repository at {gone}, {gone2} (none of the directories exists)"
     assert not (tmp_path / "mnt").exists()
 
 

@@ -99,11 +99,16 @@ def get_store(args: argparse.Namespace, create: bool = False) -> ObjectStore:
     if len(locations) == 1:
         return _open(locations[0], create)
     stores: list[ObjectStore] = []
+    missing = 0
     for loc in locations:
         try:
             stores.append(_open(loc, create))
         except (StoreError, RepositoryNotFound) as exc:  # the others go on; this one failed
             stores.append(UnavailableStore(loc.describe(), StoreError(str(exc))))
+            missing += isinstance(exc, RepositoryNotFound)
+    if missing == len(locations):  # as for one such directory: exit code 10, not 1
+        raise RepositoryNotFound(f"no repository at {', '.join(s.description for s in stores)} "
+                                 "(none of the directories exists)")
     mirror = MirrorStore(stores)
     args.mirror = mirror  # the front-end reports per-destination status after the command
     return mirror
