@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -24,6 +25,10 @@ pytest_plugins = ["servers_sftp", "servers_cloud"]
 PASSWORD = "correct horse battery staple"
 S3_KEY = "testkey"
 S3_SECRET = "testsecret-do-not-leak-3f9a"
+
+# Every CLI runner gets its own cache folder, all under one root that goes when the run ends.
+_CACHES = tempfile.mkdtemp(prefix="mb-caches-")
+atexit.register(shutil.rmtree, _CACHES, True)
 
 
 def _free_port() -> int:
@@ -49,7 +54,7 @@ class CLI:
         self.repo = repo
         self.env = dict(os.environ)
         self.env.update({"MULTIBACKUP_PASSWORD": PASSWORD, "MULTIBACKUP_REPOSITORY": repo,
-                         "MULTIBACKUP_CACHE_DIR": tempfile.mkdtemp(prefix="mb-cache-")})
+                         "MULTIBACKUP_CACHE_DIR": tempfile.mkdtemp(prefix="cache-", dir=_CACHES)})
         self.env.pop("MULTIBACKUP_PASSWORD_FILE", None)
         if env:
             self.env.update(env)
