@@ -24,6 +24,7 @@ from multibackup.errors import (
 )
 from multibackup.repository.cache import default_cache_dir
 from multibackup.repository.repository import Repository
+from multibackup.store.lag import LagRecord
 from multibackup.store.mirror import MirrorStore, UnavailableStore
 
 
@@ -125,6 +126,8 @@ def open_repo(args: argparse.Namespace, cache: bool = True,
         cache_dir = args.cache_dir or default_cache_dir()
     password = get_password(args)
     repo = open_repository(store, password, cache_dir)
+    if isinstance(store, MirrorStore):
+        store.hidden = LagRecord(repo.config.id).deleted()
     if isinstance(store, MirrorStore) and bootstrap:
         for desc in bootstrap_empty(store, repo.cipher):
             print(f"note: {desc} was empty: it now holds the repository's keys and "

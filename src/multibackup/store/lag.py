@@ -72,9 +72,13 @@ class LagRecord:
         have = self.absent.setdefault(description, [])
         have.extend(k for k in keys if k not in have)
 
+    def deleted(self) -> frozenset[str]:
+        """Objects deleted while a destination was down, which it may still hold."""
+        return frozenset(k for e in self.lagging.values() for k in e.get("missed_deletes", []))
+
     def excluder(self) -> Callable[[DestinationState, str], bool]:
         """What sync, check and repair must not expect on a destination."""
-        deleted = {k for e in self.lagging.values() for k in e.get("missed_deletes", [])}
+        deleted = self.deleted()
         absent = {d: set(keys) for d, keys in self.absent.items()}
 
         def exclude(dest: DestinationState, key: str) -> bool:

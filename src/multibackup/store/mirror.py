@@ -79,6 +79,9 @@ class MirrorStore:
         self.reassembled = 0
         self._order: list[DestinationState] | None = None
         self._pool = ThreadPoolExecutor(len(stores) * 4, thread_name_prefix="mirror")
+        # objects deleted while a copy was down, which that copy holds until it is caught
+        # up: not listed, so a forgotten snapshot does not come back in 'snapshots'
+        self.hidden: frozenset[str] = frozenset()
 
     # ---- state ------------------------------------------------------------------------
 
@@ -282,6 +285,7 @@ class MirrorStore:
         listings = {id(d): self._pool.submit(lambda s: list(s.list(prefix)), d.store)
                     for d in order if d.failed is None}
         ok = 0
+        held: dict[str, int] = {}  # hidden keys: how many copies list them
         last: BaseException | None = None
         for dest in order:
             fut = listings.get(id(dest))
@@ -296,9 +300,12 @@ class MirrorStore:
             ok += 1
             for info in infos:
                 seen.setdefault(info.key, info)
+                if info.key in self.hidden:
+                    held[info.key] = held.get(info.key, 0) + 1
         if not ok:
             raise StoreError(f"every destination failed to list {prefix or '/'}; last: {last}")
-        yield from seen.values()
+        # a hidden object that every copy listed was written again since: it is real
+        yield from (i for k, i in seen.items() if held.get(k, ok) == ok)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
