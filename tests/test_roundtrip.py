@@ -411,3 +411,38 @@ def test_progress_bar_on_a_terminal_counts_in_binary_units(tmp_path: Path, cli: 
     assert text.endswith("\x1b[2K")  # the bar is cleared when the run ends
     plain = cli("backup", str(src))
     assert "MiB/s" not in plain.err and "\x1b[" not in plain.err
+
+
+def test_sparse_restore_leaves_holes_and_keeps_every_byte(tmp_path: Path, cli: CLI) -> None:
+    """``restore --sparse`` writes no runs of zeros (a VM image or database file takes its
+    real space, not its length); the bytes read back are the same either way."""
+    src = tmp_path / "src"
+    src.mkdir()
+    mib = 1024 * 1024
+    head, tail = os.urandom(mib), os.urandom(mib // 2 + 7)
+    with open(src / "disk.img", "wb") as f:  # data, a 40 MiB hole, data; length not aligned
+        f.write(head)
+        f.seek(41 * mib)
+        f.write(tail)
+    (src / "zeros.bin").write_bytes(bytes(3 * mib))  # written zeros: a hole once restored
+    (src / "tail-hole.bin").write_bytes(b"x")
+    os.truncate(src / "tail-hole.bin", 9 * mib)  # ends in a hole: the length must survive
+    if os.stat(src / "disk.img").st_blocks * 512 > 4 * mib:
+        pytest.skip("this file system does not keep holes")
+    cli("init")
+    cli("backup", str(src))
+    cli("restore", "latest", "--target", str(tmp_path / "full"))
+    cli("restore", "latest", "--target", str(tmp_path / "sparse"), "--sparse")
+    full_root = _restore_root(tmp_path / "full", src)
+    sparse_root = _restore_root(tmp_path / "sparse", src)
+    for name in ("disk.img", "zeros.bin", "tail-hole.bin"):
+        full, sparse = full_root / name, sparse_root / name
+        assert sparse.read_bytes() == full.read_bytes() == (src / name).read_bytes()
+        assert os.stat(sparse).st_mtime_ns == os.stat(src / name).st_mtime_ns
+        assert os.stat(sparse).st_size == os.stat(src / name).st_size
+    used = {name: os.stat(sparse_root / name).st_blocks * 512
+            for name in ("disk.img", "zeros.bin", "tail-hole.bin")}
+    assert used["disk.img"] < 4 * mib, used
+    assert used["zeros.bin"] < mib // 2 and used["tail-hole.bin"] < mib, used
+    full_img = os.stat(full_root / "disk.img").st_blocks * 512
+    assert full_img > 40 * mib  # without --sparse every byte is written, as before

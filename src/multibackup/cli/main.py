@@ -274,6 +274,8 @@ def cmd_diff(args: argparse.Namespace, out: Printer) -> int:
 
 def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
     if is_url(args.target):
+        if args.sparse:
+            raise UsageError("--sparse applies to a local target only")
         return _restore_to_url(args, out)
     repo = open_repo(args)
     with repo, repo.lock(command="restore"):
@@ -281,7 +283,8 @@ def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
         snap = repo.find_snapshot(args.snapshot, host=args.host)
         progress = Progress()
         restorer = Restorer(repo, snap, args.target, includes=args.include,
-                            overwrite=args.overwrite, workers=args.workers, progress=progress)
+                            overwrite=args.overwrite, workers=args.workers, progress=progress,
+                            sparse=args.sparse)
         with out.progress(progress, "restore"):
             s = restorer.run()
     for err in s.errors:
@@ -638,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a local directory, or a URL (sftp://, ftp://, s3://, mysql://, ...)")
     sp.add_argument("-i", "--include", action="append", metavar="PATH")
     sp.add_argument("--overwrite", action="store_true", help="allow a non-empty target")
+    sp.add_argument("--sparse", action="store_true",
+                    help="leave runs of zeros as holes, so files such as disk images take "
+                         "only the space their data needs (a local target's file system "
+                         "must support holes)")
     sp.add_argument("--host", help="with 'latest': the latest snapshot of this host")
     sp.add_argument("--workers", type=int, default=None)
 

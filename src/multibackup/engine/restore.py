@@ -77,15 +77,47 @@ def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
     return False, descend
 
 
+_HOLE = 64 * 1024  # a sparse restore leaves out zeros that fill such a block of the file
+_ZERO_BLOCK = bytes(_HOLE)
+_ZERO_PAGE = bytes(4096)
+
+
+def _data_runs(data: bytes, offset: int) -> list[tuple[int, int]]:
+    """(start, end) in a blob of what a sparse restore writes when the blob lands at
+    ``offset`` of its file: all but the blocks of the file the blob fills with zeros.
+
+    Blobs are cut by content, so a run of zeros usually shares a blob with data at
+    either end: skipping only blobs made of zeros left most of a disk image's holes
+    filled. Unwritten parts of a new file read as zeros.
+    """
+    n = len(data)
+    if n >= len(_ZERO_PAGE) and _ZERO_PAGE not in data:  # C speed: most data has no 4 KiB of zeros
+        return [(0, n)]
+    runs: list[tuple[int, int]] = []
+    i = 0
+    while i < n:
+        j = min(n, (offset + i) // _HOLE * _HOLE + _HOLE - offset)  # the block's end
+        piece = data[i:j]
+        if piece != (_ZERO_BLOCK if j - i == _HOLE else bytes(j - i)):
+            if runs and runs[-1][1] == i:
+                runs[-1] = (runs[-1][0], j)
+            else:
+                runs.append((i, j))
+        i = j
+    return runs
+
+
 class Restorer:
     def __init__(self, repo: Repository, snapshot: Snapshot, target: str, *,
                  includes: list[str] | None = None, overwrite: bool = False,
-                 workers: int | None = None, progress: Progress | None = None) -> None:
+                 workers: int | None = None, progress: Progress | None = None,
+                 sparse: bool = False) -> None:
         self.repo = repo
         self.snapshot = snapshot
         self.target = os.path.abspath(target)
         self.includes = [("/" + i.strip("/")) if i.strip("/") else "/" for i in includes or []]
         self.overwrite = overwrite
+        self.sparse = sparse  # leave runs of zeros as holes (see _restore_pack)
         # each worker holds one read of at most 4 MiB: as many as the store pays for
         self.workers = workers or max(2, repo.store.concurrency)
         self.progress = progress or Progress()
@@ -243,6 +275,8 @@ class Restorer:
                     except (IntegrityError, StoreError) as exc:
                         self._fail(targets, f"pack {pack_id.hex()[:8]}: {exc}")
                         continue
+                if self.sparse:  # zeros are not written; the last write sets the length
+                    plain = bytes(plain)  # (a view of the scratch buffer otherwise)
                 for file_no, file_offset in targets:
                     f = self._files[file_no]
                     if f.failed:
@@ -250,11 +284,18 @@ class Restorer:
                     try:
                         fd = self._open(f.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW)
                         try:
-                            os.pwrite(fd, plain, file_offset)
+                            if not self.sparse:
+                                os.pwrite(fd, plain, file_offset)
+                            else:
+                                view = memoryview(plain)
+                                for start, end in _data_runs(plain, file_offset):  # type: ignore[arg-type]
+                                    os.pwrite(fd, view[start:end], file_offset + start)
                             with self._lock:
                                 f.remaining -= 1
                                 last = f.remaining == 0 and not f.failed
                             if last:  # every byte is in: set metadata through the open fd
+                                if self.sparse:
+                                    os.ftruncate(fd, f.node.size)
                                 self._meta(f.path, f.node, fd=fd)
                                 f.finished = True
                         finally:
