@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
-import pyfastcdc
-
 
 @dataclass(frozen=True)
 class ChunkerParams:
@@ -38,6 +36,11 @@ class Chunker:
     """Splits streams into content-defined chunks; one instance per thread."""
 
     def __init__(self, params: ChunkerParams) -> None:
+        # imported here, after a command has opened its repository: the key derivation
+        # (32 MiB for scrypt) is then the peak of a small command's memory, and pyfastcdc
+        # with its dependencies adds 4 MiB to whatever is loaded at that moment
+        import pyfastcdc
+
         self.params = params
         self._buf: bytearray | None = None
         self._cdc = pyfastcdc.FastCDC(params.avg_size, min_size=params.min_size,

@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from multibackup.errors import IntegrityError
 
 _fromhex = bytes.fromhex
@@ -93,7 +91,9 @@ def _parse(data: bytes) -> Any:
     """orjson where it can (three times faster: a no-change backup reads every tree);
     Python's json where orjson refuses, as for names not valid UTF-8, which trees hold as
     escaped lone surrogates. Trees hold no integer beyond 64 bits, which orjson would
-    turn into floats."""
+    turn into floats. Imported on first use, after the key derivation (see chunker.py)."""
+    import orjson
+
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
