@@ -1088,3 +1088,30 @@ def test_a_server_that_checks_no_checksums_gets_content_md5(tmp_path: Path) -> N
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_names_of_255_bytes_reach_a_local_folder_and_sftp(mcli: CLI, tmp_path: Path,
+                                                         sftp_server) -> None:
+    """A file name may have 255 bytes: the temporary name a copy is written under first
+    must fit too (with the name in it whole, such files failed with 'File name too long')."""
+    src = tmp_path / "src"
+    src.mkdir()
+    names = {"a" * 251 + ".txt": b"small\n", "é" * 125 + "-.txt": b"two-byte characters\n",
+             "b" * 251 + ".bin": os.urandom(20 * 1024 * 1024 + 5)}  # large: copied in parts
+    for name, data in names.items():
+        (src / name).write_bytes(data)
+    dst = tmp_path / "dst"
+    doc = _run(mcli, str(src), str(dst))
+    assert _status(doc, "copied") == set(names)
+    for name, data in names.items():
+        assert (dst / name).read_bytes() == data
+    # and back into a source tree over SFTP, written file by file (a restore target)
+    mcli("init", env={"MULTIBACKUP_REPOSITORY": str(tmp_path / "repo")})
+    repo_env = {"MULTIBACKUP_REPOSITORY": str(tmp_path / "repo"), **sftp_server.env()}
+    mcli("backup", str(src), env=repo_env)
+    target = (f"sftp://{sftp_server.user}@{sftp_server.host}:{sftp_server.port}"
+              f"{sftp_server.root}/long-names")
+    mcli("restore", "latest", "--target", target, env=repo_env)
+    restored = sftp_server.root / "long-names"
+    got = {p.name: p.read_bytes() for p in restored.rglob("*") if p.is_file()}
+    assert got == names

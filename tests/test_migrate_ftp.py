@@ -25,9 +25,16 @@ def ftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPServer]:
     server.stop()
 
 
+# names of 255 bytes, the most a file name may have (the second in two-byte characters):
+# their temporary names while being written must fit too
+LONG_SMALL = "site/" + "é" * 125 + "-.txt"
+LONG_BIG = "media/" + "v" * 251 + ".bin"
+
+
 def _objects() -> dict[str, bytes]:
     return {"site/index.html": b"<h1>home</h1>\n" * 50, "site/css/a.css": b"a{}\n" * 10,
-            "empty.txt": b"", "media/big.bin": os.urandom(BIG)}
+            "empty.txt": b"", "media/big.bin": os.urandom(BIG),
+            LONG_SMALL: b"a long name\n", LONG_BIG: os.urandom(BIG // 2)}
 
 
 def _run(cli: CLI, *args: str, code: int = 0) -> dict:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import posixpath
 import re
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 
 from multibackup.backends.base import ObjectInfo
 from multibackup.backends.partial_file import AppendedFile
 from multibackup.errors import ObjectNotFound, SourceError, SourceUnavailable, StoreError
-from multibackup.sources.base import DIR, FILE, UNKNOWN_SIZE
+from multibackup.sources.base import DIR, FILE, UNKNOWN_SIZE, temporary_name
 from multibackup.sources.ftp import PARALLEL, FTPSource, FTPTarget, parse_server
 
 #: the hidden name FTPTarget writes a file under before renaming it onto its key
@@ -149,7 +148,7 @@ class FTPPartial(AppendedFile):
 
     def _new_name(self, key: str) -> str:
         directory, name = posixpath.split(key)
-        return posixpath.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+        return posixpath.join(directory, temporary_name(name))
 
     def _create(self, name: str) -> None:
         self.store._writer.append(name, b"")

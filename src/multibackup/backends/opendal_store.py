@@ -283,8 +283,10 @@ class OpenDALStore:
         self._writable(key)
         assert self._atomic_dir is not None
         target = self._local_path(key)
-        temp = os.path.join(self._atomic_dir,
-                            f"{key.rsplit('/', 1)[-1]}.{secrets.token_hex(6)}")
+        # the key's name cut to 200 bytes: with the 13 added, a name of up to 255 bytes
+        # (the most a file system takes) still gets its temporary file
+        stem = os.fsdecode(os.fsencode(key.rsplit("/", 1)[-1])[:200])
+        temp = os.path.join(self._atomic_dir, f"{stem}.{secrets.token_hex(6)}")
         fd = -1
         try:
             make_parents(target)

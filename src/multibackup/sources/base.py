@@ -16,6 +16,7 @@ host, a bucket) or a server a dump is loaded into.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -103,6 +104,14 @@ class RestoreTarget(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def temporary_name(name: str) -> str:
+    """The hidden name a file is written under before it is renamed onto ``name``: the
+    name cut to 200 bytes (whole characters), so that with its 18 more it stays within
+    the 255 bytes a file name may have; a name near that length still gets its copy."""
+    stem = name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
+    return f".{stem or '_'}.tmp-{uuid.uuid4().hex[:12]}"
 
 
 def join(parent: str, name: str) -> str:

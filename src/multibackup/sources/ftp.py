@@ -36,7 +36,6 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -44,7 +43,15 @@ from urllib.parse import unquote, urlsplit
 
 from multibackup.errors import SourceError, SourceUnavailable, UsageError
 from multibackup.secret import Secret
-from multibackup.sources.base import DIR, FILE, SYMLINK, UNKNOWN_SIZE, Entry, safe_relative
+from multibackup.sources.base import (
+    DIR,
+    FILE,
+    SYMLINK,
+    UNKNOWN_SIZE,
+    Entry,
+    safe_relative,
+    temporary_name,
+)
 from multibackup.sources.url import PASSWORD_ENV, redacted
 
 PARALLEL = 4  # files read at once, one control connection each
@@ -786,7 +793,7 @@ class FTPTarget:
         mode, rename into place."""
         full = self._full(path)
         directory, name = posixpath.split(path)
-        tmp = posixpath.join(posixpath.dirname(full), f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+        tmp = posixpath.join(posixpath.dirname(full), temporary_name(name))
         conn = self._client.acquire()
         broken = False
         in_transfer = False  # the data connection is open: the control one is mid-command

@@ -31,7 +31,6 @@ import getpass
 import os
 import posixpath
 import stat as stat_mod
-import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
@@ -54,7 +53,7 @@ from multibackup.errors import (
     StoreError,
     UsageError,
 )
-from multibackup.sources.base import DIR, FILE, SYMLINK, Entry, safe_relative
+from multibackup.sources.base import DIR, FILE, SYMLINK, Entry, safe_relative, temporary_name
 from multibackup.sources.url import PASSWORD_ENV
 
 PARALLEL = 4  # files read at once; each holds one pooled SSH connection
@@ -412,7 +411,7 @@ class SFTPTarget:
               mtime_ns: int) -> None:
         full = self._full(path)
         directory, name = posixpath.split(path)
-        tmp = posixpath.join(posixpath.dirname(full), f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+        tmp = posixpath.join(posixpath.dirname(full), temporary_name(name))
         with self._session.channel("writing", path) as sftp:
             self._ensure_dir(sftp, directory)
             if not self.overwrite and self._exists(sftp, full):
