@@ -45,8 +45,10 @@ from multibackup.repository.index import Index, decode_index, decode_index_raw, 
 from multibackup.repository.pack import PackBuilder, PackEntry, parse_pack
 from multibackup.repository.repository import Repository
 from multibackup.repository.tree import (
+    DEVICES,
     DIR,
     FILE,
+    SPECIAL,
     SYMLINK,
     Node,
     decode_tree,
@@ -419,7 +421,7 @@ i64 = st.integers(0, 2**63 - 1)
 
 @st.composite
 def nodes(draw: st.DrawFn) -> Node:
-    kind = draw(st.sampled_from([FILE, DIR, SYMLINK]))
+    kind = draw(st.sampled_from([FILE, DIR, SYMLINK, *sorted(SPECIAL)]))
     node = Node(draw(odd_names), kind, mode=draw(st.integers(0, 0o7777)), mtime=draw(i64),
                 uid=draw(st.integers(0, 2**32 - 1)), gid=draw(st.integers(0, 2**32 - 1)))
     if kind == FILE:
@@ -428,8 +430,10 @@ def nodes(draw: st.DrawFn) -> Node:
         node.content = draw(st.lists(ids, max_size=4))
     elif kind == DIR:
         node.subtree = draw(st.one_of(st.none(), ids))
-    else:
+    elif kind == SYMLINK:
         node.target = draw(odd_names)
+    elif kind in DEVICES:
+        node.rdev = draw(i64)
     return node
 
 

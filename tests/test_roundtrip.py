@@ -446,3 +446,53 @@ def test_sparse_restore_leaves_holes_and_keeps_every_byte(tmp_path: Path, cli: C
     assert used["zeros.bin"] < mib // 2 and used["tail-hole.bin"] < mib, used
     full_img = os.stat(full_root / "disk.img").st_blocks * 512
     assert full_img > 40 * mib  # without --sparse every byte is written, as before
+
+
+def test_named_pipes_and_device_nodes_are_kept_and_restored(tmp_path: Path, cli: CLI) -> None:
+    """A FIFO is backed up without being opened (which would block) and restored as a
+    FIFO; device nodes keep their device number (as root); a socket is listed, not made."""
+    import socket
+    import stat
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    os.mkfifo(src / "pipe", 0o640)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "app.sock"))
+    devices = {}
+    if os.geteuid() == 0:
+        os.mknod(src / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(src / "loop9", 0o660 | stat.S_IFBLK, os.makedev(7, 9))
+        devices = {"null": (stat.S_ISCHR, os.makedev(1, 3)), "loop9": (stat.S_ISBLK, os.makedev(7, 9))}
+    for name in ("pipe", *devices):
+        os.utime(src / name, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    try:
+        cli("init")
+        first = cli("backup", str(src), "--json").json()
+        assert first["errors"] == []  # the pipe was not opened: the backup did not block
+        listing = cli("ls", "-l", "latest", str(src)).out
+        kinds = {line.split()[-1].rsplit("/", 1)[-1]: line[0] for line in listing.splitlines()}
+        assert kinds["pipe"] == "p" and kinds["app.sock"] == "s" and kinds["a.txt"] == "-"
+        if devices:
+            assert kinds["null"] == "c" and kinds["loop9"] == "b"
+        r = cli("restore", "latest", "--target", str(tmp_path / "out"))
+        root = _restore_root(tmp_path / "out", src)
+        st = os.lstat(root / "pipe")
+        assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+        assert st.st_mtime_ns == 1_600_000_000_000_000_000
+        assert not (root / "app.sock").exists()  # made by the program that listens on it
+        for name, (is_kind, rdev) in devices.items():
+            st = os.lstat(root / name)
+            assert is_kind(st.st_mode) and st.st_rdev == rdev, name
+            assert stat.S_IMODE(st.st_mode) == stat.S_IMODE(os.lstat(src / name).st_mode)
+        assert (root / "a.txt").read_text() == "a"
+        assert f"{1 + len(devices)} named pipes or device nodes" in r.out
+        # nothing changed: nothing read, and diff sees no difference
+        second = cli("backup", str(src), "--json").json()
+        assert second["files_unchanged"] == 1 and second["files_new"] == 0
+        ids = [s["id"] for s in cli("snapshots", "--json").json()]
+        d = cli("diff", ids[0], ids[1]).out  # (the folder above src changed: "out" is new)
+        assert [line for line in d.splitlines() if str(src) in line] == [], d
+    finally:
+        sock.close()

@@ -51,7 +51,7 @@ from multibackup.repository import keys
 from multibackup.repository.lock import read_locks, remove_stale_locks
 from multibackup.repository.repository import Repository
 from multibackup.repository.snapshot import Snapshot
-from multibackup.repository.tree import DIR, SYMLINK
+from multibackup.repository.tree import BLOCKDEV, CHARDEV, DIR, FIFO, SOCKET, SYMLINK
 from multibackup.sources.fs import Excludes, scan_totals
 from multibackup.sources.url import is_url, open_source, open_target
 
@@ -59,6 +59,9 @@ EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 # ---- shared helpers ---------------------------------------------------------------------
+
+#: the first letter of ``ls -l`` for each node type
+_LS_KIND = {DIR: "d", SYMLINK: "l", FIFO: "p", SOCKET: "s", CHARDEV: "c", BLOCKDEV: "b"}
 
 
 def snapshot_json(s: Snapshot) -> dict[str, Any]:
@@ -242,7 +245,7 @@ def cmd_ls(args: argparse.Namespace, out: Printer) -> int:
         return EXIT_OK
     for path, node in rows:
         if args.long:
-            kind = "d" if node.type == DIR else "l" if node.type == SYMLINK else "-"
+            kind = _LS_KIND.get(node.type, "-")
             t = datetime.fromtimestamp(node.mtime / 1e9)
             extra = f" -> {node.target}" if node.type == SYMLINK else ""
             out.result(f"{kind}{oct(node.mode)[2:]:>5} {node.uid:>5} {node.gid:>5} "
@@ -291,8 +294,9 @@ def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
         out.problem(f"error: {err}")
     out.emit({"message_type": "summary", "snapshot_id": snap.id, "target": restorer.target,
               **s.to_json()})
+    specials = f"{s.specials} named pipes or device nodes, " if s.specials else ""
     out.line(f"restored snapshot {snap.short_id} to {restorer.target}: {s.files} files, "
-             f"{s.dirs} dirs, {s.symlinks} symlinks, {s.hardlinks} hard links, "
+             f"{s.dirs} dirs, {s.symlinks} symlinks, {s.hardlinks} hard links, {specials}"
              f"{human_bytes(s.bytes)}")
     if s.fallback_reads:  # a mirror's copy is missing or damaged data: say so
         out.warn(f"note: {s.fallback_reads} piece(s) of data were missing, damaged or "

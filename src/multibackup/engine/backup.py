@@ -27,7 +27,7 @@ from multibackup.repository.blob import BlobType
 from multibackup.repository.chunker import Chunker, ThreadChunkers
 from multibackup.repository.repository import Repository
 from multibackup.repository.snapshot import Snapshot
-from multibackup.repository.tree import DIR, FILE, SYMLINK, Node
+from multibackup.repository.tree import DEVICES, DIR, FILE, SPECIAL, SYMLINK, Node
 from multibackup.sources.fs import Excludes, kind_of, list_dir
 
 _TARGET = object()
@@ -350,6 +350,11 @@ class Archiver:
             except OSError as exc:
                 self._error(path, exc)
                 return None
+            return _done(node)
+        if kind in SPECIAL:  # metadata only: a pipe or device is never opened
+            node = node_from_stat(name, st, kind)
+            if kind in DEVICES:
+                node.rdev = st.st_rdev
             return _done(node)
         return None
 

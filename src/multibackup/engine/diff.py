@@ -38,7 +38,7 @@ def diff_trees(repo: Repository, a: bytes | None, b: bytes | None,
                 if _meta(x) != _meta(y):
                     yield "U", path
                 yield from diff_trees(repo, x.subtree, y.subtree, path)
-            elif x.content != y.content or x.target != y.target:
+            elif x.content != y.content or x.target != y.target or x.rdev != y.rdev:
                 yield "M", path
             elif _meta(x) != _meta(y):
                 yield "U", path

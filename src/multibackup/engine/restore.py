@@ -31,7 +31,17 @@ from multibackup.errors import IntegrityError, MultibackupError, StoreError
 from multibackup.repository.blob import ScratchBuffers, open_blob
 from multibackup.repository.repository import Repository, pack_key
 from multibackup.repository.snapshot import Snapshot
-from multibackup.repository.tree import DIR, FILE, SYMLINK, Node, is_safe_name
+from multibackup.repository.tree import (
+    CHARDEV,
+    DIR,
+    FIFO,
+    FILE,
+    SOCKET,
+    SPECIAL,
+    SYMLINK,
+    Node,
+    is_safe_name,
+)
 
 _MERGE_GAP = 1024 * 1024  # read over gaps up to this size rather than split a read
 _MAX_READ = 4 * 1024 * 1024  # but keep each read (held in memory per worker) this small
@@ -43,6 +53,7 @@ class RestoreSummary:
     dirs: int = 0
     symlinks: int = 0
     hardlinks: int = 0
+    specials: int = 0  # named pipes and device nodes
     bytes: int = 0
     fallback_reads: int = 0  # blobs re-read (from another copy) after a damaged/failed read
     errors: list[str] = field(default_factory=list)
@@ -126,6 +137,7 @@ class Restorer:
         self._files: list[_File] = []
         self._dirs: list[tuple[str, Node]] = []
         self._links: list[tuple[str, Node]] = []
+        self._specials: list[tuple[str, Node]] = []
         self._hard: list[tuple[str, str, Node]] = []
         self._is_root = os.geteuid() == 0
         self._owner = (os.geteuid(), os.getegid())  # who owns what this process creates
@@ -197,6 +209,9 @@ class Restorer:
                 yield _File(out, node)
             elif node.type == SYMLINK:
                 self._links.append((out, node))
+            elif node.type in SPECIAL and node.type != SOCKET:
+                # a socket is made by the program that listens on it: nothing to restore
+                self._specials.append((out, node))
 
     def _prepare(self, f: _File) -> bool:
         """Clear the way for a file; empty ones are created now, others on first write.
@@ -402,7 +417,8 @@ class Restorer:
                     break
                 del last_use[pack_id]
                 send(pack_id)
-        if self.includes and not (self._files or self._dirs or self._links or self._hard):
+        if self.includes and not (self._files or self._dirs or self._links or self._hard
+                                  or self._specials):
             raise MultibackupError("nothing in the snapshot matches --include "
                                    + " ".join(self.includes))
         for pack_id in list(last_use):
@@ -468,6 +484,21 @@ class Restorer:
                 s.symlinks += 1
             except OSError as exc:
                 self._error(f"{path}: cannot create symlink: {exc.strerror or exc}")
+        for path, node in self._specials:
+            what = "named pipe" if node.type == FIFO else "device node"
+            try:
+                if os.path.lexists(path) and self.overwrite:
+                    os.unlink(path)  # never a directory: the plan made none at this name
+                self._parent(path)
+                if node.type == FIFO:
+                    os.mkfifo(path, 0o600)
+                else:  # needs root (CAP_MKNOD), as for restic and tar
+                    kind = statmod.S_IFCHR if node.type == CHARDEV else statmod.S_IFBLK
+                    os.mknod(path, 0o600 | kind, node.rdev)
+                self._meta(path, node)  # just made here, by this process: not a symlink
+                s.specials += 1
+            except OSError as exc:
+                self._error(f"{path}: cannot create {what}: {exc.strerror or exc}")
         if self._fresh:  # directories no file needed (empty ones), before any metadata
             for path, _node in self._dirs:
                 try:

@@ -16,6 +16,14 @@ _fromhex = bytes.fromhex
 FILE = "file"
 DIR = "dir"
 SYMLINK = "symlink"
+FIFO = "fifo"
+SOCKET = "socket"
+CHARDEV = "chardev"
+BLOCKDEV = "blockdev"
+#: nodes with neither content nor a subtree nor a target: kept so a restore recreates them
+#: (a named pipe, a device node in a chroot) and listings show them
+SPECIAL = frozenset({FIFO, SOCKET, CHARDEV, BLOCKDEV})
+DEVICES = frozenset({CHARDEV, BLOCKDEV})
 
 
 @dataclass(slots=True)
@@ -35,6 +43,7 @@ class Node:
     subtree: bytes | None = None
     target: str = ""
     etag: str = ""  # a remote object's content token (bucket sources); change detection only
+    rdev: int = 0  # the device number a device node stands for
 
     def to_json(self) -> dict[str, Any]:
         """The node's fields, keys inserted in sorted order (the canonical encoding)."""
@@ -53,6 +62,8 @@ class Node:
             d["subtree"] = self.subtree.hex() if self.subtree else None
         elif self.type == SYMLINK:
             d["target"] = self.target
+        elif self.type in DEVICES:
+            d["rdev"] = self.rdev
         d["type"] = self.type
         d["uid"] = self.uid
         return d
@@ -77,7 +88,7 @@ class Node:
                    device=d.get("device", 0), links=d.get("links", 1),
                    content=[bytes.fromhex(c) for c in d.get("content", ())],
                    subtree=bytes.fromhex(sub) if sub else None, target=d.get("target", ""),
-                   etag=d.get("etag", ""))
+                   etag=d.get("etag", ""), rdev=d.get("rdev", 0))
 
 
 def encode_tree(nodes: list[Node]) -> bytes:

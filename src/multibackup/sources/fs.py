@@ -15,6 +15,10 @@ from dataclasses import dataclass
 FILE = "file"
 DIR = "dir"
 SYMLINK = "symlink"
+FIFO = "fifo"
+SOCKET = "socket"
+CHARDEV = "chardev"
+BLOCKDEV = "blockdev"
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,15 @@ def kind_of(st: os.stat_result) -> str | None:
         return DIR
     if statmod.S_ISLNK(st.st_mode):
         return SYMLINK
-    return None  # sockets, fifos and devices are not backed up
+    if statmod.S_ISFIFO(st.st_mode):  # never opened: a pipe would block the reader
+        return FIFO
+    if statmod.S_ISSOCK(st.st_mode):
+        return SOCKET
+    if statmod.S_ISCHR(st.st_mode):
+        return CHARDEV
+    if statmod.S_ISBLK(st.st_mode):
+        return BLOCKDEV
+    return None
 
 
 def list_dir(path: str) -> list[tuple[str, os.stat_result]]:
