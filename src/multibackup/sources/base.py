@@ -22,6 +22,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from multibackup.errors import SourceError
+
 FILE = "file"
 DIR = "dir"
 SYMLINK = "symlink"
@@ -112,6 +114,23 @@ def temporary_name(name: str) -> str:
     the 255 bytes a file name may have; a name near that length still gets its copy."""
     stem = name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
     return f".{stem or '_'}.tmp-{uuid.uuid4().hex[:12]}"
+
+
+def refuse_non_empty(where: str, busy: list[str], holding: str) -> None:
+    """A database restore loads into new or empty databases only: name the busy ones."""
+    if busy:
+        names = ", ".join(busy[:5]) + (", ..." if len(busy) > 5 else "")
+        raise SourceError(f"{where}: database(s) {names} already hold {holding}; restore "
+                          "into a new or empty database")
+
+
+def refuse_several_dumps(where: str, dumps: list[str]) -> None:
+    """A target that names one database takes one dump of the snapshot, not several."""
+    if len(dumps) > 1:
+        shown = ", ".join(dumps[:5]) + (", ..." if len(dumps) > 5 else "")
+        raise SourceError(f"{where}: the snapshot holds {len(dumps)} database dumps ({shown}) "
+                          f"and the target names one database: choose one with "
+                          f"--include /{dumps[0]}")
 
 
 def join(parent: str, name: str) -> str:

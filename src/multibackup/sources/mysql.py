@@ -85,7 +85,7 @@ from typing import IO, BinaryIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from multibackup.errors import SourceError, UsageError
-from multibackup.sources.base import FILE, Entry
+from multibackup.sources.base import FILE, Entry, refuse_non_empty, refuse_several_dumps
 from multibackup.sources.url import PASSWORD_ENV
 
 SUFFIX = ".sql"
@@ -519,11 +519,8 @@ class MySQLTarget:
         return count if exists else None
 
     def _refuse_non_empty(self, databases: list[str]) -> None:
-        busy = [d for d in databases if self._objects(d)]
-        if busy:
-            names = ", ".join(busy[:5]) + (", ..." if len(busy) > 5 else "")
-            raise SourceError(f"{self.describe()}: database(s) {names} already hold tables, "
-                              "views, routines or events; restore into a new or empty database")
+        refuse_non_empty(self.describe(), [d for d in databases if self._objects(d)],
+                         "tables, views, routines or events")
 
     def plan(self, paths: list[str]) -> list[str]:
         """Check the whole selection before anything is loaded; the files to load, in order.
@@ -536,12 +533,7 @@ class MySQLTarget:
         has_users = USERS in kinds
         named = self.server.database
         if named is not None:
-            if len(dumps) > 1:
-                shown = ", ".join(dumps[:5]) + (", ..." if len(dumps) > 5 else "")
-                raise SourceError(
-                    f"{self.describe()}: the snapshot holds {len(dumps)} database dumps "
-                    f"({shown}) and the target names one database: choose one with "
-                    f"--include /{dumps[0]}")
+            refuse_several_dumps(self.describe(), dumps)
             if dumps:
                 self._refuse_non_empty([named])
                 self._chosen = dumps  # accounts are server-wide: not with one database

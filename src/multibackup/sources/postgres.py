@@ -79,7 +79,7 @@ from typing import BinaryIO
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from multibackup.errors import SourceError, UsageError
-from multibackup.sources.base import FILE, Entry
+from multibackup.sources.base import FILE, Entry, refuse_non_empty, refuse_several_dumps
 from multibackup.sources.url import PASSWORD_ENV
 
 BINDIR_ENV = "MULTIBACKUP_PG_BINDIR"
@@ -480,11 +480,8 @@ class PostgresTarget:
         return int(rows[0])
 
     def _refuse_non_empty(self, databases: list[str]) -> None:
-        busy = [d for d in databases if self._relations(d)]
-        if busy:
-            names = ", ".join(busy[:5]) + (", ..." if len(busy) > 5 else "")
-            raise SourceError(f"{self.describe()}: database(s) {names} already hold tables; "
-                              "restore into a new or empty database")
+        refuse_non_empty(self.describe(), [d for d in databases if self._relations(d)],
+                         "tables")
 
     def plan(self, paths: list[str]) -> list[str]:
         """Check the whole selection before anything is written; the files to load, in order.
@@ -496,12 +493,7 @@ class PostgresTarget:
         dumps = sorted(p for p, k in kinds.items() if k == DUMP_SUFFIX)
         has_globals = GLOBALS in kinds
         if self.server.dbname is not None:
-            if len(dumps) > 1:
-                shown = ", ".join(dumps[:5]) + (", ..." if len(dumps) > 5 else "")
-                raise SourceError(
-                    f"{self.describe()}: the snapshot holds {len(dumps)} database dumps "
-                    f"({shown}) and the target names one database: choose one with "
-                    f"--include /{dumps[0]}")
+            refuse_several_dumps(self.describe(), dumps)
             if dumps:
                 self._refuse_non_empty([self.server.dbname])
                 self._chosen = dumps  # roles are server-wide: not loaded into one database
