@@ -37,22 +37,13 @@ class Excludes:
         return False
 
 
+_KINDS = {statmod.S_IFREG: FILE, statmod.S_IFDIR: DIR, statmod.S_IFLNK: SYMLINK,
+          statmod.S_IFIFO: FIFO,  # kept as metadata, never opened: a pipe would block
+          statmod.S_IFSOCK: SOCKET, statmod.S_IFCHR: CHARDEV, statmod.S_IFBLK: BLOCKDEV}
+
+
 def kind_of(st: os.stat_result) -> str | None:
-    if statmod.S_ISREG(st.st_mode):
-        return FILE
-    if statmod.S_ISDIR(st.st_mode):
-        return DIR
-    if statmod.S_ISLNK(st.st_mode):
-        return SYMLINK
-    if statmod.S_ISFIFO(st.st_mode):  # never opened: a pipe would block the reader
-        return FIFO
-    if statmod.S_ISSOCK(st.st_mode):
-        return SOCKET
-    if statmod.S_ISCHR(st.st_mode):
-        return CHARDEV
-    if statmod.S_ISBLK(st.st_mode):
-        return BLOCKDEV
-    return None
+    return _KINDS.get(statmod.S_IFMT(st.st_mode))
 
 
 def list_dir(path: str) -> list[tuple[str, os.stat_result]]:
