@@ -118,6 +118,13 @@ def _data_runs(data: bytes, offset: int) -> list[tuple[int, int]]:
     return runs
 
 
+def _write_sparse(fd: int, data: bytes, offset: int) -> None:
+    """Write a blob at ``offset`` of a new file, leaving its zero-filled blocks as holes."""
+    view = memoryview(data)
+    for lo, hi in _data_runs(data, offset):
+        os.pwrite(fd, view[lo:hi], offset + lo)
+
+
 class Restorer:
     def __init__(self, repo: Repository, snapshot: Snapshot, target: str, *,
                  includes: list[str] | None = None, overwrite: bool = False,
@@ -302,9 +309,7 @@ class Restorer:
                             if not self.sparse:
                                 os.pwrite(fd, plain, file_offset)
                             else:
-                                view = memoryview(plain)
-                                for start, end in _data_runs(plain, file_offset):  # type: ignore[arg-type]
-                                    os.pwrite(fd, view[start:end], file_offset + start)
+                                _write_sparse(fd, plain, file_offset)  # type: ignore[arg-type]
                             with self._lock:
                                 f.remaining -= 1
                                 last = f.remaining == 0 and not f.failed
