@@ -81,6 +81,10 @@ def test_wrong_password_missing_repo_and_double_init(tmp_path: Path, cli: CLI) -
     src = small_tree(tmp_path / "src")
     r = cli("snapshots", ok=False)
     assert r.code == 10 and "no repository" in one_error_line(r)
+    for command in (("backup", str(src)), ("sync",)):  # write commands make no directory
+        r = cli("-r", str(tmp_path / "typo"), *command, ok=False)
+        assert r.code == 10 and "no repository" in one_error_line(r), r.err
+        assert not (tmp_path / "typo").exists()
     cli("init")
     cli("backup", str(src))
     r = cli("snapshots", ok=False, env={"MULTIBACKUP_PASSWORD": "not the password"})

@@ -120,7 +120,9 @@ def open_repo(args: argparse.Namespace, cache: bool = True,
     """Open the repository; remote ones get the local cache unless --no-cache.
     ``bootstrap``: a command that writes, and fills an empty or new destination of a
     mirror with the repository's keys and config."""
-    store = get_store(args, create=bootstrap)
+    # only a mirror's write commands fill a missing or empty destination; one repository
+    # that is not there is an error, and its directory is not made (init makes it)
+    store = get_store(args, create=bootstrap and len(repo_locations(args)) > 1)
     cache_dir = None
     if cache and not store.is_local and not args.no_cache:
         cache_dir = args.cache_dir or default_cache_dir()
