@@ -200,7 +200,7 @@ def test_damaged_pack_is_reported_and_everything_else_restores(damage: str, tmp_
 # ---- 4. damaged index files -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
 def test_damaged_index_is_reported_rebuilt_and_repaired(damage: str, tmp_path: Path,
                                                        cli: CLI) -> None:
     repo = tmp_path / "repo"
@@ -212,17 +212,20 @@ def test_damaged_index_is_reported_rebuilt_and_repaired(damage: str, tmp_path: P
     data = bytearray(index_file.read_bytes())
     if damage == "truncate":
         index_file.write_bytes(data[: len(data) - 20])
-    else:
+    elif damage == "flip":
         data[len(data) // 2] ^= 0x01
         index_file.write_bytes(data)
+    else:  # lost: its packs are in no index, and the snapshots miss their blobs
+        index_file.unlink()
 
     r = cli("check", ok=False)
-    assert r.code == 1 and f"index file {index_file.name[:8]}" in r.err
+    named = "pack(s) are in no index" if damage == "delete" else f"index file {index_file.name[:8]}"
+    assert r.code == 1 and named in r.err, r.err
     assert "repair index" in r.err and "Traceback" not in r.err
 
     (src / "added.txt").write_text("added after the damage\n")
     r = cli("backup", str(src), "--json")  # packs are re-indexed from their headers
-    assert "damaged index file" in r.err
+    assert damage == "delete" or "damaged index file" in r.err
     assert r.json()["files_new"] >= 1
     assert r.json()["data_added"] < 100_000  # blob.bin was found again, not re-uploaded
 

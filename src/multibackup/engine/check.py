@@ -83,6 +83,7 @@ class Checker:
         self._sizes: dict[str, int] = {}
         self._scratch = ScratchBuffers()  # per worker, to decrypt blobs into
         self._reads = ScratchBuffers()  # per worker, to read pack pieces into
+        self._unindexed = 0  # packs present that no index file names
 
     def _load_index(self) -> None:
         r = self.report
@@ -123,6 +124,7 @@ class Checker:
                 self._damaged.update(e.id for e in entries)
         for name in present:
             if bytes.fromhex(name) not in self._packs:
+                self._unindexed += 1
                 r.warnings.append(f"pack {name[:8]} is not in any index (left by an "
                                   "interrupted run; the next backup or prune takes care of it)")
         r.blobs = len(self.repo.index)
@@ -320,4 +322,9 @@ class Checker:
                 r.errors.append(f"snapshot {snap.short_id}: {len(paths)} damaged or missing "
                                 f"paths: {shown}")
         r.affected = dict(per_snapshot)
+        if per_snapshot and self._unindexed:
+            # an index file lost: the blobs may well be in the packs no index names
+            r.errors.append(f"{self._unindexed} pack(s) are in no index and may hold what "
+                            "the snapshots miss: run 'multibackup repair index' to rebuild "
+                            "the index from the packs, then check again")
         return r
