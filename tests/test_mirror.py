@@ -530,7 +530,7 @@ def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) 
     # a third, empty destination joins: it gets keys and config at once, the rest by sync
     abc = Mirror(cli, a, b, c)
     r = abc("backup", str(src), "--force")
-    assert f"{c} was empty" in r.err
+    assert f"{c} did not exist and was made" in r.err  # not "empty": a typo, or no disk?
     r = abc("sync", "--json")
     assert all(d["in_sync"] for d in r.json()["destinations"])
     assert [s["id"] for s in abc("snapshots", "--json", only=c).json()][0] == first
@@ -546,6 +546,11 @@ def test_new_destination_and_deletes_missed_while_down(tmp_path: Path, env_for) 
     assert first in [s["id"] for s in abc("snapshots", "--json", only=c).json()]
     # the mirror as a whole no longer lists it, though c, back, still holds it until sync
     assert first not in [s["id"] for s in abc("snapshots", "--json").json()]
+    # and a check of the copies says c is behind, not "all copies are equal"
+    r = abc("check", "--all-destinations", ok=False)
+    assert r.code != 0 and "deleted on the other copies while it was down" in r.out, r.out
+    assert f"snapshots/{first}" in json.dumps(
+        abc("check", "--all-destinations", "--json", ok=False).json())
     r = abc("sync", "--json")
     assert sum(d["deleted"] for d in r.json()["destinations"]) > 0
     for loc in (a, b, c):  # the forgotten snapshot stays forgotten everywhere

@@ -101,6 +101,10 @@ def get_store(args: argparse.Namespace, create: bool = False) -> ObjectStore:
         return _open(locations[0], create)
     stores: list[ObjectStore] = []
     missing = 0
+    # folders a write command is about to make: a new copy there may be a typo or an
+    # unmounted disk, so the note that it was filled says so
+    args.made_folders = {loc.describe() for loc in locations
+                         if create and loc.scheme == "fs" and not os.path.lexists(loc.path)}
     for loc in locations:
         try:
             stores.append(_open(loc, create))
@@ -132,7 +136,10 @@ def open_repo(args: argparse.Namespace, cache: bool = True,
         store.hidden = LagRecord(repo.config.id).deleted()
     if isinstance(store, MirrorStore) and bootstrap:
         for desc in bootstrap_empty(store, repo.cipher):
-            print(f"note: {desc} was empty: it now holds the repository's keys and "
+            state = ("did not exist and was made (check the path, or whether a disk is "
+                     "mounted there)" if desc in getattr(args, "made_folders", ())
+                     else "was empty")
+            print(f"note: {desc} {state}: it now holds the repository's keys and "
                   "config, and gets the rest by 'multibackup sync'", file=sys.stderr)
     args.repo_id = repo.config.id
     return repo

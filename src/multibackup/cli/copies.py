@@ -48,6 +48,9 @@ def _print_survey(out: Printer, survey: Survey, verb: str) -> None:
             extra.append(f"{len(c.damaged)} damaged")
         if c.failed:
             extra.append(f"{len(c.failed)} could not be written")
+        if c.to_delete:
+            extra.append(f"holds {len(c.to_delete)} object(s) deleted on the other copies "
+                         "while it was down: 'multibackup sync' removes them")
         out.line(f"{c.description}: {c.objects} objects, {human_bytes(c.bytes)}; {state}"
                  + (f" ({'; '.join(extra)})" if extra else ""))
         for key in sorted(c.missing)[:20]:
@@ -87,7 +90,8 @@ def _heal(args: argparse.Namespace, out: Printer, command: str, read_data: bool,
         progress = Progress()
         rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
         with out.progress(progress, "verify" if read_data else "compare"):
-            survey = rep.survey(read_data=read_data, read_metadata=command != "sync")
+            survey = rep.survey(read_data=read_data, read_metadata=command != "sync",
+                                missed_deletes=record.missed_deletes())
         found = {c.description: (len(c.missing), len(c.damaged)) for c in survey.copies}
         with out.progress(progress, command):
             survey = rep.heal(survey, damaged=True, missed_deletes=record.missed_deletes())
@@ -131,7 +135,8 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
     # paths whose blobs are intact nowhere.
     rep = Replicator(mirror, repo.cipher, progress=progress, exclude=record.excluder())
     with out.progress(progress, "compare"):
-        survey = rep.survey(read_data=args.read_data, rebuildable=args.read_data)
+        survey = rep.survey(read_data=args.read_data, rebuildable=args.read_data,
+                            missed_deletes=record.missed_deletes())
     progress = Progress()
     salvage = [k.rsplit("/", 1)[-1] for k in survey.unrecoverable if k.startswith("data/")]
     sizes: dict[str, set[int]] = {}
@@ -157,7 +162,8 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
                  + (f", read {r.packs_read} packs on each copy" if args.read_data else ""))
         _print_survey(out, survey, "copied")
     problems = len(r.errors) + sum(
-        len(c.missing) + len(c.damaged) + (not c.reachable) for c in survey.copies)
+        len(c.missing) + len(c.damaged) + len(c.to_delete) + (not c.reachable)
+        for c in survey.copies)
     problems += len(survey.unrecoverable)
     if problems:
         if not out.json:
@@ -173,6 +179,9 @@ def check_all(args: argparse.Namespace, out: Printer, repo: Repository) -> int:
             down = [c.description for c in survey.copies if not c.reachable]
             if down:
                 hint += f"; not reachable: {', '.join(down)}"
+            behind = [c.description for c in survey.copies if c.to_delete]
+            if behind:
+                hint += f"; 'multibackup sync' removes what was deleted while {', '.join(behind)} {'was' if len(behind) == 1 else 'were'} down"
             print(f"error: check found {problems} problem(s){hint}", file=sys.stderr)
         return EXIT_FATAL
     out.line("no errors were found; all copies are equal")

@@ -57,6 +57,17 @@ def _wrote(survey: Survey, i: int, key: str, size: int) -> None:
     copy.damaged.pop(key, None)
 
 
+def _stale(i: int, deleted: Iterable[str],
+           listings: list[dict[str, ObjectInfo] | None]) -> list[str]:
+    """Of the keys deleted elsewhere while copy ``i`` was down, those it still holds and
+    no other copy does (one written again since is kept)."""
+    mine = listings[i]
+    if mine is None:
+        return []
+    others = [lst for j, lst in enumerate(listings) if j != i and lst]
+    return [k for k in deleted if k in mine and not any(k in lst for lst in others)]
+
+
 def _is_repository_object(key: str) -> bool:
     return key == CONFIG or (key.startswith(ORDER) and not key.startswith(LOCKS)
                              and "/." not in key and not key.startswith("."))
@@ -77,17 +88,21 @@ class CopyReport:
     bytes_copied: int = 0
     deleted: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # key -> why the copy failed
+    #: objects deleted on the other copies while this one was down, still held here
+    to_delete: list[str] = field(default_factory=list)
 
     @property
     def in_sync(self) -> bool:
-        return self.reachable and not self.missing and not self.damaged and not self.failed
+        return (self.reachable and not self.missing and not self.damaged and not self.failed
+                and not self.to_delete)
 
     def to_json(self) -> dict[str, Any]:
         return {"destination": self.description, "reachable": self.reachable,
                 "error": self.error, "objects": self.objects, "bytes": self.bytes,
                 "missing": sorted(self.missing), "damaged": dict(sorted(self.damaged.items())),
                 "copied": self.copied, "bytes_copied": self.bytes_copied,
-                "deleted": self.deleted, "failed": self.failed, "in_sync": self.in_sync}
+                "deleted": self.deleted, "failed": self.failed,
+                "to_delete": sorted(self.to_delete), "in_sync": self.in_sync}
 
 
 @dataclass
@@ -165,14 +180,16 @@ class Replicator:
     # ---- survey -----------------------------------------------------------------------
 
     def survey(self, read_data: bool = False, read_metadata: bool = True,
-               rebuildable: bool = False) -> Survey:
+               rebuildable: bool = False,
+               missed_deletes: dict[str, list[str]] | None = None) -> Survey:
         """List every destination and find what each lacks or holds damaged.
 
         Sizes are compared always; the small metadata objects (keys, config, index files,
         snapshots) are read and verified with ``read_metadata``, data packs with
         ``read_data``. A catch-up needs neither: it only looks for what is missing.
         With ``rebuildable`` (a check), objects no copy holds intact are tried for a rebuild
-        from their damaged copies (:meth:`heal` tries that itself).
+        from their damaged copies (:meth:`heal` tries that itself). ``missed_deletes``
+        (as for :meth:`heal`) names what a copy still holds that the others deleted.
         """
         dests = self.mirror.destinations
         copies = [CopyReport(d.description) for d in dests]
@@ -199,6 +216,9 @@ class Replicator:
             for key in lst or {}:
                 union.setdefault(key, []).append(i)
 
+        for i, dest in enumerate(dests):
+            copies[i].to_delete = _stale(i, (missed_deletes or {}).get(dest.description, ()),
+                                         listings)
         checks: list[tuple[int, str, int]] = []
         for key, holders in union.items():
             sizes = [listings[i][key].size for i in holders]  # type: ignore[index]
@@ -361,16 +381,15 @@ class Replicator:
             for i, dest in enumerate(dests):
                 if dest.description != desc or not survey.copies[i].reachable:
                     continue
-                others = [lst for j, lst in enumerate(survey.listings) if j != i and lst]
                 mine = survey.listings[i] or {}
-                for key in sorted(deleted, key=_rank, reverse=True):
-                    if key not in mine or any(key in lst for lst in others):
-                        continue  # gone already, or written again since: keep it
+                copy = survey.copies[i]
+                for key in sorted(_stale(i, deleted, survey.listings), key=_rank, reverse=True):
                     try:
                         dest.store.delete(key)
-                        survey.copies[i].deleted += 1
-                        survey.copies[i].objects -= 1
-                        survey.copies[i].bytes -= mine[key].size
+                        copy.deleted += 1
+                        copy.objects -= 1
+                        copy.bytes -= mine[key].size
                     except StoreError as exc:
-                        survey.copies[i].failed[key] = f"delete: {exc}"
+                        copy.failed[key] = f"delete: {exc}"
+                copy.to_delete = [k for k in copy.to_delete if k in copy.failed]
         return survey
