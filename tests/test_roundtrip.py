@@ -489,6 +489,8 @@ def test_named_pipes_and_device_nodes_are_kept_and_restored(tmp_path: Path, cli:
         assert kinds["pipe"] == "p" and kinds["app.sock"] == "s" and kinds["a.txt"] == "-"
         if devices:
             assert kinds["null"] == "c" and kinds["loop9"] == "b"
+            line = next(x for x in listing.splitlines() if x.endswith("/loop9"))
+            assert " 7, 9 " in line, line  # major, minor where a file shows its size
         r = cli("restore", "latest", "--target", str(tmp_path / "out"))
         root = _restore_root(tmp_path / "out", src)
         st = os.lstat(root / "pipe")

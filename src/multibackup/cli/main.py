@@ -248,8 +248,11 @@ def cmd_ls(args: argparse.Namespace, out: Printer) -> int:
             kind = _LS_KIND.get(node.type, "-")
             t = datetime.fromtimestamp(node.mtime / 1e9)
             extra = f" -> {node.target}" if node.type == SYMLINK else ""
+            # a device node shows its major and minor number where a file shows its size
+            size = (f"{os.major(node.rdev)}, {os.minor(node.rdev)}"
+                    if node.type in (CHARDEV, BLOCKDEV) else node.size)
             out.result(f"{kind}{oct(node.mode)[2:]:>5} {node.uid:>5} {node.gid:>5} "
-                       f"{node.size:>12} {t:%Y-%m-%d %H:%M:%S} {path}{extra}")
+                       f"{size:>12} {t:%Y-%m-%d %H:%M:%S} {path}{extra}")
         else:
             out.result(path)
     return EXIT_OK
