@@ -280,7 +280,7 @@ def cmd_diff(args: argparse.Namespace, out: Printer) -> int:
 
 def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
     if is_url(args.target):
-        if args.sparse:
+        if args.sparse and not args.target.lower().startswith("file:"):
             raise UsageError("--sparse applies to a local target only")
         return _restore_to_url(args, out)
     repo = open_repo(args)

@@ -55,7 +55,7 @@ def _module_for(text: str) -> object:
     if scheme not in MODULES and scheme != "file":
         name = "bucket"
     elif scheme == "file":
-        raise UsageError("a file:// source is a local path: give the path itself")
+        raise UsageError("a file:// URL names a local path: give the path itself")
     else:
         name = MODULES[scheme]
     parts = urlsplit(text)
