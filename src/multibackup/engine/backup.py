@@ -202,6 +202,10 @@ class Archiver:
         if node is not None:
             self._count_unchanged(1, node.size)
             return _done(node)
+        return self._read(path, name, st, old)
+
+    def _read(self, path: str, name: str, st: os.stat_result, old: Node | None) -> _Result:
+        """A file to read (new or changed): small ones batched, others a task each."""
         res = _Result()
         if st.st_size <= self.repo.config.chunker.min_size:
             self._batch.append((path, name, st, old, res))
@@ -375,15 +379,19 @@ class Archiver:
             if excludes is not None and excludes(child_path, child_name):
                 continue
             old_child = parent.get(child_name)
-            if old_child is not None and statmod.S_ISREG(child_st.st_mode):
+            if statmod.S_ISREG(child_st.st_mode):
                 # the common case of a backup after the first, in line: most files
-                # are unchanged, and a call and a result object per file added ~10 %
-                node = self._reuse(child_name, child_st, old_child)
-                if node is not None:
-                    children.append(node)
-                    same += 1
-                    same_bytes += node.size
+                # are unchanged, and a call and a result object per file added ~10 %;
+                # a changed one goes to be read without being compared again
+                node = (self._reuse(child_name, child_st, old_child)
+                        if old_child is not None else None)
+                if node is None:
+                    children.append(self._read(child_path, child_name, child_st, old_child))
                     continue
+                children.append(node)
+                same += 1
+                same_bytes += node.size
+                continue
             fut = self._entry(child_path, child_name, child_st, old_child)
             if fut is not None:
                 children.append(fut)
