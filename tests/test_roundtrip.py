@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -511,3 +513,30 @@ def test_named_pipes_and_device_nodes_are_kept_and_restored(tmp_path: Path, cli:
         assert [line for line in d.splitlines() if str(src) in line] == [], d
     finally:
         sock.close()
+
+
+_KDF_PROBE = """
+import hashlib, runpy, sys
+derive = hashlib.scrypt
+def probe(*args, **kwargs):
+    heavy = ("cryptography", "zstandard", "pyfastcdc", "orjson")
+    print("loaded at key derivation:", sorted(m for m in heavy if m in sys.modules),
+          file=sys.stderr)
+    return derive(*args, **kwargs)
+hashlib.scrypt = probe
+sys.argv = ["multibackup", *sys.argv[1:]]
+runpy.run_module("multibackup", run_name="__main__")
+"""
+
+
+def test_key_derivation_runs_before_the_heavy_libraries_load(tmp_path: Path, cli: CLI) -> None:
+    # scrypt's 32 MiB are the peak of a small command's memory: the libraries a command
+    # needs only once it has its key (about 16 MiB) must load after it, not under it
+    src = make_tree(tmp_path / "src", big=False)
+    cli("init")
+    cli("backup", str(src))
+    p = subprocess.run([sys.executable, "-c", _KDF_PROBE, "backup", str(src), "--json"],
+                       env=cli.env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["files_unchanged"] > 0
+    assert "loaded at key derivation: []" in p.stderr

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import enum
 import threading
-
-import zstandard
+from typing import Any
 
 from multibackup.errors import IntegrityError
 from multibackup.repository.crypto import Cipher
@@ -32,20 +31,28 @@ class BlobType(enum.IntEnum):
     TREE = 1
 
 
-def _compressor(level: int) -> zstandard.ZstdCompressor:
+def _zstd() -> Any:
+    """The zstandard module, imported on first use (after a command's key derivation,
+    whose 32 MiB are the peak of a small command's memory)."""
+    import zstandard
+
+    return zstandard
+
+
+def _compressor(level: int) -> Any:
     cache = getattr(_local, "compressors", None)
     if cache is None:
         cache = _local.compressors = {}
     comp = cache.get(level)
     if comp is None:
-        comp = cache[level] = zstandard.ZstdCompressor(level=level)
+        comp = cache[level] = _zstd().ZstdCompressor(level=level)
     return comp
 
 
-def _decompressor() -> zstandard.ZstdDecompressor:
+def _decompressor() -> Any:
     dec = getattr(_local, "decompressor", None)
     if dec is None:
-        dec = _local.decompressor = zstandard.ZstdDecompressor()
+        dec = _local.decompressor = _zstd().ZstdDecompressor()
     return dec
 
 
@@ -71,7 +78,7 @@ def decompress(payload: bytes, raw_length: int | None = None, what: str = "blob"
             if raw_length is not None:
                 return _decompressor().decompress(payload[1:], max_output_size=raw_length)
             return _decompressor().decompress(payload[1:])
-        except zstandard.ZstdError as exc:
+        except _zstd().ZstdError as exc:
             raise IntegrityError(f"{what} does not decompress: {exc}") from None
     raise IntegrityError(f"{what} has unknown compression tag {tag}")
 
@@ -139,7 +146,7 @@ def open_blob(cipher: Cipher, blob_id: bytes, sealed: bytes | memoryview, raw_le
     elif len(body) < raw_length:
         try:
             data = _decompressor().decompress(body, max_output_size=raw_length)
-        except zstandard.ZstdError as exc:
+        except _zstd().ZstdError as exc:
             raise IntegrityError(f"{what} does not decompress: {exc}") from None
         if len(data) != raw_length:
             raise IntegrityError(f"{what} decompresses to the wrong length")

@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import blake3
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from multibackup.errors import IntegrityError
 
@@ -22,6 +21,21 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 OVERHEAD = NONCE_SIZE + TAG_SIZE
 ID_SIZE = 32
+
+
+def _aesgcm(key: bytes) -> Any:
+    """AES-GCM from ``cryptography``, imported on first use: a command derives its key
+    (scrypt's 32 MiB, the peak of a small command's memory) before it needs a cipher, and
+    the library's 9 MiB then load after that peak rather than under it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,8 @@ class Cipher:
     """AES-256-GCM with random nonces and the chunk-id function of one master key."""
 
     def __init__(self, key: MasterKey) -> None:
-        self._aead = AESGCM(key.encryption)
+        self._aead = _aesgcm(key.encryption)
+        self._invalid = _invalid_tag()
         self._id_key = key.chunk_id
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
@@ -79,7 +94,7 @@ class Cipher:
                 self._aead.decrypt_into(view[:NONCE_SIZE], view[NONCE_SIZE:], aad, target)
                 return target
             return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], aad)
-        except InvalidTag:
+        except self._invalid:
             raise IntegrityError(f"{what} failed authentication (damaged or tampered)") from None
 
 
@@ -105,15 +120,16 @@ class KDFParams:
 def wrap_key(key: MasterKey, password: bytes, params: KDFParams, salt: bytes) -> bytes:
     kek = params.derive(password, salt)
     nonce = os.urandom(NONCE_SIZE)
-    return nonce + AESGCM(kek).encrypt(nonce, key.to_bytes(), b"multibackup key slot")
+    return nonce + _aesgcm(kek).encrypt(nonce, key.to_bytes(), b"multibackup key slot")
 
 
 def unwrap_key(wrapped: bytes, password: bytes, params: KDFParams, salt: bytes) -> MasterKey | None:
     """The master key, or None when the password does not open this slot."""
     kek = params.derive(password, salt)
+    aead = _aesgcm(kek)
     try:
-        raw = AESGCM(kek).decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:],
+        raw = aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:],
                                   b"multibackup key slot")
-    except (InvalidTag, ValueError):
+    except (_invalid_tag(), ValueError):
         return None
     return MasterKey.from_bytes(raw)
