@@ -2,7 +2,7 @@
 
 A real PostgreSQL server (Debian's, started here on a free loopback port as the
 ``postgres`` user) holds three databases: small (about 20 MB of dump), medium (about
-200 MB) and large (about 1 GB by default). Each is half pgbench tables (which compress about 100x)
+200 MB) and large (about 500 MB by default). Each is half pgbench tables (which compress about 100x)
 and half a table of random hex text (which compresses about 2x, so the repository really
 fills packs). Measured for each: ``multibackup backup postgresql://...`` into a
 new local repository, against ``pg_dump ... | restic backup --stdin`` with the same

@@ -161,7 +161,8 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     restic_rounds = info.get("restic_rounds", info.get("rounds", "?"))
     lines = ["", "### Mirror: one backup to three destinations", "",
              f"First full backup of the dataset into a new repository; {info.get('rounds', '?')} "
-             f"rounds of multibackup, {restic_rounds} of restic, runs interleaved. Local = a directory on this disk, "
+             f"rounds of multibackup (1 of the single S3 and SFTP destinations), "
+             f"{restic_rounds} of restic, runs interleaved. Local = a directory on this disk, "
              "S3 = SeaweedFS `weed mini` on loopback, SFTP = OpenSSH sshd on loopback (key "
              "auth, internal-sftp)"
              + ("" if third == "sftp" else f"; this run used a {third} directory in place of "
@@ -199,8 +200,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         parts = [f"restore from {k} alone: {v}" for k, v in verify.items() if k != "check"]
         if "check" in verify:
             parts.append(f"`check --read-data` of all three: {verify['check']}")
-        lines += ["", "Verification (round 1; restores compared with the source by path, "
-                  "size and mtime digest; restores with `--no-cache`): " + "; ".join(parts) + "."]
+        lines += ["", "Verification (round 1; the restore compared with the source by path, "
+                  "size and mtime digest, with `--no-cache`; the check reads every copy): "
+                  + "; ".join(parts) + "."]
     lines += ["", "The machine has 2 cores, and the servers (weed, sshd with its per-connection "
               "internal-sftp processes) run on them too: every S3 or SFTP write costs server CPU "
               "(the server CPU column) that competes with the client. All destinations are on "
