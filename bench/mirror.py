@@ -197,12 +197,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
             f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items()) + "."]
     verify = info.get("verify") or {}
     if verify:
-        parts = [f"restore from {k} alone: {v}" for k, v in verify.items() if k != "check"]
-        if "check" in verify:
-            parts.append(f"`check --read-data` of all three: {verify['check']}")
-        lines += ["", "Verification (round 1; the restore compared with the source by path, "
-                  "size and mtime digest, with `--no-cache`; the check reads every copy): "
-                  + "; ".join(parts) + "."]
+        lines += ["", "Verification (round 1): `check --read-data --no-cache` of each "
+                  "destination alone, every blob read from that copy and checked against "
+                  "its id: " + "; ".join(f"{k} {v}" for k, v in verify.items()) + "."]
     lines += ["", "The machine has 2 cores, and the servers (weed, sshd with its per-connection "
               "internal-sftp processes) run on them too: every S3 or SFTP write costs server CPU "
               "(the server CPU column) that competes with the client. All destinations are on "

@@ -434,8 +434,7 @@ def run_mirror_round(pristine: Path, work: Path, s3: S3Server, ssh: mirror.SSHSe
     """First backups: multibackup to 1 local / all 3 destinations at once / 3 local dirs at
     once (the fan-out without server CPU), and in round 0 also to 1 S3 / 1 SFTP alone and
     restic backup (local) + copy to S3 + copy to SFTP. Round 0 also verifies the
-    3-destination repository: check --read-data of all copies, and a restore from the
-    third destination alone.
+    3-destination repository: check --read-data of each destination alone.
 
     ``third`` is "sftp", or "local" (a second directory) where SFTP is not available.
     Each run gets a new repository, cache and (S3) bucket: a new SeaweedFS bucket is a new
@@ -549,33 +548,22 @@ def run_mirror_round(pristine: Path, work: Path, s3: S3Server, ssh: mirror.SSHSe
                          "S3": s3.bucket_bytes(mb3[1].split("/")[-2], "repo/"),
                          third.upper() if third == "sftp" else "second local":
                              dir_bytes(third_path("mb3"))}
-        info["verify"] = _verify_mirror(mb3, data, base, mb_env("verify"), third)
+        info["verify"] = _verify_mirror(mb3, mb_env("verify"), third)
     return info
 
 
-def _verify_mirror(locations: list[str], data: Path, base: Path, env: dict[str, str],
-                   third: str) -> dict[str, str]:
-    """check --read-data across all destinations (every blob of every copy read and
-    verified), and a restore from the third destination alone (no cache: every byte from
-    there), compared with the source. One restore, not three: each GiB restored costs
-    about 20 s here, writing it and deleting it at the end."""
+def _verify_mirror(locations: list[str], env: dict[str, str], third: str) -> dict[str, str]:
+    """``check --read-data`` of each destination alone, without a cache: every blob of
+    every snapshot read from that copy and verified against its id, so each copy is shown
+    to be a whole repository on its own. Restores are verified byte for byte in the local
+    rounds; one more here would cost about 20 s (38,000 files written, then deleted)."""
     mb = str(VENV_BIN / "multibackup")
     out = {}
-    for name, loc in [("SFTP" if third == "sftp" else "second local", locations[2])]:
-        target = base / f"restore-{name.replace(' ', '-')}"
-        m = measure([mb, "-r", loc, "--no-cache", "restore", "-q", "latest", "--target",
-                     str(target)], env=env)
-        if m.rc:
-            verdict = f"FAILED (exit {m.rc})"
-        else:
-            same = _same_tree(data, target / str(data).lstrip("/"))
-            verdict = "verified" if same else "MISMATCH"
-        out[name] = f"{verdict}, {m.wall:.1f} s"
-        print(f"    restore from {name} alone compared with the source: {verdict}", flush=True)
-    m = measure([mb, *[a for loc in locations for a in ("-r", loc)], "check", "-q",
-                 "--read-data"], env=env)
-    out["check"] = f"exit {m.rc}, {m.wall:.1f} s"
-    print(f"    check --read-data of all three: exit {m.rc}", flush=True)
+    for name, loc in zip(("local", "S3", "SFTP" if third == "sftp" else "second local"),
+                         locations, strict=True):
+        m = measure([mb, "-r", loc, "--no-cache", "check", "-q", "--read-data"], env=env)
+        out[name] = f"{'verified' if m.rc == 0 else f'FAILED (exit {m.rc})'}, {m.wall:.1f} s"
+        print(f"    check --read-data of {name} alone: exit {m.rc}", flush=True)
     return out
 
 
