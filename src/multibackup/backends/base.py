@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat as stat_mod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
@@ -18,6 +19,18 @@ class ObjectInfo:
     etag: str | None = None
     #: last modification in ns since the epoch; 0 where the store leaves it out (SFTP, memory)
     mtime_ns: int = 0
+
+
+#: what a file-system entry is that a listing of objects passes over, by its type bits
+_NOT_OBJECTS = {stat_mod.S_IFLNK: "a symbolic link", stat_mod.S_IFIFO: "a named pipe",
+                stat_mod.S_IFSOCK: "a socket", stat_mod.S_IFCHR: "a character device",
+                stat_mod.S_IFBLK: "a block device"}
+
+
+def not_an_object(mode: int) -> str | None:
+    """What an entry of ``mode`` is when it is neither a regular file nor a directory
+    ("a symbolic link", "a named pipe", ...), for a listing that passes it over."""
+    return _NOT_OBJECTS.get(stat_mod.S_IFMT(mode))
 
 
 @runtime_checkable

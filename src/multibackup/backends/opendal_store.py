@@ -21,7 +21,7 @@ import opendal
 from opendal import exceptions as oe
 from opendal.layers import RetryLayer, TimeoutLayer
 
-from multibackup.backends.base import ObjectInfo
+from multibackup.backends.base import ObjectInfo, not_an_object
 from multibackup.backends.local_paths import make_parents
 from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError
 
@@ -139,6 +139,10 @@ class OpenDALStore:
         #: keys of the symlinks the last local listing passed over (not objects): a
         #: write below one would land wherever it points
         self.symlinks: set[str] = set()
+        #: the entries below the prefix that the last local listing passed over as no
+        #: objects (symlinks, pipes, sockets, devices), each with what it is: a migration
+        #: reports them as not copied instead of leaving them out without a word
+        self.passed_over: list[tuple[ObjectInfo, str]] = []
         self._root = options.get("root", "")
         if not self.is_local:
             limit = _timeout()
@@ -439,6 +443,8 @@ class OpenDALStore:
         stack = [head]
         links: set[str] = set()
         self.symlinks = links  # the last listing's, see the attribute's comment
+        passed: list[tuple[ObjectInfo, str]] = []
+        self.passed_over = passed
         while stack:
             rel = stack.pop()
             try:
@@ -458,8 +464,15 @@ class OpenDALStore:
                         continue
                     if entry.is_symlink():
                         links.add(key)
+                    if not entry.is_file(follow_symlinks=False):
+                        if key.startswith(prefix):
+                            st = entry.stat(follow_symlinks=False)
+                            what = not_an_object(st.st_mode)
+                            if what:
+                                passed.append((ObjectInfo(key, st.st_size, None,
+                                                          st.st_mtime_ns // 1000 * 1000), what))
                         continue
-                    if not entry.is_file(follow_symlinks=False) or not key.startswith(prefix):
+                    if not key.startswith(prefix):
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
@@ -591,6 +604,14 @@ class OpenDALStore:
             if isinstance(error, ObjectNotFound):
                 return
             raise error from None
+
+    def remove_empty_temporary(self) -> None:
+        """Remove a local folder's temporary directory when nothing is left in it: a
+        migration into a plain folder leaves only what it copied (a killed run's partial
+        files stay, for the next run to resume)."""
+        if self.scheme == "fs" and self._atomic_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._atomic_dir)
 
     def sweep_temporary(self, older_than: float) -> int:
         """A write killed mid-way on local disk leaves its temp file behind: drop old ones."""

@@ -66,7 +66,7 @@ from paramiko.ssh_exception import (
     SSHException,
 )
 
-from multibackup.backends.base import ObjectInfo
+from multibackup.backends.base import ObjectInfo, not_an_object
 from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError, UsageError
 from multibackup.secret import Secret
 
@@ -413,6 +413,9 @@ class SFTPStore:
                              f"(use one of {', '.join(HOST_KEY_POLICIES)})")
         self.host_key_policy = host_key_policy
         self.concurrency = max(1, int(connections))
+        #: entries below the prefix the last listing passed over as no objects (symlinks,
+        #: pipes, sockets, devices), each with what it is (see OpenDALStore.passed_over)
+        self.passed_over: list[tuple[ObjectInfo, str]] = []
         self.is_local = False
         self._retries = max(0, int(retries))
         self._timeout = float(timeout)
@@ -1096,6 +1099,7 @@ class SFTPStore:
         so a caller may use the store while iterating (even with one connection).
         """
         start = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        self.passed_over = []
         yield from self._walk(start, prefix)
 
     def _walk(self, directory: str, prefix: str) -> Iterator[ObjectInfo]:
@@ -1110,6 +1114,8 @@ class SFTPStore:
                     yield from self._walk(key, prefix)
             elif stat_mod.S_ISREG(mode) and key.startswith(prefix):
                 yield _info(key, attrs)
+            elif key.startswith(prefix) and (what := not_an_object(mode)):
+                self.passed_over.append((_info(key, attrs), what))
 
     def sweep_temporary(self, older_than: float) -> int:
         """Remove temp files of interrupted writes last modified over ``older_than`` s ago.

@@ -199,7 +199,7 @@ def cmd_migrate(args: argparse.Namespace, out: Printer) -> int:
 
 def _summary(out: Printer, report: MigrationReport) -> None:
     for r in report.results_of(("failed", "mismatched", "missing", "differs", "extraneous",
-                                "would-copy", "would-delete", "deleted")):
+                                "not-copied", "would-copy", "would-delete", "deleted")):
         out.line(f"{r.status:<12} {shown(r.key)}" + (f": {shown(r.reason)}" if r.reason else ""))
     counts = ", ".join(f"{n} {status}" for status, n in report.counts().items()) or "no objects"
     rate = report.bytes_transferred / report.elapsed if report.elapsed else 0.0

@@ -193,9 +193,10 @@ class MigrateOptions:
 
 
 #: copied/skipped/failed/mismatched/deleted in copy and sync; would-copy/would-delete in a
-#: dry run; missing/differs/extraneous in check (and extraneous when sync keeps them)
-STATUSES = ("copied", "skipped", "failed", "mismatched", "deleted", "would-copy",
-            "would-delete", "missing", "differs", "extraneous")
+#: dry run; missing/differs/extraneous in check (and extraneous when sync keeps them);
+#: not-copied: an entry of a file-system source that is no object (a symlink, a pipe)
+STATUSES = ("copied", "skipped", "not-copied", "failed", "mismatched", "deleted",
+            "would-copy", "would-delete", "missing", "differs", "extraneous")
 #: the statuses that make a run fail
 PROBLEMS = frozenset({"failed", "mismatched", "missing", "differs", "extraneous"})
 #: where file-system stores keep unfinished writes (SFTP, local disk): never migrated
@@ -474,6 +475,12 @@ class Migrator:
         done += [ObjectResult(o.key.encode(errors="surrogateescape").decode(errors="replace"),
                               "failed", o.size, "the key is no valid UTF-8")
                  for o in scratch.unusable]
+        # a folder or SFTP source's symlinks, pipes, sockets and devices hold no object's
+        # bytes: no object store (nor this copy) keeps them, and the user is told so
+        done += [ObjectResult(o.key.encode(errors="surrogateescape").decode(errors="replace"),
+                              "not-copied", o.size, f"{what}, not a regular file")
+                 for o, what in getattr(self.src, "passed_over", ())
+                 if not (reserved and o.key.startswith(_TMP_PREFIX)) and match(o)]
         self._report.add(done)
         return count, total
 
@@ -527,6 +534,10 @@ class Migrator:
         pool.shutdown()
         report.add(finished)
         self._extraneous()
+        if self.options.writes:
+            tidy = getattr(self.dst, "remove_empty_temporary", None)
+            if tidy is not None:
+                tidy()
         report.elapsed = time.monotonic() - started
         return report
 
