@@ -128,8 +128,7 @@ def unwrap_key(wrapped: bytes, password: bytes, params: KDFParams, salt: bytes) 
     kek = params.derive(password, salt)
     aead = _aesgcm(kek)
     try:
-        raw = aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:],
-                                  b"multibackup key slot")
+        raw = aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], b"multibackup key slot")
     except (_invalid_tag(), ValueError):
         return None
     return MasterKey.from_bytes(raw)
