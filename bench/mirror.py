@@ -167,8 +167,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
              "auth, internal-sftp)"
              + ("" if third == "sftp" else f"; this run used a {third} directory in place of "
                 "SFTP") + ". restic's three destinations are its backup to a local repository "
-             "followed by `restic copy` to an S3 and an SFTP repository (initialised with "
-             "`--copy-chunker-params`), timed together.", "",
+             "followed by `restic copy` of that snapshot to an S3 and an SFTP repository "
+             "(initialised with `--copy-chunker-params`), timed together; the backup is "
+             "restic's first local backup of the local rounds' round 1 where those ran.", "",
              "| run | wall s, median [range] | client CPU s | server CPU s | peak RSS MiB |",
              "|---|---|---|---|---|"]
     for label, step, tool in ROWS:
