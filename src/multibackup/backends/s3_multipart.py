@@ -4,7 +4,10 @@ OpenDAL's streaming writer uploads in parts too, but hides the upload id: a kill
 cannot continue it. A migration of a large object needs the id and each completed part
 (number, ETag) in its journal, so that a rerun lists the parts the server holds and sends
 only the rest. Server-side copy (CopyObject, UploadPartCopy) moves bytes inside one provider
-without passing them through this machine. boto3 does both; errors become one line.
+without passing them through this machine. The calls every large object makes (HEAD,
+create, parts, complete) are signed and sent by :mod:`s3_rest`, at a fraction of
+boto3's CPU; the rare ones (listing an upload's parts to resume it, server-side copies,
+URL-encoded listings) go through boto3. Errors become one line.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 from multibackup.backends.base import ObjectInfo
 from multibackup.backends.location import Location, operator_config
+from multibackup.backends.s3_rest import Reply, S3Error, S3Rest
 from multibackup.errors import ObjectNotFound, StoreError
 
 #: CopyObject copies at most 5 GiB in one request; larger objects are copied by parts
@@ -43,6 +49,7 @@ class S3Multipart:
         self.bucket = options["bucket"]
         self.root = options["root"].strip("/")
         self._options = options
+        self._rest = S3Rest(options)
         self._made: Any = None
         self._making = threading.Lock()
         #: whether the server takes part checksums: None until the first upload tells
@@ -96,17 +103,35 @@ class S3Multipart:
         text = " ".join(f"{code}: {message}".split()) if code else " ".join(message.split())
         return StoreError(f"{where}: {text}")
 
+    def _call(self, action: str, key: str, method: str, query: Mapping[str, str] | None = None,
+              headers: Mapping[str, str] | None = None, body: bytes | memoryview = b"",
+              sign_body: bool = False, ok: tuple[int, ...] = (200,),
+              into: memoryview | None = None) -> Reply:
+        """One signed request for ``key``; an error status becomes a one-line StoreError
+        (ObjectNotFound for a missing object or upload)."""
+        try:
+            reply = self._rest.request(method, self._key(key), query, headers, body, sign_body,
+                                       into)
+        except S3Error as exc:
+            raise StoreError(f"{self.description}: {action} {key}: {exc}") from None
+        if reply.status in ok:
+            return reply
+        code, message = reply.error()
+        where = f"{self.description}: {action} {key}"
+        if code in ("NoSuchKey", "NoSuchUpload", "NotFound"):
+            raise ObjectNotFound(f"{where}: {code}")
+        raise StoreError(f"{where}: " + " ".join(f"{code}: {message}".split()).rstrip(": "))
+
+    def _create(self, key: str, headers: dict[str, str]) -> Reply:
+        return self._call("starting an upload of", key, "POST", {"uploads": ""}, headers)
+
     def create(self, key: str, content_type: str | None = None,
                metadata: Mapping[str, str] | None = None,
                headers: Mapping[str, object] | None = None) -> str:
         """Start an upload; returns its id. ``headers`` (from :meth:`headers` of an S3
         source) replace ``content_type`` and ``metadata`` when given."""
-        extra = dict(headers) if headers else _attributes(content_type, metadata)
-        try:
-            return self._client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key),
-                                                        **extra)["UploadId"]
-        except Exception as exc:
-            raise self._error(exc, "starting an upload of", key) from None
+        reply = self._create(key, _http_headers(headers or _attributes(content_type, metadata)))
+        return _upload_id(reply, self.description, key)
 
     def create_checked(self, key: str, content_type: str | None = None,
                        metadata: Mapping[str, str] | None = None,
@@ -116,23 +141,20 @@ class S3Multipart:
         Content-MD5, which every S3 checks, at about 25 times the CPU: MD5 runs at some
         600 MB/s a core, CRC32C in hardware at gigabytes)."""
         if self._checksums is not False:
-            extra = dict(headers) if headers else _attributes(content_type, metadata)
-            try:
-                reply = self._client.create_multipart_upload(
-                    Bucket=self.bucket, Key=self._key(key), ChecksumAlgorithm=CHECKSUM, **extra)
-            except Exception as exc:
-                if _status(exc) not in (400, 501):
-                    raise self._error(exc, "starting an upload of", key) from None
-                self._checksums = False  # an S3 that does not know the header
-            else:
-                if str(reply.get("ChecksumAlgorithm", "")).upper() == CHECKSUM:
-                    return reply["UploadId"], CHECKSUM
+            extra = _http_headers(headers or _attributes(content_type, metadata))
+            reply = self._create(key, {**extra, "x-amz-checksum-algorithm": CHECKSUM})
+            # (an S3 that does not know the header may refuse it: 400 or 501)
+            if reply.status not in (400, 501):
+                upload_id = _upload_id(reply, self.description, key)
+                if reply.headers.get("x-amz-checksum-algorithm", "").upper() == CHECKSUM:
+                    return upload_id, CHECKSUM
                 # the header was ignored: a plain upload, and so are the next ones
                 self._checksums = False
-                return reply["UploadId"], ""
+                return upload_id, ""
+            self._checksums = False
         return self.create(key, content_type, metadata, headers), ""
 
-    def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes | memoryview,
                     md5: bytes | None = None, total: int | None = None,
                     crc32c: str | None = None) -> str:
         """Send one part; returns its ETag (the part's MD5 at S3). The server refuses a
@@ -140,21 +162,33 @@ class S3Multipart:
         or, in an upload made by :meth:`create_checked` with a checksum, its ``crc32c``
         (base64); a server that does not say it checked the CRC has the part's MD5
         compared with the ETag it returns instead."""
-        proof: dict[str, str] = {"ChecksumCRC32C": crc32c} if crc32c else {
-            "ContentMD5": base64.b64encode(md5 or hashlib.md5(data).digest()).decode()}
-        try:
-            reply = self._client.upload_part(Bucket=self.bucket, Key=self._key(key),
-                                             UploadId=upload_id, PartNumber=number, Body=data,
-                                             **proof)
-        except Exception as exc:
-            raise self._error(exc, f"uploading part {number} of", key) from None
-        etag = reply["ETag"].strip('"')
-        if crc32c and reply.get("ChecksumCRC32C") != crc32c:
+        proof: dict[str, str] = {"x-amz-checksum-crc32c": crc32c} if crc32c else {
+            "content-md5": base64.b64encode(md5 or hashlib.md5(data).digest()).decode()}
+        reply = self._call(f"uploading part {number} of", key, "PUT",
+                           {"partNumber": str(number), "uploadId": upload_id}, proof, data)
+        etag = reply.headers.get("etag", "").strip('"')
+        if not etag:
+            raise StoreError(f"{self.description}: {key}: part {number}: no ETag in the reply")
+        if crc32c and reply.headers.get("x-amz-checksum-crc32c") != crc32c:
             digest = hashlib.md5(data).hexdigest()
             if etag.lower() != digest:
                 raise StoreError(f"{self.description}: {key}: part {number} arrived damaged "
                                  f"(ETag {etag}, MD5 {digest})")
         return etag
+
+    def read_into(self, key: str, etag: str | None, offset: int, into: memoryview) -> None:
+        """Fill ``into`` with the bytes of ``key`` from ``offset`` - of the version whose
+        ETag is ``etag`` only, when given: a large object replaced mid-read must not come
+        out stitched from two versions."""
+        if not len(into):
+            return
+        headers = {"range": f"bytes={offset}-{offset + len(into) - 1}"}
+        if etag:
+            headers["if-match"] = f'"{etag.strip(chr(34))}"'
+        reply = self._call("reading", key, "GET", None, headers, into=into, ok=(200, 206, 412))
+        if reply.status == 412:
+            raise StoreError(f"{self.description}: reading {key}: the object changed while "
+                             "it was read")
 
     def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         """Parts the server holds for an upload: number -> (ETag, size)."""
@@ -179,53 +213,54 @@ class S3Multipart:
         """Assemble parts 1..N in order; returns the object's ETag. (S3 took the content
         type and metadata when the upload was created.) An upload with a checksum names
         each part's (``checksums``), as S3 requires."""
-        parts: list[dict[str, object]] = [{"PartNumber": n, "ETag": f'"{e}"'}
-                                          for n, e in enumerate(etags, 1)]
-        for part, value in zip(parts, checksums or (), strict=False):
-            part[f"Checksum{CHECKSUM}"] = value
-        try:
-            reply = self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
-                MultipartUpload={"Parts": parts})
-        except Exception as exc:
-            raise self._error(exc, "completing the upload of", key) from None
-        return str(reply.get("ETag", "")).strip('"')
+        sums = list(checksums or ())
+        body = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>&quot;{escape(e)}&quot;</ETag>"
+            + (f"<Checksum{CHECKSUM}>{escape(sums[n - 1])}</Checksum{CHECKSUM}>"
+               if n <= len(sums) else "") + "</Part>"
+            for n, e in enumerate(etags, 1))
+        xml = f'<CompleteMultipartUpload xmlns="{_NS}">{body}</CompleteMultipartUpload>'.encode()
+        action = "completing the upload of"
+        reply = self._call(action, key, "POST", {"uploadId": upload_id},
+                           {"content-type": "application/xml"}, xml, sign_body=True)
+        # S3 may answer 200 and put an error in the body (the assembly failed late)
+        root = _xml(reply, self.description, key)
+        if root.tag.rpartition("}")[2] == "Error":
+            code, message = reply.error()
+            raise StoreError(f"{self.description}: {action} {key}: "
+                             + " ".join(f"{code}: {message}".split()).rstrip(": "))
+        return (root.findtext("{*}ETag") or "").strip('"')
 
     def abort(self, key: str, upload_id: str) -> None:
         """Drop an upload (best effort: an upload already gone is fine)."""
         try:
-            self._client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(key),
-                                                UploadId=upload_id)
-        except Exception:
+            self._rest.request("DELETE", self._key(key), {"uploadId": upload_id})
+        except S3Error:
             pass
 
-    def _head(self, key: str) -> dict[str, Any]:
-        try:
-            return self._client.head_object(  # type: ignore[no-any-return]
-                Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:
-            raise self._error(exc, "reading metadata of", key) from None
+    def _head(self, key: str) -> dict[str, str]:
+        return self._call("reading metadata of", key, "HEAD").headers
 
     def head(self, key: str) -> tuple[str | None, dict[str, str]]:
         """Content type and user metadata of an object."""
-        reply = self._head(key)
-        return reply.get("ContentType"), dict(reply.get("Metadata") or {})
+        found = self._head(key)
+        return found.get("content-type"), _metadata(found)
 
     def headers(self, key: str) -> dict[str, object]:
         """An object's standard headers and user metadata, as a new upload takes them:
         a gzipped script must keep its Content-Encoding, a download its disposition."""
-        reply = self._head(key)
-        out: dict[str, object] = {name: reply[name] for name in _HEADERS if reply.get(name)}
-        if reply.get("Metadata"):
-            out["Metadata"] = dict(reply["Metadata"])
+        found = self._head(key)
+        out: dict[str, object] = {name: found[h] for name, h in _HEADERS.items() if found.get(h)}
+        if metadata := _metadata(found):
+            out["Metadata"] = metadata
         return out
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and ETag of an object, for any key S3 takes (the OpenDAL store trims
         white space off keys and refuses such keys)."""
-        reply = self._head(key)
-        return ObjectInfo(key, int(reply.get("ContentLength") or 0),
-                          str(reply.get("ETag") or "").strip('"'))
+        found = self._head(key)
+        return ObjectInfo(key, int(found.get("content-length") or 0),
+                          found.get("etag", "").strip('"'))
 
     def list_exact(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object below the root, its name exactly as stored.
@@ -293,12 +328,6 @@ class S3Multipart:
 CHECKSUM = "CRC32C"
 
 
-def _status(exc: Exception) -> int:
-    """The HTTP status of a botocore error, 0 for any other."""
-    meta = getattr(exc, "response", {}).get("ResponseMetadata", {})
-    return int(meta.get("HTTPStatusCode") or 0)
-
-
 #: characters XML 1.0 cannot hold, which an S3 listing without URL-encoded keys garbles
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -309,9 +338,39 @@ def garbled(key: str) -> bool:
     return "\ufffd" in key or _NOT_XML.search(key) is not None
 
 
-#: the headers of an object that a copy carries over (boto3's names)
-_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage",
-            "CacheControl")
+#: the headers of an object that a copy carries over: boto3's names (which the callers
+#: use) and the HTTP headers they stand for
+_HEADERS = {"ContentType": "content-type", "ContentEncoding": "content-encoding",
+            "ContentDisposition": "content-disposition", "ContentLanguage": "content-language",
+            "CacheControl": "cache-control"}
+_META = "x-amz-meta-"
+_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k[len(_META):]: v for k, v in headers.items() if k.startswith(_META)}
+
+
+def _http_headers(attributes: Mapping[str, object]) -> dict[str, str]:
+    """The request headers for boto3-named attributes (``Metadata`` a dict)."""
+    out = {_HEADERS[k]: str(v) for k, v in attributes.items() if k in _HEADERS and v}
+    for k, v in dict(attributes.get("Metadata") or {}).items():  # type: ignore[call-overload]
+        out[_META + str(k).lower()] = str(v)
+    return out
+
+
+def _xml(reply: Reply, description: str, key: str) -> ElementTree.Element:
+    try:
+        return ElementTree.fromstring(reply.body)
+    except ElementTree.ParseError:
+        raise StoreError(f"{description}: {key}: the server's reply is not XML") from None
+
+
+def _upload_id(reply: Reply, description: str, key: str) -> str:
+    upload_id = _xml(reply, description, key).findtext("{*}UploadId")
+    if not upload_id:
+        raise StoreError(f"{description}: starting an upload of {key}: no upload id in the reply")
+    return upload_id
 
 
 def _attributes(content_type: str | None,

@@ -15,6 +15,7 @@ import base64
 import fnmatch
 import hashlib
 import json
+import mmap
 import re
 import threading
 import time
@@ -24,9 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
-import google_crc32c
-
 from multibackup.backends.base import ObjectInfo, ObjectStore
+from multibackup.backends.crc32c import crc32c
 from multibackup.backends.s3_multipart import S3Multipart, garbled
 from multibackup.backends.s3_objects import (
     S3Objects,
@@ -215,6 +215,8 @@ class MigrationReport:
         self._scratch = scratch or Scratch()
         #: problems of the run as a whole (a refused delete), not of one object
         self.errors: list[str] = []
+        #: things worth saying that are no problem (a damaged journal set aside)
+        self.notes: list[str] = []
         self.bytes_transferred = 0
         self.bytes_read = 0
         self.elapsed = 0.0
@@ -249,7 +251,7 @@ class MigrationReport:
                 "dry_run": self.dry_run, "ok": self.ok, "counts": self.counts(),
                 "bytes_transferred": self.bytes_transferred, "bytes_read": self.bytes_read,
                 "elapsed_seconds": round(self.elapsed, 3), "errors": self.errors,
-                "server_side": self._scratch.any_server_side()}
+                "notes": self.notes, "server_side": self._scratch.any_server_side()}
 
     @staticmethod
     def _object(r: ObjectResult) -> dict[str, Any]:
@@ -374,6 +376,8 @@ class Migrator:
         self._part_slots = threading.BoundedSemaphore(
             max(PART_CONCURRENCY + 1, PARTS_PER_TRANSFER * options.transfers))
         self._stop = threading.Event()
+        #: part buffers given back, for the next part (see ``_buffer``)
+        self._buffers: list[mmap.mmap] = []
         # a copy inside the provider: S3 CopyObject, Azure Copy Blob, GCS rewrite
         src_copier = src_s3 if src_s3 is not None else src_side.parts
         dst_copier = dst_s3 if dst_s3 is not None else dst_side.parts
@@ -386,6 +390,10 @@ class Migrator:
         self._scratch = Scratch()
         self._report = MigrationReport(self.src.description, self.dst.description, options.mode,
                                        options.dry_run, self._scratch)
+        if journal is not None and journal.set_aside:
+            self._report.notes.append(
+                f"the migration journal was damaged; it was moved to {journal.set_aside} and "
+                "this run compares every object afresh")
 
     # -- planning --------------------------------------------------------------------------
 
@@ -585,6 +593,30 @@ class Migrator:
             data = self.src.get(info.key, offset, length)
         self._took(len(data))
         return data
+
+    def _read_into(self, info: ObjectInfo, offset: int, into: memoryview) -> None:
+        """``_read`` of an S3 source, straight into a part's buffer."""
+        if self._stop.is_set():
+            raise StoreError("interrupted")
+        assert self.src_s3 is not None
+        self.src_s3.read_into(info.key, info.etag, offset, into)
+        self._took(len(into))
+
+    def _buffer(self) -> mmap.mmap:
+        """A part buffer: one given back by a finished part, or a new one. There are never
+        more than the part slots, and reusing them spares the page faults of fresh memory.
+        Anonymous memory maps, not bytearrays: a bytearray is zeroed while the GIL is held,
+        a map's pages are zeroed by the kernel when the first read fills them."""
+        with self._lock:
+            if self._buffers:
+                return self._buffers.pop()
+        return mmap.mmap(-1, self.options.chunk_size)
+
+    def _part_done(self, buffer: mmap.mmap | None) -> None:
+        if buffer is not None:
+            with self._lock:
+                self._buffers.append(buffer)
+        self._part_slots.release()
 
     def _took(self, nbytes: int) -> None:
         """Count ``nbytes`` read at the source and hold to the bandwidth limit."""
@@ -858,11 +890,11 @@ class Migrator:
         parts: dict[int, Part] = dict(done)
         sent = 0
 
-        def send(number: int, data: bytes) -> int:
+        def send(number: int, data: bytes | memoryview) -> int:
             if checksum:
                 # the server checks the CRC (or upload_part compares MD5 and ETag); its
                 # ETag is its MD5 of what it took, for the object's multipart ETag
-                crc = base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+                crc = base64.b64encode(crc32c(data).to_bytes(4, "big")).decode()
                 etag = target.upload_part(key, upload_id, number, data,  # type: ignore[call-arg]
                                           total=size, crc32c=crc)
                 md5 = (_etag(etag) if _MD5_ETAG.match(_etag(etag))
@@ -893,17 +925,24 @@ class Migrator:
                         self.progress.add(done[number].size)
                         continue
                     self._part_slots.acquire()
+                    buffer = None
                     try:
-                        data = self._read(info, offset, min(step, size - offset))
+                        length = min(step, size - offset)
+                        if self.src_s3 is not None:  # into a reused buffer, no copy
+                            buffer = self._buffer()
+                            data: bytes | memoryview = memoryview(buffer)[:length]
+                            self._read_into(info, offset, data)
+                        else:
+                            data = self._read(info, offset, length)
                         while len(in_flight) >= at_once:
                             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                             sent += sum(f.result() for f in finished)
                         future = pool.submit(send, number, data)
                     except BaseException:
-                        self._part_slots.release()
+                        self._part_done(buffer)
                         raise
-                    # released when acknowledged, failed or cancelled
-                    future.add_done_callback(lambda _: self._part_slots.release())
+                    # the slot (and buffer) come back when acknowledged, failed or cancelled
+                    future.add_done_callback(lambda _, b=buffer: self._part_done(b))
                     in_flight.add(future)
                     del data
                 finished, in_flight = wait(in_flight)
