@@ -1048,6 +1048,97 @@ def test_large_parts_are_proven_by_crc32c_where_the_server_checks_it(
     s3.abort("other.bin", upload_id)
 
 
+def test_large_object_requests_are_signed_and_fail_in_one_line(
+        s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The part uploads and ranged reads are signed by hand (SigV4): keys with spaces,
+    unicode and reserved characters reach the server intact, a read fills its buffer
+    exactly, and a wrong secret or a dead endpoint is one line that never shows the
+    secret."""
+    from multibackup.backends.location import parse_location
+    from multibackup.backends.s3_multipart import S3Multipart
+    from multibackup.errors import StoreError
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_server.new_bucket()
+    s3 = S3Multipart(parse_location(f"s3://{bucket}/sig"))
+    key = "dir with space/ünïcode+plus&amp=eq~tilde (1).bin"
+    parts = [random.Random(n).randbytes(5 << 20) for n in (1, 2)] + [b"tail"]
+    upload_id = s3.create(key, "text/x-sig", {"owner": "ops"})  # parts with Content-MD5
+    etags = [s3.upload_part(key, upload_id, n, memoryview(bytearray(p)), md5=hashlib.md5(p).digest())
+             for n, p in enumerate(parts, 1)]
+    s3.complete(key, upload_id, etags)
+    whole = b"".join(parts)
+    got = s3_server.client().get_object(Bucket=bucket, Key=f"sig/{key}")
+    assert got["Body"].read() == whole and got["ContentType"] == "text/x-sig"
+    assert got["Metadata"] == {"owner": "ops"}
+    assert s3.stat(key).size == len(whole)
+    buffer = bytearray(1000)
+    s3.read_into(key, None, (5 << 20) - 500, memoryview(buffer))
+    assert bytes(buffer) == whole[(5 << 20) - 500:(5 << 20) + 500]
+    with pytest.raises(StoreError, match="changed while it was read"):
+        s3.read_into(key, "0" * 32, 0, memoryview(buffer))
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-shown-secret-7")
+    wrong = S3Multipart(parse_location(f"s3://{bucket}/sig"))
+    with pytest.raises(StoreError) as caught:
+        wrong.create_checked("other.bin")
+    text = str(caught.value)
+    assert "SignatureDoesNotMatch" in text or "AccessDenied" in text, text
+    assert "never-shown-secret-7" not in text and "\n" not in text
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    dead = S3Multipart(parse_location(f"s3://{bucket}/sig"))
+    with pytest.raises(StoreError, match="ConnectionError") as caught:
+        dead.headers(key)
+    assert "never-shown-secret-7" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_crc32c_of_a_reused_buffer_needs_no_copy() -> None:
+    """Parts are read into reused memory maps; their CRC32C is taken in place and is the
+    same as google_crc32c's of the bytes."""
+    import mmap
+
+    import google_crc32c
+
+    from multibackup.backends.crc32c import _extend, crc32c
+
+    data = random.Random(3).randbytes(3 << 20)
+    buffer = mmap.mmap(-1, len(data) + 100)
+    buffer[:len(data)] = data
+    view = memoryview(buffer)[:len(data)]
+    assert _extend() is not None  # the wheel's library was found and passed its self-test
+    assert crc32c(view) == google_crc32c.value(data) == crc32c(data)
+    assert crc32c(memoryview(bytearray(data))[7:]) == google_crc32c.value(data[7:])
+    assert crc32c(memoryview(data)) == google_crc32c.value(data)  # read-only: copied
+    del view
+    buffer.close()
+
+
+def test_a_damaged_journal_is_set_aside_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A journal torn by a crash (or not a database at all) only held work saved: it is
+    moved aside with a note, and the run compares every object from the listings."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"alpha")
+    cli = CLI(str(tmp_path / "unused"), env={"MULTIBACKUP_STATE_DIR": str(state)})
+    journal = state / "migrate" / "journal.sqlite"
+    journal.parent.mkdir(parents=True)
+    junk = os.urandom(8192)
+    journal.write_bytes(junk)
+    r = cli("migrate", f"local:{src}", f"local:{dst}", "--json", ok=False)
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["counts"] == {"copied": 1} and (dst / "a.txt").read_bytes() == b"alpha"
+    [aside] = journal.parent.glob("journal.sqlite.damaged-*")
+    assert aside.read_bytes() == junk
+    assert doc["notes"] == [f"the migration journal was damaged; it was moved to {aside} and "
+                            "this run compares every object afresh"]
+    r = cli("migrate", f"local:{src}", f"local:{dst}")
+    assert "note: the migration journal was damaged" not in r.err
+    again = cli("migrate", f"local:{src}", f"local:{dst}", "--json").json()
+    assert [o["reason"] for o in again["objects"]] == ["verified earlier (journal)"]
+
+
 def test_a_server_that_checks_no_checksums_gets_content_md5(tmp_path: Path) -> None:
     """rclone's S3 server ignores the checksum an upload asks for: the parts then go with
     their Content-MD5, as before, and the copy is whole and verified."""

@@ -208,6 +208,8 @@ def _summary(out: Printer, report: MigrationReport) -> None:
              f"transferred in {report.elapsed:.1f}s ({human_bytes(rate)}/s)")
     for error in report.errors:
         out.problem(f"error: {error}")
+    for note in report.notes:
+        out.warn(f"note: {note}")
 
 
 def add_migrate_parser(add: Any) -> None:

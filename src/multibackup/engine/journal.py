@@ -20,6 +20,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -162,11 +163,19 @@ class Journal:
                 os.chmod(path, mode)
         self.pair = f"{source}\n{destination}"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        #: where a damaged journal was moved before a new one was begun, if it was
+        self.set_aside: str | None = None
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError:
+            # not a database, or one torn by a crash: what it knew is only work saved, so
+            # it is kept aside (for a look) and the run starts from the listings
+            self.set_aside = f"{self.path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path + suffix, self.set_aside + suffix)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._db = self._open()
         #: verified records not yet committed, by key (a later record replaces an earlier)
         self._pending: dict[str, VerifiedObject] = {}
         self._closed = threading.Event()
@@ -174,12 +183,34 @@ class Journal:
                                          name="journal-flush")
         self._flusher.start()
 
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
+                             isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
     def close(self) -> None:
-        """Commit what is pending and close; the next run sees every record made."""
+        """Commit what is pending and close; the next run sees every record made.
+
+        Closing checkpoints the WAL into the database, with an fsync of each. Where no
+        upload is left open, nothing in the journal saves bytes from being sent again
+        (a verified record only saves a comparison), and a damaged journal is set aside
+        at the next open: the fsyncs are skipped then. They cost a second when the disk is
+        busy with what was just written (a local S3 server's flushing). A process killed
+        mid-run never gets here; what it committed is in the WAL, which the next open
+        reads."""
         self._closed.set()
         self._flusher.join()
         with self._lock:
             self._commit_pending()
+            if self._db.execute("SELECT 1 FROM uploads LIMIT 1").fetchone() is None:
+                self._db.execute("PRAGMA synchronous=OFF")
             self._db.close()
 
     def flush(self) -> None:
