@@ -12,6 +12,7 @@ them again.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from queue import Empty, Queue
 from typing import Any, Protocol, TextIO
 
 from multibackup.backends.base import ObjectInfo, ObjectStore
@@ -511,24 +513,29 @@ class Migrator:
                 sweep(older_than=86400)
         self.progress.total_items = count
         self.progress.total_bytes = total
-        pool = ThreadPoolExecutor(self.options.transfers, thread_name_prefix="migrate")
-        # a slot per queued object: the workers never run dry, the queue never grows
-        slots = threading.BoundedSemaphore(4 * self.options.transfers)
+        # workers take objects from a bounded queue (a few per worker: they never run dry,
+        # it never grows); no Future per object, which cost many small objects a tenth of
+        # the client's CPU
+        queue: Queue[Task | None] = Queue(4 * self.options.transfers)
         finished: list[ObjectResult] = []
 
-        def collect(future: Future[ObjectResult]) -> None:
-            try:
-                if not future.cancelled():
-                    result = future.result()  # _one never raises
-                    with self._lock:
-                        finished.append(result)
-            finally:
-                slots.release()
+        def work() -> None:
+            while (task := queue.get()) is not None:
+                try:
+                    result = self._one(task)  # which reports its own errors
+                except BaseException as exc:  # a bug: the worker must go on taking objects
+                    result = ObjectResult(task.src.key, "failed", task.src.size,
+                                          f"{type(exc).__name__}: {exc}")
+                with self._lock:
+                    finished.append(result)
 
+        workers = [threading.Thread(target=work, name=f"migrate-{n}", daemon=True)
+                   for n in range(self.options.transfers)]
+        for worker in workers:
+            worker.start()
         try:
             for task in self._scratch.tasks():
-                slots.acquire()
-                pool.submit(self._one, task).add_done_callback(collect)
+                queue.put(task)
                 if len(finished) >= 500:
                     with self._lock:
                         batch, finished[:] = finished[:], []
@@ -537,9 +544,15 @@ class Migrator:
             # Ctrl-C: queued objects are dropped and the ones in flight stop at their next
             # range; what was verified or journalled so far is kept for the next run
             self._stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            with contextlib.suppress(Empty):
+                while True:
+                    queue.get_nowait()
             raise
-        pool.shutdown()
+        finally:
+            for _ in workers:
+                queue.put(None)
+            for worker in workers:
+                worker.join()
         report.add(finished)
         self._extraneous()
         if self.options.writes:
