@@ -116,14 +116,20 @@ class S3Multipart:
             raise StoreError(f"{self.description}: {action} {key}: {exc}") from None
         if reply.status in ok:
             return reply
+        raise self._failed(action, key, reply)
+
+    def _failed(self, action: str, key: str, reply: Reply) -> StoreError:
+        """The one-line error of a reply that says the request failed."""
         code, message = reply.error()
         where = f"{self.description}: {action} {key}"
         if code in ("NoSuchKey", "NoSuchUpload", "NotFound"):
-            raise ObjectNotFound(f"{where}: {code}")
-        raise StoreError(f"{where}: " + " ".join(f"{code}: {message}".split()).rstrip(": "))
+            return ObjectNotFound(f"{where}: {code}")
+        return StoreError(f"{where}: " + " ".join(f"{code}: {message}".split()).rstrip(": "))
 
-    def _create(self, key: str, headers: dict[str, str]) -> Reply:
-        return self._call("starting an upload of", key, "POST", {"uploads": ""}, headers)
+    def _create(self, key: str, headers: dict[str, str],
+                ok: tuple[int, ...] = (200,)) -> Reply:
+        return self._call("starting an upload of", key, "POST", {"uploads": ""}, headers,
+                          ok=ok)
 
     def create(self, key: str, content_type: str | None = None,
                metadata: Mapping[str, str] | None = None,
@@ -142,9 +148,11 @@ class S3Multipart:
         600 MB/s a core, CRC32C in hardware at gigabytes)."""
         if self._checksums is not False:
             extra = _http_headers(headers or _attributes(content_type, metadata))
-            reply = self._create(key, {**extra, "x-amz-checksum-algorithm": CHECKSUM})
-            # (an S3 that does not know the header may refuse it: 400 or 501)
-            if reply.status not in (400, 501):
+            # an S3 that does not know the header may refuse it (400 or 501): then the
+            # upload is made without it, which names any other problem
+            reply = self._create(key, {**extra, "x-amz-checksum-algorithm": CHECKSUM},
+                                 ok=(200, 400, 501))
+            if reply.status == 200:
                 upload_id = _upload_id(reply, self.description, key)
                 if reply.headers.get("x-amz-checksum-algorithm", "").upper() == CHECKSUM:
                     return upload_id, CHECKSUM
@@ -226,9 +234,7 @@ class S3Multipart:
         # S3 may answer 200 and put an error in the body (the assembly failed late)
         root = _xml(reply, self.description, key)
         if root.tag.rpartition("}")[2] == "Error":
-            code, message = reply.error()
-            raise StoreError(f"{self.description}: {action} {key}: "
-                             + " ".join(f"{code}: {message}".split()).rstrip(": "))
+            raise self._failed(action, key, reply)
         return (root.findtext("{*}ETag") or "").strip('"')
 
     def abort(self, key: str, upload_id: str) -> None:

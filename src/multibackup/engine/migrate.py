@@ -523,7 +523,7 @@ class Migrator:
             while (task := queue.get()) is not None:
                 try:
                     result = self._one(task)  # which reports its own errors
-                except BaseException as exc:  # a bug: the worker must go on taking objects
+                except Exception as exc:  # a bug: the worker must go on taking objects
                     result = ObjectResult(task.src.key, "failed", task.src.size,
                                           f"{type(exc).__name__}: {exc}")
                 with self._lock:
