@@ -10,26 +10,17 @@ found (another packaging of the wheel) the copy is made after all.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
-import threading
 from typing import Any
 
 import google_crc32c
 
-_loaded: list[Any] = []
-_loading = threading.Lock()
 
-
+@functools.cache
 def _extend() -> Any:
     """``crc32c_extend`` of the wheel's library, checked on a sample; None if unusable."""
-    with _loading:
-        if not _loaded:
-            _loaded.append(_find())
-        return _loaded[0]
-
-
-def _find() -> Any:
     package = os.path.dirname(google_crc32c.__file__)
     names = (glob.glob(os.path.join(package + ".libs", "libcrc32c*"))
              + glob.glob(os.path.join(package, "libcrc32c*")))

@@ -596,24 +596,23 @@ class Migrator:
             text = " ".join(str(exc).split()) or type(exc).__name__
             return ObjectResult(key, "failed", size, f"{type(exc).__name__}: {text}")
 
-    def _read(self, info: ObjectInfo, offset: int, length: int) -> bytes:
-        """One range of the source object - of the listed version only, where possible."""
+    def _read(self, info: ObjectInfo, offset: int, length: int,
+              into: memoryview | None = None) -> bytes | memoryview:
+        """One range of the source object - of the listed version only, where possible.
+        With ``into`` (an S3 source only) the range is read straight into that buffer of
+        ``length`` bytes, which is returned."""
         if self._stop.is_set():
             raise StoreError("interrupted")
-        if info.etag and getattr(self.src, "reads_if_match", False):
+        if into is not None:
+            assert self.src_s3 is not None
+            self.src_s3.read_into(info.key, info.etag, offset, into)
+            data: bytes | memoryview = into
+        elif info.etag and getattr(self.src, "reads_if_match", False):
             data = self.src.get_if_match(info.key, info.etag, offset, length)  # type: ignore[attr-defined]
         else:
             data = self.src.get(info.key, offset, length)
         self._took(len(data))
         return data
-
-    def _read_into(self, info: ObjectInfo, offset: int, into: memoryview) -> None:
-        """``_read`` of an S3 source, straight into a part's buffer."""
-        if self._stop.is_set():
-            raise StoreError("interrupted")
-        assert self.src_s3 is not None
-        self.src_s3.read_into(info.key, info.etag, offset, into)
-        self._took(len(into))
 
     def _buffer(self) -> mmap.mmap:
         """A part buffer: one given back by a finished part, or a new one. There are never
@@ -943,10 +942,8 @@ class Migrator:
                         length = min(step, size - offset)
                         if self.src_s3 is not None:  # into a reused buffer, no copy
                             buffer = self._buffer()
-                            data: bytes | memoryview = memoryview(buffer)[:length]
-                            self._read_into(info, offset, data)
-                        else:
-                            data = self._read(info, offset, length)
+                        data = self._read(info, offset, length, None if buffer is None
+                                          else memoryview(buffer)[:length])
                         while len(in_flight) >= at_once:
                             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                             sent += sum(f.result() for f in finished)
