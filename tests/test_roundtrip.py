@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -251,6 +252,37 @@ def test_restore_as_root_keeps_owners_and_groups(tmp_path: Path, cli: CLI,
             b = root / a.relative_to(src)
             sa, sb = a.lstat(), b.lstat()
             assert (sb.st_uid, sb.st_gid) == (sa.st_uid, sa.st_gid), a
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_restore_gives_every_file_its_mode_under_any_umask(tmp_path: Path, cli: CLI,
+                                                           umask: int) -> None:
+    """Files the umask leaves alone are created with their mode, the rest get it by
+    chmod: either way each one ends with exactly its backed-up mode, one blob or many,
+    with setuid, setgid and sticky bits, owner-writable or not."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(7)
+    big = rng.randbytes(12 * 1024 * 1024)  # several chunks: the file is opened per blob
+    modes = [0o644, 0o755, 0o600, 0o666, 0o777, 0o444, 0o400, 0o200, 0o000, 0o4755,
+             0o2750, 0o1777, 0o6711, 0o640]
+    for mode in modes:
+        for kind, data in (("small", b"%o\n" % mode), ("big", big)):
+            path = src / f"{kind}-{mode:04o}"
+            path.write_bytes(data)
+            os.chmod(path, mode)
+    cli("init")
+    cli("backup", str(src))
+    old = os.umask(umask)
+    try:
+        cli("restore", "latest", "--target", str(tmp_path / "t"))
+    finally:
+        os.umask(old)
+    root = _restore_root(tmp_path / "t", src)
+    got = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in root.iterdir()}
+    assert got == {p.name: stat.S_IMODE(p.lstat().st_mode) for p in src.iterdir()}
+    assert len(got) == 2 * len(modes)
+    assert (root / "big-0444").read_bytes() == big and (root / "small-0000").read_bytes() == b"0\n"
 
 
 def test_check_names_every_damaged_path_in_every_snapshot(tmp_path: Path, cli: CLI) -> None:

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from multibackup import __version__
+from multibackup.cli import heap
 from multibackup.cli.access import get_new_password, get_password, get_store, open_repo
 from multibackup.cli.copies import (
     catch_up_lagging,
@@ -291,7 +292,7 @@ def cmd_restore(args: argparse.Namespace, out: Printer) -> int:
         restorer = Restorer(repo, snap, args.target, includes=args.include,
                             overwrite=args.overwrite, workers=args.workers, progress=progress,
                             sparse=args.sparse)
-        with out.progress(progress, "restore"):
+        with out.progress(progress, "restore"), heap.blob_sized():
             s = restorer.run()
     for err in s.errors:
         out.problem(f"error: {err}")
@@ -368,7 +369,7 @@ def cmd_check(args: argparse.Namespace, out: Printer) -> int:
     with repo, repo.lock(command="check"):
         progress = Progress()
         checker = Checker(repo, read_data=args.read_data, progress=progress)
-        with out.progress(progress, "check"):
+        with out.progress(progress, "check"), heap.blob_sized():
             r = checker.run()
     for w in r.warnings:
         out.warn(f"warning: {w}")
@@ -724,24 +725,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _tune_malloc() -> None:
-    """Keep RSS close to live memory (glibc only; measured on the 1 GiB bench backup).
-
-    One arena per thread, and glibc's sliding mmap threshold (which rises to the size of
-    the largest buffer freed, here a 17 MiB pack), leave freed chunks in fragmented heaps:
-    peak RSS was 206 MB. Two arenas and a fixed 1 MiB threshold, so chunk-sized and larger
-    buffers go back to the kernel when freed, bring it to ~140 MB at the same speed.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def _stdout_closed() -> bool:
     """True when standard output is a pipe whose reader has gone (poll reports an error
     on its write end), as opposed to a broken connection to a server."""
@@ -754,7 +737,7 @@ def _stdout_closed() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _tune_malloc()
+    heap.tune()
     parser = build_parser()
     args = parser.parse_args(argv)
     for k, v in _DEFAULTS.items():

@@ -15,9 +15,9 @@ import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import accumulate, islice
 from operator import eq, itemgetter
+from typing import NamedTuple
 
 from multibackup.errors import IntegrityError
 from multibackup.repository.blob import BlobType
@@ -31,10 +31,13 @@ _VAL = struct.Struct("<IBIII")
 _WHOLE = struct.Struct(f"{_REC.size}s")
 _KINDS = bytes(t.value for t in BlobType)
 _ID = itemgetter(slice(0, 32))
+_TYPES = tuple(BlobType)  # by value: indexing is far cheaper than BlobType(kind)
 
 
-@dataclass(frozen=True, slots=True)
-class BlobLocation:
+class BlobLocation(NamedTuple):
+    """Where a blob is stored. A tuple: restore and check look up every blob of a
+    snapshot, and a frozen dataclass cost a microsecond per look-up to build."""
+
     pack_id: bytes
     type: BlobType
     offset: int
@@ -177,7 +180,7 @@ class Index:
                 return None
             value = self._table.value(no)
         pack_no, kind, offset, length, raw_length = value
-        return BlobLocation(self._packs[pack_no], BlobType(kind), offset, length, raw_length)
+        return BlobLocation(self._packs[pack_no], _TYPES[kind], offset, length, raw_length)
 
     def has_pack(self, pack_id: bytes) -> bool:
         return pack_id in self._pack_no
