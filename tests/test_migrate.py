@@ -1139,6 +1139,83 @@ def test_a_damaged_journal_is_set_aside_and_the_run_goes_on(tmp_path: Path) -> N
     assert [o["reason"] for o in again["objects"]] == ["verified earlier (journal)"]
 
 
+class _RefusesChecksums(http.server.BaseHTTPRequestHandler):
+    """A proxy before SeaweedFS that answers 501 NotImplemented to any request naming a
+    checksum algorithm, as an S3 that does not know the header may; every other request
+    goes through with its Host header, which the signature covers."""
+
+    protocol_version = "HTTP/1.1"
+    upstream = 0
+    refused: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if "x-amz-checksum-algorithm" in self.headers:
+            self.refused.append(f"{self.command} {self.path}")
+            error = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented"
+                     b"</Code><Message>A header you provided implies functionality that is "
+                     b"not implemented</Message></Error>")
+            self.send_response(501)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error)
+            return
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=60)
+        conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+        reply = conn.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        for k, v in reply.getheaders():
+            if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                self.send_header(k, v)
+        size = reply.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", size or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+
+def test_a_server_that_refuses_the_checksum_header_gets_content_md5(
+        s3_server: S3Server, mcli: CLI, tmp_path: Path) -> None:
+    """An S3 that refuses the checksum an upload asks for (501) gets the plain upload
+    instead, asked once: the parts go with their Content-MD5, the copy is whole, and a
+    second large object is not refused again."""
+    bucket = s3_server.new_bucket()
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+    handler = type("Refusing", (_RefusesChecksums,), {"upstream": port, "refused": []})
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    rng = random.Random(23)
+    objs = {"big.bin": rng.randbytes(BIG), "big2.bin": rng.randbytes(BIG // 2),
+            "small.txt": b"small\n"}
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in objs.items():
+        (src / name).write_bytes(data)
+    cli = CLI(mcli.repo, env={**mcli.env,
+                              "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.server_address[1]}"})
+    try:
+        doc = _run(cli, str(src), f"s3://{bucket}/plain", "--transfers", "1")
+    finally:
+        proxy.shutdown()
+    assert doc["counts"] == {"copied": 3}
+    assert len(handler.refused) == 1 and "uploads" in handler.refused[0]
+    assert _bucket(s3_server, bucket, "plain/") == objs
+    for name in ("big.bin", "big2.bin"):
+        head = s3_server.client().head_object(Bucket=bucket, Key=f"plain/{name}",
+                                              ChecksumMode="ENABLED")
+        assert head["ETag"].strip('"') == _multipart_md5s(objs[name])
+        assert "ChecksumCRC32C" not in head
+
+
 def test_a_server_that_checks_no_checksums_gets_content_md5(tmp_path: Path) -> None:
     """rclone's S3 server ignores the checksum an upload asks for: the parts then go with
     their Content-MD5, as before, and the copy is whole and verified."""
