@@ -387,38 +387,65 @@ def test_s3_to_webdav_streams_large_objects(s3_server: S3Server, mcli: CLI, webd
     assert doc["counts"] == {"skipped": len(objs)}
 
 
-class _FailingListings(http.server.BaseHTTPRequestHandler):
-    """A proxy before a WebDAV server that answers 503 to the listing of one folder."""
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """A proxy on 127.0.0.1 before a real server: subclasses answer some requests
+    themselves (``_refuse``) and send the rest on (``_relay``)."""
 
     protocol_version = "HTTP/1.1"
     upstream = 0
-    failing = ""
+    keep_host = False  # S3 signs the Host header: it must arrive as the client sent it
 
     def log_message(self, *args: object) -> None:
         pass
 
+    def _answer(self, status: int, body: bytes = b"", content_type: str = "") -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _refuse(self) -> bool:
+        """Answer this request here instead of sending it on: True when it did."""
+        raise NotImplementedError
+
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        if self.command == "PROPFIND" and self.failing in self.path:
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+        if self._refuse():
             return
-        conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=60)
         conn.request(self.command, self.path, body=body,
-                     headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                     headers={k: v for k, v in self.headers.items()
+                              if self.keep_host or k.lower() != "host"})
         reply = conn.getresponse()
         data = reply.read()
         self.send_response(reply.status)
         for k, v in reply.getheaders():
             if k.lower() not in ("transfer-encoding", "content-length", "connection"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        size = reply.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", size or str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
 
-    do_GET = do_HEAD = do_PROPFIND = do_PUT = do_DELETE = do_MKCOL = do_MOVE = _forward
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+    do_PROPFIND = do_MKCOL = do_MOVE = _forward
+
+
+class _FailingListings(_Proxy):
+    """A proxy before a WebDAV server that answers 503 to the listing of one folder."""
+
+    failing = ""
+
+    def _refuse(self) -> bool:
+        if self.command == "PROPFIND" and self.failing in self.path:
+            self._answer(503)
+            return True
+        return False
 
 
 def test_a_webdav_folder_that_cannot_be_listed_stops_a_sync(tmp_path: Path, mcli: CLI,
@@ -1139,48 +1166,23 @@ def test_a_damaged_journal_is_set_aside_and_the_run_goes_on(tmp_path: Path) -> N
     assert [o["reason"] for o in again["objects"]] == ["verified earlier (journal)"]
 
 
-class _RefusesChecksums(http.server.BaseHTTPRequestHandler):
+class _RefusesChecksums(_Proxy):
     """A proxy before SeaweedFS that answers 501 NotImplemented to any request naming a
     checksum algorithm, as an S3 that does not know the header may; every other request
     goes through with its Host header, which the signature covers."""
 
-    protocol_version = "HTTP/1.1"
-    upstream = 0
+    keep_host = True
     refused: list[str] = []
 
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _forward(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        if "x-amz-checksum-algorithm" in self.headers:
-            self.refused.append(f"{self.command} {self.path}")
-            error = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented"
-                     b"</Code><Message>A header you provided implies functionality that is "
-                     b"not implemented</Message></Error>")
-            self.send_response(501)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(error)))
-            self.end_headers()
-            self.wfile.write(error)
-            return
-        conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=60)
-        conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
-        reply = conn.getresponse()
-        data = reply.read()
-        self.send_response(reply.status)
-        for k, v in reply.getheaders():
-            if k.lower() not in ("transfer-encoding", "content-length", "connection"):
-                self.send_header(k, v)
-        size = reply.getheader("Content-Length") if self.command == "HEAD" else None
-        self.send_header("Content-Length", size or str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        conn.close()
-
-    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+    def _refuse(self) -> bool:
+        if "x-amz-checksum-algorithm" not in self.headers:
+            return False
+        self.refused.append(f"{self.command} {self.path}")
+        self._answer(501, b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
+                          b"NotImplemented</Code><Message>A header you provided implies "
+                          b"functionality that is not implemented</Message></Error>",
+                     "application/xml")
+        return True
 
 
 def test_a_server_that_refuses_the_checksum_header_gets_content_md5(
