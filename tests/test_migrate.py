@@ -8,6 +8,7 @@ import http.server
 import json
 import os
 import random
+import socket
 import sqlite3
 import stat
 import threading
@@ -1332,3 +1333,70 @@ def test_links_pipes_and_sockets_of_a_folder_source_are_reported_not_copied(
         assert any(line.startswith("not-copied") and line.endswith(
             " site/queue: a named pipe, not a regular file") for line in lines), r.out
         assert "app.sock" not in r.out and "1 skipped, 3 not-copied" in r.out
+
+
+class _Throttling(_Proxy):
+    """A proxy before SeaweedFS that answers the first GET and the first PUT of each
+    object with 503 SlowDown, drops the connection of the first GET of ``drop.bin``
+    without a reply, and throttles every request for ``never.bin``."""
+
+    keep_host = True
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def _refuse(self) -> bool:
+        if self.command not in ("GET", "PUT") or "?" in self.path:
+            return False  # listings go through
+        request = f"{self.command} {self.path}"
+        with self.lock:
+            first = request not in self.seen
+            self.seen.add(request)
+        if first and self.command == "GET" and self.path.endswith("/drop.bin"):
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        if first or self.path.endswith("/never.bin"):
+            self._answer(503, b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>"
+                              b"SlowDown</Code><Message>Please reduce your request rate."
+                              b"</Message></Error>", "application/xml")
+            return True
+        return False
+
+
+def test_small_objects_between_buckets_are_retried_when_throttled_or_dropped(
+        s3_server: S3Server, mcli: CLI) -> None:
+    """Small objects from S3 to S3 (a GET and a PUT each, through libcurl) are tried again after
+    a 503 or a dropped connection, each with a new signature: all arrive whole with their
+    headers, and the one the server never takes fails alone, in one line."""
+    src_b, dst_b = s3_server.new_bucket(), s3_server.new_bucket()
+    client = s3_server.client()
+    rng = random.Random(31)
+    objs = {f"d{i % 3}/o{i:02d}.txt": rng.randbytes(rng.randint(0, 5000)) for i in range(24)}
+    objs["drop.bin"] = rng.randbytes(3000)
+    for key, data in objs.items():
+        client.put_object(Bucket=src_b, Key=key, Body=data, ContentType="text/x-small",
+                          Metadata={"n": str(len(data))})
+    client.put_object(Bucket=src_b, Key="never.bin", Body=b"never")
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+    handler = type("Throttled", (_Throttling,), {"upstream": port, "seen": set()})
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    cli = CLI(mcli.repo, env={**mcli.env,
+                              "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.server_address[1]}"})
+    try:
+        doc = _run(cli, f"s3://{src_b}", f"s3://{dst_b}/m", "--no-server-side-copy",
+                   "--transfers", "4", code=1)
+    finally:
+        proxy.shutdown()
+    assert doc["counts"] == {"copied": len(objs), "failed": 1}
+    (failed,) = [o for o in doc["objects"] if o["status"] == "failed"]
+    assert failed["key"] == "never.bin"
+    assert "SlowDown: Please reduce your request rate." in failed["reason"]
+    assert "\n" not in failed["reason"]
+    assert _bucket(s3_server, dst_b, "m/") == objs
+    for key, data in objs.items():
+        head = client.head_object(Bucket=dst_b, Key=f"m/{key}")
+        assert head["ContentType"] == "text/x-small" and head["Metadata"] == {"n": str(len(data))}
+    # every object was refused (or dropped) once on each request, then taken
+    assert {r.split(" ", 1)[0] for r in handler.seen} == {"GET", "PUT"}
+    assert sum(r.startswith("PUT") for r in handler.seen) == len(objs)

@@ -118,6 +118,24 @@ class S3Rest:
         headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={self._key_id}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
 
+    def signed(self, method: str, key: str = "", query: Mapping[str, str] | None = None,
+               headers: Mapping[str, str] | None = None,
+               payload: str = UNSIGNED) -> tuple[str, dict[str, str]]:
+        """The URL of ``key`` below the bucket and the request's headers (lower-case
+        names), Host and Authorization included: what any HTTP client then sends as is.
+        ``payload`` is the body's SHA-256 in hex, or UNSIGNED."""
+        path = _encode(f"{self._prefix}/{key}", "/~")
+        items = sorted((_encode(k, "~"), _encode(v, "~")) for k, v in (query or {}).items())
+        canonical_query = "&".join(f"{k}={v}" for k, v in items)
+        url = f"{self._scheme}://{self._host}{path}" + (
+            f"?{canonical_query}" if canonical_query else "")
+        sent = {k.lower(): str(v) for k, v in (headers or {}).items()}
+        sent["host"] = self._host
+        sent["x-amz-content-sha256"] = payload
+        if not self._anonymous:
+            self._sign(method, path, canonical_query, sent)
+        return url, sent
+
     # ---- sending ----------------------------------------------------------------------
 
     @property
@@ -139,20 +157,12 @@ class S3Rest:
         is made for it: a part's buffer is reused, and 8 MiB of fresh memory per part
         costs more CPU in page faults than the copy itself.
         """
-        path = _encode(f"{self._prefix}/{key}", "/~")
-        items = sorted((_encode(k, "~"), _encode(v, "~")) for k, v in (query or {}).items())
-        canonical_query = "&".join(f"{k}={v}" for k, v in items)
-        url = f"{self._scheme}://{self._host}{path}" + (
-            f"?{canonical_query}" if canonical_query else "")
-        base = {k.lower(): str(v) for k, v in (headers or {}).items()}
-        base["host"] = self._host
-        base["x-amz-content-sha256"] = (hashlib.sha256(body).hexdigest() if sign_body
-                                        else UNSIGNED)
+        payload = hashlib.sha256(body).hexdigest() if sign_body else UNSIGNED
         delay = 0.25
         for attempt in range(1, _ATTEMPTS + 1):
-            sent = dict(base)  # with the Host signed, which urllib3 then sends as it is
-            if not self._anonymous:
-                self._sign(method, path, canonical_query, sent)
+            # signed anew each time (the date moves); the Host is signed, and urllib3 then
+            # sends it as it is
+            url, sent = self.signed(method, key, query, headers, payload)
             try:
                 r = self._http.urlopen(method, url, body=body or None, headers=sent,
                                        retries=False, redirect=False,
@@ -213,6 +223,20 @@ def _reason(exc: Exception) -> str:
     return text.split(": ", 1)[-1][:200] if ": " in text else text[:200] or type(exc).__name__
 
 
+def ca_bundle() -> str | None:
+    """The certificates a TLS endpoint is checked against: AWS_CA_BUNDLE (as boto3 takes
+    it), else certifi's, else the HTTP library's own default (None)."""
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    if not bundle:
+        try:
+            import certifi
+
+            bundle = certifi.where()
+        except ImportError:
+            bundle = None
+    return bundle
+
+
 def _pool(scheme: str, host: str) -> Any:
     """A urllib3 pool for the endpoint: the proxy from the environment where one applies
     (as boto3 and OpenDAL take it), certificates from AWS_CA_BUNDLE or certifi."""
@@ -221,15 +245,7 @@ def _pool(scheme: str, host: str) -> Any:
     kwargs: dict[str, Any] = {"maxsize": 32, "block": False,
                               "timeout": urllib3.Timeout(connect=30, read=120)}
     if scheme == "https":
-        bundle = os.environ.get("AWS_CA_BUNDLE")
-        if not bundle:
-            try:
-                import certifi
-
-                bundle = certifi.where()
-            except ImportError:
-                bundle = None
-        kwargs.update(cert_reqs="CERT_REQUIRED", ca_certs=bundle)
+        kwargs.update(cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle())
     proxy = urllib.request.getproxies().get(scheme)
     if proxy and not urllib.request.proxy_bypass(host.rsplit(":", 1)[0]):
         return urllib3.ProxyManager(proxy, **kwargs)

@@ -728,7 +728,7 @@ class Migrator:
         requests an object, where the plain stores need a stat before and after.
         """
         info = task.src
-        whole = handles(info.key)  # a key obstore would refuse or rewrite: the stores
+        whole = handles(info.key)  # a key a server may rewrite on its way: the stores
         src_objects = self.src_objects if whole else None
         dst_objects = self.dst_objects if whole else None
         keeps = getattr(self.dst, "keeps_attributes", False) or dst_objects is not None
