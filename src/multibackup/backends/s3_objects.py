@@ -182,7 +182,7 @@ class S3Objects:
 
     def _get(self, key: str, etag: str | None) -> _Request:
         headers = {"if-match": f'"{etag.strip().strip(chr(34))}"'} if etag else {}
-        return _Request(self, "reading", "GET", key, headers, b"", _fetched)
+        return _Request("reading", "GET", key, headers, b"", _fetched)
 
     def _put(self, key: str, data: bytes, attributes: Mapping[str, str] | None) -> _Request:
         headers = {}
@@ -191,7 +191,7 @@ class S3Objects:
                 headers[name.lower()] = value
             else:
                 headers[_META + name.lower()] = value
-        return _Request(self, "writing", "PUT", key, headers, bytes(data), _written)
+        return _Request("writing", "PUT", key, headers, bytes(data), _written)
 
     def get(self, key: str, etag: str | None = None) -> Fetched:
         """The whole object, of version ``etag`` only when one is given (If-Match)."""
@@ -206,13 +206,12 @@ class _Request:
     """One request of :class:`S3Objects`, with its retry state and, once settled, its
     result: what ``finish`` makes of the headers and body of a 200, or a StoreError."""
 
-    __slots__ = ("objects", "action", "method", "key", "headers", "body", "finish",
+    __slots__ = ("action", "method", "key", "headers", "body", "finish",
                  "attempt", "delay", "deadline", "chunks", "lines", "result")
 
-    def __init__(self, objects: S3Objects, action: str, method: str, key: str,
-                 headers: dict[str, str], body: bytes,
-                 finish: Callable[[dict[str, str], bytes], Any]) -> None:
-        self.objects, self.action, self.method, self.key = objects, action, method, key
+    def __init__(self, action: str, method: str, key: str, headers: dict[str, str],
+                 body: bytes, finish: Callable[[dict[str, str], bytes], Any]) -> None:
+        self.action, self.method, self.key = action, method, key
         self.headers, self.body, self.finish = headers, body, finish
         self.attempt, self.delay = 1, 0.2
         self.deadline = time.monotonic() + _RETRY_SECONDS
