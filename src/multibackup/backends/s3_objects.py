@@ -16,15 +16,14 @@ further fifth less CPU, but it finished later: every reply waited its turn there
 from __future__ import annotations
 
 import random
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from multibackup.backends.location import Location, operator_config
-from multibackup.backends.s3_rest import S3Rest, ca_bundle
+from multibackup.backends.s3_rest import ATTEMPTS, RETRY_STATUS, Reply, S3Rest, ca_bundle
 from multibackup.errors import ObjectNotFound, StoreError
 
 #: attribute names of the standard headers a copy carries; every other name is user metadata
@@ -32,11 +31,7 @@ STANDARD = ("Cache-Control", "Content-Disposition", "Content-Encoding", "Content
             "Content-Type")
 _HEADER_NAMES = {name.lower(): name for name in STANDARD}
 _META = "x-amz-meta-"
-_S3_ERROR = re.compile(rb"<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>")
-_CODE = re.compile(rb"<Code>(?P<code>[^<]*)</Code>")
-#: statuses worth another try: throttling and the server's own trouble
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-_ATTEMPTS = 5  # the first and four more, over at most _RETRY_SECONDS
+#: retries (``s3_rest.ATTEMPTS`` tries in all) end this long after the first try
 _RETRY_SECONDS = 60.0
 
 
@@ -100,10 +95,12 @@ class S3Objects:
         """The URL of ``key`` (below the location's root) and the signed headers."""
         return self._rest.signed(method, self._root + key, None, headers)
 
-    def _configure(self, curl: Any, req: _Request) -> None:
-        """Set ``curl`` up for one attempt of ``req``, signed now."""
+    def _configure(self, curl: Any, method: str, key: str, headers: Mapping[str, str],
+                   body: bytes, chunks: list[bytes], lines: list[bytes]) -> None:
+        """Set ``curl`` up for one try of a request, signed now; the reply's body goes
+        into ``chunks`` and its header lines into ``lines``."""
         pc = self._curl
-        url, signed = self.signed(req.method, req.key, req.headers)
+        url, signed = self.signed(method, key, headers)
         curl.setopt(pc.NOSIGNAL, 1)
         curl.setopt(pc.CONNECTTIMEOUT, 15)
         curl.setopt(pc.TIMEOUT, 300)
@@ -118,118 +115,77 @@ class S3Objects:
         if "content-type" not in signed:  # not libcurl's form type for a body
             sent.append(b"Content-Type:")
         curl.setopt(pc.HTTPHEADER, sent)
-        req.chunks, req.lines = [], []
-        curl.setopt(pc.WRITEFUNCTION, req.chunks.append)
-        curl.setopt(pc.HEADERFUNCTION, req.lines.append)
-        if req.method == "PUT":
-            curl.setopt(pc.POSTFIELDS, req.body)  # sent from memory in one go
-            curl.setopt(pc.POSTFIELDSIZE, len(req.body))
+        curl.setopt(pc.WRITEFUNCTION, chunks.append)
+        curl.setopt(pc.HEADERFUNCTION, lines.append)
+        if method == "PUT":
+            curl.setopt(pc.POSTFIELDS, body)  # sent from memory in one go
+            curl.setopt(pc.POSTFIELDSIZE, len(body))
             curl.setopt(pc.CUSTOMREQUEST, "PUT")
 
-    def _settle(self, req: _Request, status: int, error: Exception | None) -> float | None:
-        """After one attempt: the seconds to wait before another (throttling, a server
-        error, a broken connection), or None with ``req.result`` set, a StoreError for a
-        failure (one line naming the action and key, never a credential)."""
-        retry = error is not None or status in _RETRY_STATUS
-        if retry and req.attempt < _ATTEMPTS and time.monotonic() < req.deadline:
-            req.attempt += 1
-            wait, req.delay = req.delay * (0.5 + random.random()), min(req.delay * 2, 5.0)
-            return wait
-        where = f"{self.description}: {req.action} {req.key}"
-        body = b"".join(req.chunks)
-        if error is not None:
-            reason = error.args[1] if len(error.args) > 1 else str(error)
-            req.result = StoreError(f"{where}: cannot reach the server "
-                                    f"({' '.join(str(reason).split())[:200]})")
-        elif status == 200:
-            req.result = req.finish(_headers(req.lines), body)
-        elif status == 404 and b"NoSuchBucket" in body:
-            req.result = StoreError(f"{where}: the bucket does not exist "
-                                    f"({_error_text(status, body)})")
-        elif status == 404:
-            req.result = ObjectNotFound(f"{where}: object not found")
-        elif status == 412:
-            req.result = StoreError(f"{where}: the object changed since it was listed")
-        elif status in (401, 403):
-            req.result = StoreError(f"{where}: access denied, check the credentials "
-                                    f"({_error_text(status, body)})")
-        else:
-            req.result = StoreError(f"{where}: {_error_text(status, body)}")
-        req.chunks = req.lines = []
-        return None
-
-    def _call(self, req: _Request) -> Any:
-        """Send ``req`` from this thread, on its own handle; its result, or raise."""
+    def _request(self, action: str, method: str, key: str, headers: Mapping[str, str],
+                 body: bytes = b"") -> tuple[dict[str, str], bytes]:
+        """One request from this thread, on its own handle, tried again (signed anew)
+        after throttling, a server error or a broken connection: the headers (lower-case
+        names) and body of its 200. Any failure is a StoreError of one line naming
+        ``action`` and ``key``, never a credential."""
         pc = self._curl
         curl = getattr(self._local, "curl", None)
         if curl is None:
             curl = self._local.curl = pc.Curl()
-        while True:
+        delay, deadline = 0.2, time.monotonic() + _RETRY_SECONDS
+        for attempt in range(1, ATTEMPTS + 1):
+            chunks: list[bytes] = []
+            lines: list[bytes] = []
             curl.reset()  # its connection stays open for the next request
-            self._configure(curl, req)
+            self._configure(curl, method, key, headers, body, chunks, lines)
             error: Exception | None = None
             try:
                 curl.perform()
+                status = curl.getinfo(pc.RESPONSE_CODE)
             except pc.error as exc:
-                error = exc
-            wait = self._settle(req, curl.getinfo(pc.RESPONSE_CODE) if error is None else 0,
-                                error)
-            if wait is None:
-                if isinstance(req.result, StoreError):
-                    raise req.result
-                return req.result
-            time.sleep(wait)
-
-    def _get(self, key: str, etag: str | None) -> _Request:
-        headers = {"if-match": f'"{etag.strip().strip(chr(34))}"'} if etag else {}
-        return _Request("reading", "GET", key, headers, b"", _fetched)
-
-    def _put(self, key: str, data: bytes, attributes: Mapping[str, str] | None) -> _Request:
-        headers = {}
-        for name, value in (attributes or {}).items():
-            if name in STANDARD:
-                headers[name.lower()] = value
-            else:
-                headers[_META + name.lower()] = value
-        return _Request("writing", "PUT", key, headers, bytes(data), _written)
+                error, status = exc, 0
+            last = attempt == ATTEMPTS or time.monotonic() >= deadline
+            if (error is not None or status in RETRY_STATUS) and not last:
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+                continue
+            break
+        where = f"{self.description}: {action} {key}"
+        if error is not None:
+            reason = error.args[1] if len(error.args) > 1 else str(error)
+            raise StoreError(f"{where}: cannot reach the server "
+                             f"({' '.join(str(reason).split())[:200]})")
+        data = b"".join(chunks)
+        if status == 200:
+            return _headers(lines), data
+        code, message = Reply(status, {}, data).error()
+        text = f"{code}: {' '.join(message.split())}" if message else code
+        if status == 404 and code == "NoSuchBucket":
+            raise StoreError(f"{where}: the bucket does not exist ({text})")
+        if status == 404:
+            raise ObjectNotFound(f"{where}: object not found")
+        if status == 412:
+            raise StoreError(f"{where}: the object changed since it was listed")
+        if status in (401, 403):
+            raise StoreError(f"{where}: access denied, check the credentials ({text})")
+        raise StoreError(f"{where}: {text}")
 
     def get(self, key: str, etag: str | None = None) -> Fetched:
         """The whole object, of version ``etag`` only when one is given (If-Match)."""
-        return self._call(self._get(key, etag))  # type: ignore[no-any-return]
+        headers = {"if-match": f'"{etag.strip().strip(chr(34))}"'} if etag else {}
+        got, data = self._request("reading", "GET", key, headers)
+        attributes = {_HEADER_NAMES[name]: value for name, value in got.items()
+                      if name in _HEADER_NAMES}
+        attributes.update((name[len(_META):], value) for name, value in got.items()
+                          if name.startswith(_META))
+        return Fetched(data, got.get("etag", "").strip('"'), attributes)
 
     def put(self, key: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
         """Write ``data`` in one request; returns the ETag the server gave what it stored."""
-        return self._call(self._put(key, data, attributes))  # type: ignore[no-any-return]
-
-
-class _Request:
-    """One request of :class:`S3Objects`, with its retry state and, once settled, its
-    result: what ``finish`` makes of the headers and body of a 200, or a StoreError."""
-
-    __slots__ = ("action", "method", "key", "headers", "body", "finish",
-                 "attempt", "delay", "deadline", "chunks", "lines", "result")
-
-    def __init__(self, action: str, method: str, key: str, headers: dict[str, str],
-                 body: bytes, finish: Callable[[dict[str, str], bytes], Any]) -> None:
-        self.action, self.method, self.key = action, method, key
-        self.headers, self.body, self.finish = headers, body, finish
-        self.attempt, self.delay = 1, 0.2
-        self.deadline = time.monotonic() + _RETRY_SECONDS
-        self.chunks: list[bytes] = []
-        self.lines: list[bytes] = []
-        self.result: Any = None
-
-
-def _fetched(headers: dict[str, str], body: bytes) -> Fetched:
-    attributes = {_HEADER_NAMES[name]: value for name, value in headers.items()
-                  if name in _HEADER_NAMES}
-    attributes.update((name[len(_META):], value) for name, value in headers.items()
-                      if name.startswith(_META))
-    return Fetched(body, headers.get("etag", "").strip('"'), attributes)
-
-
-def _written(headers: dict[str, str], body: bytes) -> str:
-    return headers.get("etag", "").strip('"')
+        headers = {(name.lower() if name in STANDARD else _META + name.lower()): value
+                   for name, value in (attributes or {}).items()}
+        got, _ = self._request("writing", "PUT", key, headers, bytes(data))
+        return got.get("etag", "").strip('"')
 
 
 def _headers(lines: list[bytes]) -> dict[str, str]:
@@ -247,15 +203,3 @@ def _headers(lines: list[bytes]) -> dict[str, str]:
                 text = value.strip().decode("latin-1")
             out[name.strip().decode("latin-1").lower()] = text
     return out
-
-
-def _error_text(status: int, body: bytes) -> str:
-    """``Code: message`` of an S3 error reply, or its status."""
-    match = _S3_ERROR.search(body)
-    if match:
-        message = " ".join(match["message"].decode("utf-8", "replace").split())
-        return f"{match['code'].decode('utf-8', 'replace')}: {message}"
-    match = _CODE.search(body)
-    if match:
-        return match["code"].decode("utf-8", "replace")
-    return f"HTTP {status}"

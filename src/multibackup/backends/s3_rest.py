@@ -26,8 +26,8 @@ from xml.etree import ElementTree
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
 #: statuses worth another try: throttling and the server's own trouble
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-_ATTEMPTS = 5
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ class S3Rest:
         """
         payload = hashlib.sha256(body).hexdigest() if sign_body else UNSIGNED
         delay = 0.25
-        for attempt in range(1, _ATTEMPTS + 1):
+        for attempt in range(1, ATTEMPTS + 1):
             # signed anew each time (the date moves); the Host is signed, and urllib3 then
             # sends it as it is
             url, sent = self.signed(method, key, query, headers, payload)
@@ -175,12 +175,12 @@ class S3Rest:
                     if into is not None:
                         r.release_conn()
             except Exception as exc:
-                if attempt == _ATTEMPTS:
+                if attempt == ATTEMPTS:
                     raise S3Error("ConnectionError",
                                   f"{self._host}: {_reason(exc)}") from None
             else:
                 reply = Reply(r.status, {k.lower(): v for k, v in r.headers.items()}, data)
-                if r.status not in _RETRY_STATUS or attempt == _ATTEMPTS:
+                if r.status not in RETRY_STATUS or attempt == ATTEMPTS:
                     return reply
             time.sleep(delay * (0.5 + random.random()))
             delay *= 2
