@@ -87,8 +87,7 @@ class S3Objects:
         self._root = f"{root}/" if root else ""
         self._local = threading.local()
         self._curl = pycurl
-        https = self._rest.signed("GET")[0].startswith("https:")
-        self._bundle = ca_bundle() if https else None
+        self._bundle = ca_bundle() if self._rest.scheme == "https" else None
 
     def signed(self, method: str, key: str,
                headers: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:

@@ -78,7 +78,7 @@ class S3Rest:
         self._anonymous = options.get("allow_anonymous") == "true" or not self._key_id
         endpoint = options.get("endpoint") or f"https://s3.{self.region}.amazonaws.com"
         parts = urlsplit(endpoint)
-        self._scheme = parts.scheme or "https"
+        self.scheme = parts.scheme or "https"
         base = parts.path.rstrip("/")
         if options.get("enable_virtual_host_style") == "true":
             self._host, self._prefix = f"{self.bucket}.{parts.netloc}", base
@@ -127,7 +127,7 @@ class S3Rest:
         path = _encode(f"{self._prefix}/{key}", "/~")
         items = sorted((_encode(k, "~"), _encode(v, "~")) for k, v in (query or {}).items())
         canonical_query = "&".join(f"{k}={v}" for k, v in items)
-        url = f"{self._scheme}://{self._host}{path}" + (
+        url = f"{self.scheme}://{self._host}{path}" + (
             f"?{canonical_query}" if canonical_query else "")
         sent = {k.lower(): str(v) for k, v in (headers or {}).items()}
         sent["host"] = self._host
@@ -142,7 +142,7 @@ class S3Rest:
     def _http(self) -> Any:
         with self._making:
             if self._pool is None:
-                self._pool = _pool(self._scheme, self._host)
+                self._pool = _pool(self.scheme, self._host)
             return self._pool
 
     def request(self, method: str, key: str = "", query: Mapping[str, str] | None = None,
