@@ -1117,6 +1117,19 @@ class SFTPStore:
             elif key.startswith(prefix) and (what := not_an_object(mode)):
                 self.passed_over.append((_info(key, attrs), what))
 
+    def remove_empty_temporary(self) -> None:
+        """Remove the temporary directory when nothing is left in it, so a migration into
+        an SFTP folder leaves only what it copied. The server's rmdir refuses a directory
+        that is not empty, so another writer's file there is never touched."""
+        tmp_dir = posixpath.join(self.root, TMP_DIR)
+
+        def rmdir(sftp: paramiko.SFTPClient) -> None:
+            with contextlib.suppress(OSError):  # not empty, gone, or not ours to remove
+                sftp.rmdir(tmp_dir)
+
+        with contextlib.suppress(StoreError):  # tidying only: the copy is done
+            self._run("tidying", TMP_DIR, rmdir)
+
     def sweep_temporary(self, older_than: float) -> int:
         """Remove temp files of interrupted writes last modified over ``older_than`` s ago.
 
