@@ -297,11 +297,18 @@ def test_unreachable_destination(s3_server: S3Server, mcli: CLI) -> None:
 
 def test_streamed_s3_to_s3_keeps_metadata(s3_server: S3Server, mcli: CLI) -> None:
     objs = _objects(17)
+    # names with control characters, which an XML listing garbles, small and large
+    objs["site/tab\tpage.html"] = b"<p>tab</p>"
+    objs["media/bell\x07big.bin"] = random.Random(3).randbytes(BIG)
     src_b, dst_b = s3_server.new_bucket(), s3_server.new_bucket()
     client = s3_server.client()
+
+    def tag(key: str) -> str:  # a metadata value of the name, in printable characters
+        return key.rsplit("/", 1)[-1].encode("unicode_escape").decode()
+
     for key, data in objs.items():
         client.put_object(Bucket=src_b, Key=key, Body=data, ContentType="text/x-test",
-                          Metadata={"owner": "web", "k": key.rsplit("/", 1)[-1]},
+                          Metadata={"owner": "web", "k": tag(key)},
                           ContentEncoding="gzip", CacheControl="max-age=60",
                           ContentDisposition='attachment; filename="x"')
     for server_side in (False, True):
@@ -319,7 +326,7 @@ def test_streamed_s3_to_s3_keeps_metadata(s3_server: S3Server, mcli: CLI) -> Non
         for key in objs:
             head = client.head_object(Bucket=dst_b, Key=prefix + key)
             assert head["ContentType"] == "text/x-test"
-            assert head["Metadata"] == {"owner": "web", "k": key.rsplit("/", 1)[-1]}
+            assert head["Metadata"] == {"owner": "web", "k": tag(key)}
             # small objects (one GET, one PUT) and large ones (multipart) alike
             assert (head.get("ContentEncoding"), head.get("CacheControl"),
                     head.get("ContentDisposition")) == \
