@@ -81,10 +81,13 @@ class Printer:
         from rich.text import Text
 
         class Rate(ProgressColumn):
-            """Bytes per second in the units of every other size shown (KiB, MiB)."""
+            """Bytes per second in the units of every other size shown (KiB, MiB); the
+            average so far until rich has two samples to estimate from (a run of under
+            a second may never have them)."""
 
             def render(self, task: Any) -> Text:
-                speed = task.finished_speed or task.speed
+                speed = task.finished_speed or task.speed or (
+                    task.completed / task.elapsed if task.completed and task.elapsed else None)
                 return Text(f"{human_bytes(speed)}/s" if speed else "?",
                             style="progress.data.speed")
 
