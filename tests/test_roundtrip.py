@@ -342,8 +342,8 @@ def test_check_names_every_damaged_path_in_every_snapshot(tmp_path: Path, cli: C
 def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrives(
         tmp_path: Path, cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
     """Packs go to the workers while the walk goes on; a file later in the tree that
-    shares content with an early one (its pack already restored) still gets it, and
-    such returns widen the window instead of costing a read each."""
+    shares content with an early one (its pack already sent) still gets it, and such
+    returns widen the window instead of costing a read each."""
     from multibackup.backends.location import open_store, parse_location
     from multibackup.engine import restore as restore_mod
     from multibackup.repository.repository import Repository
@@ -368,7 +368,7 @@ def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrive
 
     def submit(pool, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         if getattr(fn, "__name__", "") == "_restore_pack":
-            sent.append((args[0], len(restorer_of["r"]._files)))
+            sent.append((args[0], restorer_of["r"].files_planned))
         return real_submit(pool, fn, *args, **kwargs)
 
     monkeypatch.setattr(restore_mod.ThreadPoolExecutor, "submit", submit)
@@ -378,19 +378,112 @@ def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrive
         r = restorer_of["r"] = restore_mod.Restorer(repo, repo.find_snapshot("latest"),
                                                      str(tmp_path / "out"))
         summary = r.run()
-        first = next(f for f in r._files if f.path.endswith("/a/first.bin"))
-        shared_pack = repo.index.lookup(first.node.content[0]).pack_id
+        first = next(node for path, node in repo.walk(repo.find_snapshot("latest").tree)
+                     if path.endswith("/a/first.bin"))
+        shared_pack = repo.index.lookup(first.content[0]).pack_id
     assert summary.errors == [] and summary.files == len(files)
     out = tmp_path / "out" / str(src).lstrip("/")
     assert {rel: (out / rel).read_bytes() for rel in files} == files
-    total = len(r._files)
+    total = r.files_planned
+    assert total == len(files) and r._files == {}  # every file restored has been let go
     # restoring began before the walk had planned every file ...
     assert sent[0][1] < total
-    # ... and the pack holding the shared content was read twice: once for a/first.bin,
-    # again for c/again.bin, which the walk reached after that pack had gone (5 MiB on,
-    # the window being 4 packs); that return doubled the window, so the pack then waited
-    # for e/more.bin and g/last.bin, 5 MiB apart each, instead of going out twice more
+    # ... and the pack holding the shared content was read twice: once for a/first.bin
+    # (it went as soon as the walk had asked for each of its blobs), again for
+    # c/again.bin, which the walk reached after that; the second read waited for
+    # e/more.bin and g/last.bin (a few blob writes on, well inside the window) instead
+    # of going out twice more
     assert [p for p, _ in sent].count(shared_pack) == 2
+
+
+def test_a_pack_restore_needs_part_of_waits_for_writes_not_bytes(
+        tmp_path: Path, cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pack holding a blob the restore does not need (an old version's) waits until
+    the walk has planned many blob writes past it, not a few packs' worth of bytes: the
+    file after a large one still finds it unsent, and the pack is read once."""
+    from multibackup.backends.location import open_store, parse_location
+    from multibackup.engine import restore as restore_mod
+    from multibackup.repository.repository import Repository
+
+    rng = random.Random(5)
+    src = tmp_path / "src"
+    src.mkdir()
+    small = {name: rng.randbytes(100_000) for name in ("a_first.bin", "c_gone.bin",
+                                                       "z_last.bin")}
+    for name, data in small.items():
+        (src / name).write_bytes(data)
+    cli("init", "--pack-size", "1")
+    cli("backup", "--workers", "1", str(src))  # the three small files share one pack
+    (src / "c_gone.bin").unlink()  # its blob stays in that pack, unneeded
+    (src / "m_large.bin").write_bytes(rng.randbytes(6 << 20))  # 6 packs between the two
+    cli("backup", "--workers", "1", str(src))
+
+    sent: list[bytes] = []
+    real_submit = restore_mod.ThreadPoolExecutor.submit
+
+    def submit(pool, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if getattr(fn, "__name__", "") == "_restore_pack":
+            sent.append(args[0])
+        return real_submit(pool, fn, *args, **kwargs)
+
+    monkeypatch.setattr(restore_mod.ThreadPoolExecutor, "submit", submit)
+    with Repository.open(open_store(parse_location(cli.repo)),
+                         cli.env["MULTIBACKUP_PASSWORD"]) as repo:
+        repo.load_index()
+        snap = repo.find_snapshot("latest")
+        first = next(node for path, node in repo.walk(snap.tree)
+                     if path.endswith("/a_first.bin"))
+        shared = repo.index.lookup(first.content[0]).pack_id
+        summary = restore_mod.Restorer(repo, snap, str(tmp_path / "out")).run()
+    assert summary.errors == [] and summary.files == 3
+    out = tmp_path / "out" / str(src).lstrip("/")
+    assert (out / "a_first.bin").read_bytes() == small["a_first.bin"]
+    assert (out / "z_last.bin").read_bytes() == small["z_last.bin"]
+    assert (out / "m_large.bin").stat().st_size == 6 << 20
+    assert sent.count(shared) == 1 and len(sent) == len(set(sent)), sent
+
+
+def test_restore_holds_the_files_in_flight_not_the_whole_snapshot(
+        tmp_path: Path, cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk waits while the workers have 4 packs each queued, and a file is let go
+    once its last blob is written: the files held stay a fraction of the snapshot's,
+    however many it holds (38,000 planned at once took about 40 MB)."""
+    from multibackup.backends.location import open_store, parse_location
+    from multibackup.engine import restore as restore_mod
+    from multibackup.repository.repository import Repository
+
+    rng = random.Random(11)
+    src = tmp_path / "src"
+    files = {f"d{i % 7}/f{i:03d}.bin": rng.randbytes(128 * 1024) for i in range(480)}
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    cli("init", "--pack-size", "1")
+    cli("backup", "--workers", "1", str(src))  # packs in walk order
+
+    held: list[int] = []  # files held whenever a pack went to the workers
+    restorer_of: dict[str, restore_mod.Restorer] = {}
+    real_submit = restore_mod.ThreadPoolExecutor.submit
+
+    def submit(pool, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if getattr(fn, "__name__", "") == "_restore_pack":
+            held.append(len(restorer_of["r"]._files))
+        return real_submit(pool, fn, *args, **kwargs)
+
+    monkeypatch.setattr(restore_mod.ThreadPoolExecutor, "submit", submit)
+    with Repository.open(open_store(parse_location(cli.repo)),
+                         cli.env["MULTIBACKUP_PASSWORD"]) as repo:
+        repo.load_index()
+        r = restorer_of["r"] = restore_mod.Restorer(repo, repo.find_snapshot("latest"),
+                                                     str(tmp_path / "out"), workers=2)
+        summary = r.run()
+    assert summary.errors == [] and summary.files == len(files)
+    out = tmp_path / "out" / str(src).lstrip("/")
+    assert {rel: (out / rel).read_bytes() for rel in files} == files
+    # 60 packs of 8 files: at most the window (4 packs) and 8 queued ones are held,
+    # not the 480 files the walk would otherwise have planned at once
+    assert len(held) >= 55 and max(held) <= 13 * 8, held
+    assert r._files == {}
 
 
 def test_restore_over_a_directory_in_the_way_restores_the_rest(tmp_path: Path,

@@ -154,7 +154,11 @@ class Restorer:
         self.progress = progress or Progress()
         self.summary = RestoreSummary()
         self._lock = threading.Lock()
-        self._files: list[_File] = []
+        # files being restored, by number: a file leaves when its last blob is written
+        # (failed ones stay, to be removed at the end), so memory follows the files in
+        # flight, not the snapshot's size
+        self._files: dict[int, _File] = {}
+        self.files_planned = 0  # numbers handed out to files so far
         self._dirs: list[tuple[str, Node]] = []
         self._links: list[tuple[str, Node]] = []
         self._specials: list[tuple[str, Node]] = []
@@ -192,7 +196,7 @@ class Restorer:
         """The snapshot's files in tree order; directories, symlinks and hard links are
         collected on the way for the end of the run."""
         try:
-            nodes = self.repo.load_tree(tree_id)
+            nodes = self.repo.load_tree(tree_id, keep=False)  # each is walked once
         except MultibackupError as exc:
             self._error(f"{rel or '/'}: cannot read directory listing: {exc}")
             return
@@ -329,8 +333,8 @@ class Restorer:
                 if self.sparse:  # zeros are not written; the last write sets the length
                     plain = bytes(plain)  # (a view of the scratch buffer otherwise)
                 for file_no, file_offset in targets:
-                    f = self._files[file_no]
-                    if f.failed:
+                    f = self._files.get(file_no)
+                    if f is None or f.failed:
                         continue
                     try:
                         born = self._birth_mode(f.node)
@@ -348,7 +352,7 @@ class Restorer:
                                 if self.sparse:
                                     os.ftruncate(fd, f.node.size)
                                 self._meta(f.path, f.node, fd=fd, chmod=born is None)
-                                f.finished = True
+                                self._finished(file_no, f)
                         finally:
                             os.close(fd)
                     except OSError as exc:
@@ -365,9 +369,19 @@ class Restorer:
             self.summary.fallback_reads += 1
         return plain
 
+    def _finished(self, file_no: int, f: _File) -> None:
+        """Count a file whose every byte and metadata are in, and let it go."""
+        with self._lock:
+            f.finished = True
+            self._files.pop(file_no, None)
+            self.summary.files += 1
+            self.summary.bytes += f.node.size
+
     def _fail(self, targets: list[tuple[int, int]], reason: str) -> None:
         for file_no, _ in targets:
-            f = self._files[file_no]
+            f = self._files.get(file_no)
+            if f is None:  # finished: every blob of it was written
+                continue
             with self._lock:
                 if f.failed:
                     continue
@@ -393,70 +407,100 @@ class Restorer:
     # ---- plan and dispatch ------------------------------------------------------------
 
     def _dispatch(self, pool: ThreadPoolExecutor) -> list[Future[None]]:
-        """Walk the snapshot and hand each pack to the workers once the walk is past it.
+        """Walk the snapshot and hand each pack to the workers once the walk has asked
+        for all of it, or has gone well past it.
 
-        Restoring starts while the walk goes on, instead of after it (the walk loads
-        every directory listing and looks up every blob: a second on 38,000 files). A
-        pack's blobs are needed by neighbouring files, since a backup fills packs in
-        walk order; a pack goes out once the walk has planned ``window`` more bytes
-        (first four packs' worth) without needing it. A file further on that needs a
-        blob of a pack already sent (the same content elsewhere in the tree) gets that
-        blob from a later, smaller read of the same pack: every file still receives
-        every blob. Each such return doubles the window, so a snapshot whose packs do
-        not follow the walk (content moved since it was first saved, packs rewritten by
-        prune) costs a few extra reads before packs wait for the walk's end, as they
-        all did before.
+        Restoring starts while the walk goes on (the walk loads every directory listing
+        and looks up every blob: a second on 38,000 files), and a planned file is held
+        only until its last blob is written. The index says how many blobs each pack
+        holds, and a pack goes out as soon as the walk has asked for every one. A pack
+        of which this restore needs only some blobs (the rest belong to older versions
+        of files, or lie outside ``--include``) goes out once the walk has planned
+        ``window`` more blob writes (first 4,096) without needing it. Counting writes
+        rather than bytes makes waiting as long as it is cheap: two large files that a
+        backup read side by side share their packs, and the first file's packs wait for
+        the second, however large, instead of being read twice.
+
+        A file further on that needs a blob of a pack already sent (the same content
+        elsewhere in the tree) gets it from a later, smaller read of that pack. A file
+        that causes such returns doubles the window, so a snapshot whose packs do not
+        follow the walk (content moved since it was first saved, packs rewritten by
+        prune) costs a few extra reads before packs wait for the walk's end.
+
+        The walk also waits while ``4 x workers`` packs are queued or being restored:
+        it plans far faster than packs are written (38,000 files planned at once held
+        about 40 MB).
         """
-        window = 4 * self.repo.config.pack_size
+        window = 4096
+        left = self.repo.index.blobs_per_pack()  # per pack: blobs not asked for yet
         sent: set[bytes] = set()
         pending: dict[bytes, dict[bytes, list[Any]]] = {}
-        last_use: OrderedDict[bytes, int] = OrderedDict()  # pack -> bytes planned then
-        planned = 0
+        last_use: OrderedDict[bytes, int] = OrderedDict()  # pack -> writes planned then
+        planned = 0  # blob writes planned so far
         futures: list[Future[None]] = []
+        queued = threading.BoundedSemaphore(4 * self.workers)
 
         def send(pack_id: bytes) -> None:
+            del last_use[pack_id]
             blobs = pending.pop(pack_id)
             sent.add(pack_id)
-            futures.append(pool.submit(self._restore_pack, pack_id,
-                                       [tuple(v) for v in blobs.values()]))
+            queued.acquire()  # released when a worker is done with the pack
+            future = pool.submit(self._restore_pack, pack_id,
+                                 [tuple(v) for v in blobs.values()])
+            future.add_done_callback(lambda _: queued.release())
+            futures.append(future)
 
         lookup = self.repo.index.lookup
         for f in self._walk(self.snapshot.tree, "", self.target, {}):
             if not self._prepare(f):
                 continue
-            file_no = len(self._files)
-            f.remaining = len(f.node.content)  # before any worker can see the file
-            self._files.append(f)
             self.progress.total_items += 1
             self.progress.total_bytes += f.node.size
+            file_no = self.files_planned
+            self.files_planned += 1
+            if not f.node.content:  # created empty by _prepare: done but for metadata
+                self._meta(f.path, f.node)
+                self._finished(file_no, f)
+                continue
+            f.remaining = len(f.node.content)  # before any worker can see the file
+            self._files[file_no] = f
             offset = 0
+            returned = False
+            complete: list[bytes] = []
             for blob_id in f.node.content:
                 loc = lookup(blob_id)
                 if loc is None:
                     self._fail([(file_no, 0)], f"blob {blob_id.hex()[:16]} is missing")
                     break
-                blobs = pending.get(loc.pack_id)
+                pack_id = loc.pack_id
+                blobs = pending.get(pack_id)
                 if blobs is None:
-                    if loc.pack_id in sent:
-                        window *= 2  # a return: the packs do not follow the walk here
-                    blobs = pending[loc.pack_id] = {}
+                    returned = returned or pack_id in sent
+                    blobs = pending[pack_id] = {}
                 entry = blobs.get(blob_id)
                 if entry is None:
                     entry = blobs[blob_id] = [loc.offset, loc.length, loc.raw_length,
                                               blob_id, []]
+                    if pack_id not in sent:
+                        left[pack_id] -= 1
+                        if not left[pack_id]:
+                            complete.append(pack_id)
                 entry[4].append((file_no, offset))
                 offset += loc.raw_length
-                last_use[loc.pack_id] = planned
-                last_use.move_to_end(loc.pack_id)
-            planned += f.node.size
+                planned += 1
+                last_use[pack_id] = planned
+                last_use.move_to_end(pack_id)
+            if returned:
+                window *= 2  # the packs do not follow the walk here
+            for pack_id in complete:
+                send(pack_id)
             while last_use:
                 pack_id, at = next(iter(last_use.items()))
                 if planned - at < window:
                     break
-                del last_use[pack_id]
                 send(pack_id)
-        if self.includes and not (self._files or self._dirs or self._links or self._hard
-                                  or self._specials):
+        if self.includes and not (self.files_planned or self._dirs or self._links
+                                  or self._hard or self._specials):
             raise MultibackupError("nothing in the snapshot matches --include "
                                    + " ".join(self.includes))
         for pack_id in list(last_use):
@@ -492,17 +536,13 @@ class Restorer:
             raise
         pool.shutdown()
         s = self.summary
-        for f in self._files:
-            if f.failed:
-                try:
-                    os.unlink(f.path)  # never leave a file with wrong content behind
-                except OSError:
-                    pass
-                continue
-            if not f.finished:  # empty files
-                self._meta(f.path, f.node)
-            s.files += 1
-            s.bytes += f.node.size
+        for f in self._files.values():  # the failed files: restored ones have left
+            if not f.failed:  # not expected: every blob of a file is sent to the workers
+                self._error(f"{f.path}: not every part of it was written")
+            try:
+                os.unlink(f.path)  # never leave a file with wrong content behind
+            except OSError:
+                pass
         for path, first, _node in self._hard:
             try:
                 if os.path.lexists(path) and self.overwrite:

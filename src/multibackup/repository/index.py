@@ -182,6 +182,22 @@ class Index:
         pack_no, kind, offset, length, raw_length = value
         return BlobLocation(self._packs[pack_no], _TYPES[kind], offset, length, raw_length)
 
+    def blobs_per_pack(self) -> dict[bytes, int]:
+        """How many blobs each pack holds, as look-ups see them (a blob stored in two
+        packs counts for the one :meth:`lookup` names). Counted in C from the table's
+        pack-number column: a restore asks once, for a few hundred thousand blobs."""
+        self._fold()
+        table, size = self._table, _REC.size
+        column = bytearray(4 * table.count)
+        for j in range(4):  # each record's pack number, little-endian after the id
+            column[j::4] = table.records[32 + j::size]
+        numbers = array("I", column)
+        if sys.byteorder == "big":
+            numbers.byteswap()
+        counts = Counter(numbers)
+        counts.update(value[0] for value in self._delta.values())
+        return {self._packs[no]: n for no, n in counts.items()}
+
     def has_pack(self, pack_id: bytes) -> bool:
         return pack_id in self._pack_no
 
