@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CLI, make_tree, snapshot_of_tree
@@ -339,14 +340,40 @@ def test_check_names_every_damaged_path_in_every_snapshot(tmp_path: Path, cli: C
     assert (target / base.lstrip("/") / "b" / "z.txt").read_bytes() == files["b/z.txt"]
 
 
+def _restore_watching_packs(cli: CLI, target: Path, monkeypatch: pytest.MonkeyPatch,
+                            seen: Any, workers: int | None = None) -> tuple[Any, Any, dict]:
+    """Restore the latest snapshot in this process, calling ``seen(restorer, pack_id)``
+    as each pack goes to the workers; returns the summary, the restorer and the
+    snapshot's nodes by path."""
+    from multibackup.backends.location import open_store, parse_location
+    from multibackup.engine import restore as restore_mod
+    from multibackup.repository.repository import Repository
+
+    restorer: list[Any] = []
+    real_submit = restore_mod.ThreadPoolExecutor.submit
+
+    def submit(pool, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if getattr(fn, "__name__", "") == "_restore_pack":
+            seen(restorer[0], args[0])
+        return real_submit(pool, fn, *args, **kwargs)
+
+    monkeypatch.setattr(restore_mod.ThreadPoolExecutor, "submit", submit)
+    with Repository.open(open_store(parse_location(cli.repo)),
+                         cli.env["MULTIBACKUP_PASSWORD"]) as repo:
+        repo.load_index()
+        snap = repo.find_snapshot("latest")
+        nodes = {path: (node, repo.index.lookup(node.content[0]).pack_id
+                        if node.content else None)
+                 for path, node in repo.walk(snap.tree)}
+        restorer.append(restore_mod.Restorer(repo, snap, str(target), workers=workers))
+        return restorer[0].run(), restorer[0], nodes
+
+
 def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrives(
         tmp_path: Path, cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
     """Packs go to the workers while the walk goes on; a file later in the tree that
     shares content with an early one (its pack already sent) still gets it, and such
     returns widen the window instead of costing a read each."""
-    from multibackup.backends.location import open_store, parse_location
-    from multibackup.engine import restore as restore_mod
-    from multibackup.repository.repository import Repository
 
     rng = random.Random(7)
     shared = rng.randbytes(200_000)
@@ -363,24 +390,10 @@ def test_restore_starts_before_the_walk_ends_and_shared_content_far_apart_arrive
     cli("backup", str(src))
 
     sent: list[tuple[bytes, int]] = []  # (pack, files planned when it was sent)
-    restorer_of: dict[str, restore_mod.Restorer] = {}
-    real_submit = restore_mod.ThreadPoolExecutor.submit
-
-    def submit(pool, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if getattr(fn, "__name__", "") == "_restore_pack":
-            sent.append((args[0], restorer_of["r"].files_planned))
-        return real_submit(pool, fn, *args, **kwargs)
-
-    monkeypatch.setattr(restore_mod.ThreadPoolExecutor, "submit", submit)
-    with Repository.open(open_store(parse_location(cli.repo)),
-                         cli.env["MULTIBACKUP_PASSWORD"]) as repo:
-        repo.load_index()
-        r = restorer_of["r"] = restore_mod.Restorer(repo, repo.find_snapshot("latest"),
-                                                     str(tmp_path / "out"))
-        summary = r.run()
-        first = next(node for path, node in repo.walk(repo.find_snapshot("latest").tree)
-                     if path.endswith("/a/first.bin"))
-        shared_pack = repo.index.lookup(first.content[0]).pack_id
+    summary, r, nodes = _restore_watching_packs(
+        cli, tmp_path / "out", monkeypatch, lambda r, pack: sent.append((pack, r.files_planned)))
+    shared_pack = next(pack for path, (_, pack) in nodes.items()
+                       if path.endswith("/a/first.bin"))
     assert summary.errors == [] and summary.files == len(files)
     out = tmp_path / "out" / str(src).lstrip("/")
     assert {rel: (out / rel).read_bytes() for rel in files} == files
@@ -401,9 +414,6 @@ def test_a_pack_restore_needs_part_of_waits_for_writes_not_bytes(
     """A pack holding a blob the restore does not need (an old version's) waits until
     the walk has planned many blob writes past it, not a few packs' worth of bytes: the
     file after a large one still finds it unsent, and the pack is read once."""
-    from multibackup.backends.location import open_store, parse_location
-    from multibackup.engine import restore as restore_mod
-    from multibackup.repository.repository import Repository
 
     rng = random.Random(5)
     src = tmp_path / "src"
@@ -419,22 +429,9 @@ def test_a_pack_restore_needs_part_of_waits_for_writes_not_bytes(
     cli("backup", "--workers", "1", str(src))
 
     sent: list[bytes] = []
-    real_submit = restore_mod.ThreadPoolExecutor.submit
-
-    def submit(pool, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if getattr(fn, "__name__", "") == "_restore_pack":
-            sent.append(args[0])
-        return real_submit(pool, fn, *args, **kwargs)
-
-    monkeypatch.setattr(restore_mod.ThreadPoolExecutor, "submit", submit)
-    with Repository.open(open_store(parse_location(cli.repo)),
-                         cli.env["MULTIBACKUP_PASSWORD"]) as repo:
-        repo.load_index()
-        snap = repo.find_snapshot("latest")
-        first = next(node for path, node in repo.walk(snap.tree)
-                     if path.endswith("/a_first.bin"))
-        shared = repo.index.lookup(first.content[0]).pack_id
-        summary = restore_mod.Restorer(repo, snap, str(tmp_path / "out")).run()
+    summary, _, nodes = _restore_watching_packs(cli, tmp_path / "out", monkeypatch,
+                                                lambda r, pack: sent.append(pack))
+    shared = next(pack for path, (_, pack) in nodes.items() if path.endswith("/a_first.bin"))
     assert summary.errors == [] and summary.files == 3
     out = tmp_path / "out" / str(src).lstrip("/")
     assert (out / "a_first.bin").read_bytes() == small["a_first.bin"]
@@ -448,9 +445,6 @@ def test_restore_holds_the_files_in_flight_not_the_whole_snapshot(
     """The walk waits while the workers have 4 packs each queued, and a file is let go
     once its last blob is written: the files held stay a fraction of the snapshot's,
     however many it holds (38,000 planned at once took about 40 MB)."""
-    from multibackup.backends.location import open_store, parse_location
-    from multibackup.engine import restore as restore_mod
-    from multibackup.repository.repository import Repository
 
     rng = random.Random(11)
     src = tmp_path / "src"
@@ -462,25 +456,13 @@ def test_restore_holds_the_files_in_flight_not_the_whole_snapshot(
     cli("backup", "--workers", "1", str(src))  # packs in walk order
 
     held: list[int] = []  # files held whenever a pack went to the workers
-    restorer_of: dict[str, restore_mod.Restorer] = {}
-    real_submit = restore_mod.ThreadPoolExecutor.submit
-
-    def submit(pool, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if getattr(fn, "__name__", "") == "_restore_pack":
-            held.append(len(restorer_of["r"]._files))
-        return real_submit(pool, fn, *args, **kwargs)
-
-    monkeypatch.setattr(restore_mod.ThreadPoolExecutor, "submit", submit)
-    with Repository.open(open_store(parse_location(cli.repo)),
-                         cli.env["MULTIBACKUP_PASSWORD"]) as repo:
-        repo.load_index()
-        r = restorer_of["r"] = restore_mod.Restorer(repo, repo.find_snapshot("latest"),
-                                                     str(tmp_path / "out"), workers=2)
-        summary = r.run()
+    summary, r, _ = _restore_watching_packs(cli, tmp_path / "out", monkeypatch,
+                                            lambda r, pack: held.append(len(r._files)),
+                                            workers=2)
     assert summary.errors == [] and summary.files == len(files)
     out = tmp_path / "out" / str(src).lstrip("/")
     assert {rel: (out / rel).read_bytes() for rel in files} == files
-    # 60 packs of 8 files: at most the window (4 packs) and 8 queued ones are held,
+    # 60 packs of 8 files: the packs queued (8) and the one being planned are held,
     # not the 480 files the walk would otherwise have planned at once
     assert len(held) >= 55 and max(held) <= 13 * 8, held
     assert r._files == {}
