@@ -68,7 +68,6 @@ class _File:
     node: Node
     failed: bool = False
     remaining: int = 0  # blob writes still to come; the last writer sets the metadata
-    finished: bool = False
 
 
 def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
@@ -372,7 +371,6 @@ class Restorer:
     def _finished(self, file_no: int, f: _File) -> None:
         """Count a file whose every byte and metadata are in, and let it go."""
         with self._lock:
-            f.finished = True
             self._files.pop(file_no, None)
             self.summary.files += 1
             self.summary.bytes += f.node.size
