@@ -8,10 +8,8 @@ that names the problem (credentials, bucket, network, disk full) and nothing sec
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +20,7 @@ from opendal import exceptions as oe
 from opendal.layers import RetryLayer, TimeoutLayer
 
 from multibackup.backends.base import ObjectInfo, not_an_object
-from multibackup.backends.local_paths import make_parents
+from multibackup.backends.spool import SpoolFile
 from multibackup.errors import ObjectExists, ObjectNotFound, StorageFull, StoreError
 
 # S3 and Azure: `code: "NoSuchBucket", message: "..."`; GCS: `code: 404, message: "..."`
@@ -284,34 +282,25 @@ class OpenDALStore:
         if not self.direct_buffers:
             self.put(key, bytes(data))
             return
-        self._writable(key)
-        assert self._atomic_dir is not None
-        target = self._local_path(key)
-        # the key's name cut to 200 bytes: with the 13 added, a name of up to 255 bytes
-        # (the most a file system takes) still gets its temporary file
-        stem = os.fsdecode(os.fsencode(key.rsplit("/", 1)[-1])[:200])
-        temp = os.path.join(self._atomic_dir, f"{stem}.{secrets.token_hex(6)}")
-        fd = -1
+        spool = self.spool(key.rsplit("/", 1)[-1], key)
         try:
-            make_parents(target)
-            os.makedirs(self._atomic_dir, exist_ok=True)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            view = data
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.rename(temp, target)
-        except OSError as exc:
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            where = f"{self.description}: writing {key}"
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(f"{where}: no space left on the destination") from None
-            raise StoreError(f"{where}: {exc.strerror or exc}") from None
+            spool.write_at(data, 0)
+        except BaseException:
+            spool.discard()
+            raise
+        self.put_spool(key, spool)
+
+    def spool(self, stem: str, what: str) -> SpoolFile:
+        """A temporary file to fill in place and then ``put_spool`` (``direct_buffers``
+        stores only): an object built on disk rather than in memory."""
+        self._writable(what)
+        assert self._atomic_dir is not None
+        return SpoolFile(self._atomic_dir, stem, self.description, what)
+
+    def put_spool(self, key: str, spool: SpoolFile) -> None:
+        """Store a filled ``spool`` as ``key``: synced, then renamed into place."""
+        self._check_key(key)
+        spool.commit(self._local_path(key), key)
 
     def put_new(self, key: str, data: bytes) -> None:
         """Create-only; atomic where the service has conditional writes.

@@ -13,6 +13,7 @@ neither space nor decompression time on restore.
 from __future__ import annotations
 
 import enum
+import mmap
 import threading
 from typing import Any
 
@@ -116,18 +117,28 @@ class ScratchBuffers:
     """One buffer per thread to decrypt blobs into (``open_blob``'s ``scratch``), reused
     and grown to the largest blob met: not the chunker's maximum up front, since each would
     cost its full size in touched memory while most blobs are far smaller. Reuse spares
-    the page faults of a fresh allocation per blob (check and restore)."""
+    the page faults of a fresh allocation per blob (check and restore).
 
-    def __init__(self) -> None:
+    With ``reserve``, each buffer is instead anonymous memory of that size (or of the
+    size asked, if larger): its pages cost RSS only once written, so one allocation can
+    serve blobs of any size up to it while holding only what the largest one touched.
+    """
+
+    def __init__(self, reserve: int = 0) -> None:
         self._local = threading.local()
+        self._reserve = reserve
 
-    def get(self, size: int) -> bytearray:
+    def get(self, size: int) -> bytearray | mmap.mmap:
         """This thread's buffer, at least ``size`` bytes long."""
         buf = getattr(self._local, "scratch", None)
         if buf is None or len(buf) < size:
-            # to the next power of two: a few steps up to the largest blob, not one
-            # zero-filled allocation for every slightly larger blob met on the way
-            buf = self._local.scratch = bytearray(max(1 << (size - 1).bit_length(), 1 << 20))
+            if self._reserve:
+                buf = self._local.scratch = mmap.mmap(-1, max(self._reserve, size))
+            else:
+                # to the next power of two: a few steps up to the largest blob, not one
+                # zero-filled allocation for every slightly larger blob met on the way
+                buf = self._local.scratch = bytearray(max(1 << (size - 1).bit_length(),
+                                                          1 << 20))
         return buf
 
 

@@ -103,6 +103,11 @@ def storage_id(data: bytes | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
+def storage_hasher() -> Any:
+    """An incremental :func:`storage_id`: ``update`` piece by piece, then ``hexdigest``."""
+    return blake3.blake3()
+
+
 @dataclass(frozen=True)
 class KDFParams:
     """scrypt parameters; N=2^15, r=8 costs 32 MiB and about 0.1 s on this class of machine."""

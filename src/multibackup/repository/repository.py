@@ -33,6 +33,7 @@ from multibackup.repository import keys
 from multibackup.repository.blob import (
     DEFAULT_LEVEL,
     BlobType,
+    ScratchBuffers,
     blob_body,
     open_blob,
     open_file,
@@ -40,13 +41,22 @@ from multibackup.repository.blob import (
 )
 from multibackup.repository.cache import Cache
 from multibackup.repository.chunker import ChunkerParams
-from multibackup.repository.crypto import OVERHEAD, Cipher, KDFParams, MasterKey, storage_id
+from multibackup.repository.crypto import (
+    OVERHEAD,
+    Cipher,
+    KDFParams,
+    MasterKey,
+    storage_hasher,
+    storage_id,
+)
 from multibackup.repository.index import Index, decode_index, decode_index_raw, encode_index
 from multibackup.repository.lock import Lock
 from multibackup.repository.pack import (
     Buffer,
     PackBuilder,
     PackEntry,
+    PackFile,
+    SpooledPackBuilder,
     header_length,
     header_size,
     parse_header,
@@ -154,7 +164,7 @@ class Repository:
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._pending: set[bytes] = set()
-        self._builders: dict[BlobType, PackBuilder] = {}
+        self._builders: dict[BlobType, PackBuilder | SpooledPackBuilder] = {}
         self._unsaved: dict[bytes, list[PackEntry]] = {}
         # Packs in memory are bounded: one being built per blob type plus one per upload slot.
         uploads = upload_concurrency or min(store.concurrency, 4)
@@ -165,6 +175,11 @@ class Repository:
         self._tree_cache: OrderedDict[bytes, list[Node]] = OrderedDict()
         self._tree_packs: OrderedDict[bytes, bytes] = OrderedDict()
         self._spare_buffers: dict[int, list[Buffer]] = {}
+        # On local disk, data packs are filled in place in a file (``spool``): each writer
+        # seals a blob into its own scratch buffer, touched only as far as the largest blob
+        self._spools = bool(getattr(store, "direct_buffers", False))
+        self._seal_scratch = ScratchBuffers(reserve=config.chunker.max_size + OVERHEAD)
+        self._read_back = ScratchBuffers()
         self.snapshot_errors: list[str] = []
 
     # ---- life cycle -------------------------------------------------------------------
@@ -214,7 +229,14 @@ class Repository:
         return cls(store, master, config, key_id, upload_concurrency, cache_dir)
 
     def close(self) -> None:
+        """Wait for uploads; a pack still open here belongs to a failed run: its file
+        (local disk) is removed, so it does not keep a full disk full."""
         self._uploader.shutdown(wait=True)
+        with self._lock:
+            builders, self._builders = list(self._builders.values()), {}
+        for b in builders:
+            if isinstance(b, SpooledPackBuilder):
+                b.file.discard()
 
     def __enter__(self) -> Repository:
         return self
@@ -366,40 +388,65 @@ class Repository:
             self._pending.add(blob_id)
         body = blob_body(data, self.compression)  # zstd runs here, without any lock
         length = len(body) + OVERHEAD
-        ready: list[PackBuilder] = []
-        with self._lock:
-            builder = self._builders.get(blob_type)
-            if builder is not None and not builder.fits(length):
-                ready += self._close(blob_type)
-                builder = None
-            if builder is None:
-                target = self._target_size(blob_type)
-                capacity = max(target + 1024 * 1024, length + header_size(1))
-                spare = self._spare_buffers.get(capacity)
-                builder = self._builders[blob_type] = PackBuilder(
-                    capacity, spare.pop() if spare else None)
-            view = builder.reserve(blob_type, blob_id, length, len(data))
-            st = self.stats
-            if blob_type is BlobType.DATA:
-                st.data_blobs += 1
-            else:
-                st.tree_blobs += 1
-            st.bytes_raw += len(data)
-            st.bytes_stored += length
+        ready: list[PackBuilder | SpooledPackBuilder] = []
         try:
-            self.cipher.seal_into(view, body, blob_id)  # straight into the pack buffer
-        finally:
-            view.release()
             with self._lock:
-                builder.pending -= 1
-                if builder.closed:
-                    if builder.pending == 0:  # the last writer of a closed pack sends it
-                        ready.append(builder)
-                elif builder.size >= self._target_size(blob_type):
+                builder = self._builders.get(blob_type)
+                if builder is not None and not builder.fits(length):
                     ready += self._close(blob_type)
-        for b in ready:
-            self._upload(b)
+                    builder = None
+                if builder is None:
+                    builder = self._builders[blob_type] = self._new_builder(blob_type, length)
+                slot = builder.reserve(blob_type, blob_id, length, len(data))
+                st = self.stats
+                if blob_type is BlobType.DATA:
+                    st.data_blobs += 1
+                else:
+                    st.tree_blobs += 1
+                st.bytes_raw += len(data)
+                st.bytes_stored += length
+            try:
+                if isinstance(slot, memoryview):
+                    with slot:
+                        self.cipher.seal_into(slot, body, blob_id)  # straight into the pack
+                else:
+                    assert isinstance(builder, SpooledPackBuilder)
+                    try:
+                        with memoryview(self._seal_scratch.get(length))[:length] as out:
+                            self.cipher.seal_into(out, body, blob_id)
+                            builder.file.write_at(out, slot)
+                    except BaseException as exc:
+                        # a hole in the pack: it is discarded, and the error stops every later
+                        # write and the flush, so no snapshot can name the blobs it held
+                        builder.broken = True
+                        if self._upload_error is None:
+                            self._upload_error = exc
+                        raise
+            finally:
+                with self._lock:
+                    builder.pending -= 1
+                    if builder.closed:
+                        if builder.pending == 0:  # the last writer of a closed pack sends it
+                            ready.append(builder)
+                    elif builder.size >= self._target_size(blob_type):
+                        ready += self._close(blob_type)
+        finally:
+            # packs closed on the way go out even when this blob failed: a good one is
+            # stored, a broken one's file removed, so none is left behind in .tmp/
+            for b in ready:
+                self._upload(b)
         return blob_id, True
+
+    def _new_builder(self, blob_type: BlobType,
+                     length: int) -> PackBuilder | SpooledPackBuilder:
+        """An empty pack for a blob of ``length`` (caller holds the lock): data packs in a
+        file on local disk, else in memory (tree packs are cached whole, as bytes)."""
+        capacity = max(self._target_size(blob_type) + 1024 * 1024, length + header_size(1))
+        if self._spools and blob_type is BlobType.DATA:
+            spool = self.store.spool("pack", "a new pack")  # type: ignore[attr-defined]
+            return SpooledPackBuilder(capacity, spool)
+        spare = self._spare_buffers.get(capacity)
+        return PackBuilder(capacity, spare.pop() if spare else None)
 
     def _target_size(self, blob_type: BlobType) -> int:
         """Tree packs stay small (4 MiB): they are read and cached whole, and are few."""
@@ -407,7 +454,7 @@ class Repository:
             return min(self.config.pack_size, 4 * 1024 * 1024)
         return self.config.pack_size
 
-    def _close(self, blob_type: BlobType) -> list[PackBuilder]:
+    def _close(self, blob_type: BlobType) -> list[PackBuilder | SpooledPackBuilder]:
         """Take the open pack of a type out of use (caller holds the lock).
 
         Returns it if it can be uploaded now; otherwise its last writer uploads it.
@@ -416,7 +463,7 @@ class Repository:
         builder.closed = True
         return [builder] if builder.pending == 0 else []
 
-    def _upload(self, builder: PackBuilder) -> None:
+    def _upload(self, builder: PackBuilder | SpooledPackBuilder) -> None:
         self._upload_slots.acquire()  # back-pressure: bounded packs in memory
         try:
             future = self._uploader.submit(self._write_pack, builder)
@@ -435,8 +482,19 @@ class Repository:
         if exc is not None and self._upload_error is None:
             self._upload_error = exc
 
-    def _write_pack(self, builder: PackBuilder) -> None:
-        if getattr(self.store, "direct_buffers", False):
+    def _write_pack(self, builder: PackBuilder | SpooledPackBuilder) -> None:
+        if isinstance(builder, SpooledPackBuilder):
+            if builder.broken:  # a blob's write failed, and that error stops the run
+                builder.file.discard()
+                return
+            try:
+                size = builder.finish(self.cipher)
+                pack_hex = self._spooled_id(builder.file, size)
+                self.store.put_spool(pack_key(pack_hex), builder.file)  # type: ignore[attr-defined]
+            except BaseException:
+                builder.file.discard()
+                raise
+        elif getattr(self.store, "direct_buffers", False):
             # written from the pack's own buffer (local disk): no copy of 16 MiB per pack,
             # and one pack less in memory
             with builder.finish_view(self.cipher) as view:
@@ -463,6 +521,20 @@ class Repository:
             due = len(self._unsaved) >= INDEX_EVERY_PACKS
         if due:
             self._save_unsaved_index()
+
+    def _spooled_id(self, file: PackFile, size: int) -> str:
+        """The storage id of a pack written to a file, read back in 1 MiB pieces (its
+        blobs were written out of order, by several threads)."""
+        hasher = storage_hasher()
+        buf = memoryview(self._read_back.get(1024 * 1024))
+        offset = 0
+        while offset < size:
+            n = file.read_at(buf[:min(len(buf), size - offset)], offset)
+            if n == 0:
+                raise IntegrityError("a new pack is shorter than was written to it")
+            hasher.update(buf[:n])
+            offset += n
+        return str(hasher.hexdigest())
 
     def _spare(self, buf: bytearray) -> None:
         """Keep one spare buffer per pack size for the next pack (no fresh page faults)."""
