@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,23 @@ def cli(tmp_path: Path) -> CLI:
 @pytest.fixture
 def s3_cli(s3_server: S3Server, s3_repo: str) -> CLI:
     return CLI(s3_repo, env=s3_server.env())
+
+
+@contextmanager
+def small_tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A real file system of ``size`` (e.g. "3m") mounted at ``mnt`` for a full-disk
+    test, unmounted after; the test is skipped where mounting is not permitted."""
+    mnt.mkdir(exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        if "permission denied" in p.stderr.lower() or "only root" in p.stderr.lower():
+            pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
+        raise AssertionError(f"mount failed: {p.stderr}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def md5_file(path: Path) -> str:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI, PASSWORD, S3_SECRET, CLIResult, S3Server
+from conftest import CLI, PASSWORD, S3_SECRET, CLIResult, S3Server, small_tmpfs
 
 from multibackup.backends import open_store, parse_location
 from multibackup.cli import main as cli_main
@@ -401,15 +401,7 @@ def test_file_vanishing_during_backup(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_disk_full_fails_cleanly_and_keeps_earlier_snapshots(tmp_path: Path) -> None:
-    mnt = tmp_path / "repo"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        if "permission denied" in p.stderr.lower() or "only root" in p.stderr.lower():
-            pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
-        raise AssertionError(f"mount failed: {p.stderr}")
-    try:
+    with small_tmpfs(tmp_path / "repo", "4m") as mnt:
         cli = CLI(str(mnt))
         src = small_tree(tmp_path / "src")
         cli("init", "--pack-size", "1")
@@ -428,8 +420,6 @@ def test_disk_full_fails_cleanly_and_keeps_earlier_snapshots(tmp_path: Path) -> 
         r = cli("check")
         assert "Traceback" not in r.err
         assert len(cli("snapshots", "--json").json()) == 1
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 # ---- 9. malformed command lines ---------------------------------------------------------

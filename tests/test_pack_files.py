@@ -8,11 +8,11 @@ run with nothing half-written left behind and no index entry for the lost pack's
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import small_tmpfs
 
 from multibackup.backends.location import open_store, parse_location
 from multibackup.errors import StorageFull
@@ -77,15 +77,7 @@ def test_a_local_data_pack_is_filled_in_its_file_and_lands_under_its_hash(
                          ids=["the pack stays open", "the blob closes its pack"])
 def test_a_full_disk_while_filling_a_pack_stops_the_run_and_leaves_nothing_behind(
         tmp_path: Path, size: int) -> None:
-    mnt = tmp_path / "repo"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        if "permission denied" in p.stderr.lower() or "only root" in p.stderr.lower():
-            pytest.skip(f"cannot mount a tmpfs: {p.stderr.strip()}")
-        raise AssertionError(f"mount failed: {p.stderr}")
-    try:
+    with small_tmpfs(tmp_path / "repo", "3m") as mnt:
         blobs = _blobs(2, 4_000_000 // size, size)  # 4 MB: more than the 3 MiB disk
         saved: list[bytes] = []
         repo = Repository.init(open_store(parse_location(str(mnt))), "pw", pack_size=MiB,
@@ -111,5 +103,3 @@ def test_a_full_disk_while_filling_a_pack_stops_the_run_and_leaves_nothing_behin
                 blob_id = again.cipher.blob_id(data)
                 if blob_id in again.index:
                     assert again.load_blob(blob_id) == data
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
