@@ -494,9 +494,9 @@ class Repository:
             except BaseException:
                 builder.file.discard()
                 raise
-        elif getattr(self.store, "direct_buffers", False):
-            # written from the pack's own buffer (local disk): no copy of 16 MiB per pack,
-            # and one pack less in memory
+        elif self._spools:
+            # a tree pack on local disk, written from its own buffer: no copy of it, and
+            # one pack less in memory
             with builder.finish_view(self.cipher) as view:
                 pack_hex = storage_id(view)
                 self.store.put_buffer(pack_key(pack_hex), view)  # type: ignore[attr-defined]
