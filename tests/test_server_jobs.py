@@ -291,7 +291,11 @@ def test_cancel_a_running_backup_then_back_up_and_check(server: Server,
             server.run(run_id)["log"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    time.sleep(0.5)
+    # mid-data: the first of about 19 packs is stored (not a fixed sleep, which a fast
+    # machine's backup of the 300 MiB can outrun)
+    while not any(p.is_file() for p in (tmp_path / "repo" / "data").rglob("*")):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     started = time.monotonic()
     assert server.executor.cancel(run_id)
     doc = server.wait(run_id, timeout=30)
