@@ -22,6 +22,7 @@ from typing import Any
 
 from multibackup import __version__
 from multibackup.engine.progress import Progress
+from multibackup.engine.switching import short_switch_interval
 from multibackup.errors import MultibackupError
 from multibackup.repository.blob import BlobType
 from multibackup.repository.chunker import Chunker, ThreadChunkers
@@ -484,7 +485,8 @@ class Archiver:
                 parent_root = {n.name: n for n in self.repo.load_tree(parent.tree)}
             except MultibackupError:
                 parent_root = None
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="backup") as pool:
+        with short_switch_interval(), \
+                ThreadPoolExecutor(self.workers, thread_name_prefix="backup") as pool:
             self._pool = pool
             if whole_root:
                 root_parent = Node("", DIR, subtree=parent.tree) if parent else None
