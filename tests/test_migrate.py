@@ -1406,3 +1406,30 @@ def test_small_objects_between_buckets_are_retried_when_throttled_or_dropped(
     # every object was refused (or dropped) once on each request, then taken
     assert {r.split(" ", 1)[0] for r in handler.seen} == {"GET", "PUT"}
     assert sum(r.startswith("PUT") for r in handler.seen) == len(objs)
+
+
+def test_small_objects_go_to_workers_in_batches_large_ones_alone(tmp_path: Path) -> None:
+    """Many small objects are handed to the workers in batches, a large one never shares
+    a batch, and every object of a mixed copy still arrives whole."""
+    from multibackup.backends.base import ObjectInfo
+    from multibackup.backends.location import open_store, parse_location
+    from multibackup.engine.migrate import MigrateOptions, Migrator, batch_size, batches
+    from multibackup.engine.migrate_scratch import Task
+
+    assert batch_size(10_000, 8) == 16 and batch_size(100, 8) == 1 and batch_size(0, 4) == 1
+    tasks = [Task(ObjectInfo(f"k{i}", 10_000 if i in (3, 4) else 10), None, "copy", "")
+             for i in range(9)]
+    got = [[t.src.key for t in b] for b in batches(tasks, 2, small=100)]
+    assert got == [["k0", "k1"], ["k3"], ["k4"], ["k2", "k5"], ["k6", "k7"], ["k8"]]
+
+    src = open_store(parse_location(str(tmp_path / "src")))
+    objects = {f"d{i % 7}/small-{i}": os.urandom(i % 300) for i in range(700)}
+    objects.update({f"big-{i}": os.urandom(300_000) for i in range(3)})
+    for key, data in objects.items():
+        src.put(key, data)
+    dst_dir = tmp_path / "dst"
+    report = Migrator(src, open_store(parse_location(str(dst_dir))),
+                      MigrateOptions(transfers=3, chunk_size=64 * 1024)).run()
+    assert report.ok and report.counts() == {"copied": len(objects)}
+    assert {str(p.relative_to(dst_dir)): p.read_bytes()
+            for p in dst_dir.rglob("*") if p.is_file()} == objects

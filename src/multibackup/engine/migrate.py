@@ -122,6 +122,28 @@ def _exact_names(items: Iterable[ObjectInfo], s3: S3Multipart) -> Iterator[Objec
         yield from (info for info in s3.list_exact() if garbled(info.key))
 
 
+def batch_size(count: int, transfers: int) -> int:
+    """Objects per hand-off to a worker: up to 16, and few enough that every worker still
+    gets several batches (a short copy keeps all its transfers busy)."""
+    return max(1, min(16, count // (8 * max(1, transfers))))
+
+
+def batches(tasks: Iterable[Task], size: int, small: int) -> Iterator[list[Task]]:
+    """``tasks`` in lists of up to ``size``; an object larger than ``small`` bytes goes
+    alone, so that no small object waits behind it in one worker."""
+    batch: list[Task] = []
+    for task in tasks:
+        if task.src.size > small:
+            yield [task]
+            continue
+        batch.append(task)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def multipart_etag(part_md5s: list[bytes]) -> str:
     """The ETag S3 gives an object uploaded in these parts: MD5 of the part MD5s, ``-N``."""
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
@@ -515,27 +537,34 @@ class Migrator:
         self.progress.total_bytes = total
         # workers take objects from a bounded queue (a few per worker: they never run dry,
         # it never grows); no Future per object, which cost many small objects a tenth of
-        # the client's CPU
-        queue: Queue[Task | None] = Queue(4 * self.options.transfers)
+        # the client's CPU. Small objects go in batches: one hand-off (and one wake of
+        # this thread) per object cost many small objects another tenth.
+        transfers = self.options.transfers
+        queue: Queue[list[Task] | None] = Queue(4 * transfers)
         finished: list[ObjectResult] = []
+        per_batch = batch_size(count, transfers)
 
         def work() -> None:
-            while (task := queue.get()) is not None:
-                try:
-                    result = self._one(task)  # which reports its own errors
-                except Exception as exc:  # a bug: the worker must go on taking objects
-                    result = ObjectResult(task.src.key, "failed", task.src.size,
-                                          f"{type(exc).__name__}: {exc}")
+            while (batch := queue.get()) is not None:
+                results = []
+                for task in batch:
+                    if self._stop.is_set():  # interrupted: the rest of the batch is dropped
+                        break
+                    try:
+                        results.append(self._one(task))  # which reports its own errors
+                    except Exception as exc:  # a bug: the worker must go on taking objects
+                        results.append(ObjectResult(task.src.key, "failed", task.src.size,
+                                                    f"{type(exc).__name__}: {exc}"))
                 with self._lock:
-                    finished.append(result)
+                    finished.extend(results)
 
         workers = [threading.Thread(target=work, name=f"migrate-{n}", daemon=True)
                    for n in range(self.options.transfers)]
         for worker in workers:
             worker.start()
         try:
-            for task in self._scratch.tasks():
-                queue.put(task)
+            for batch in batches(self._scratch.tasks(), per_batch, self.options.chunk_size):
+                queue.put(batch)
                 if len(finished) >= 500:
                     with self._lock:
                         batch, finished[:] = finished[:], []
