@@ -101,7 +101,7 @@ class S3Rest:
 
     def _sign(self, method: str, path: str, query: str, headers: dict[str, str]) -> None:
         """Add the date, token and Authorization headers to ``headers``."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        stamp = _stamp()
         headers["x-amz-date"] = stamp
         if self._token:
             headers["x-amz-security-token"] = self._token
@@ -185,6 +185,20 @@ class S3Rest:
             time.sleep(delay * (0.5 + random.random()))
             delay *= 2
         raise AssertionError("unreachable")
+
+
+_stamps: tuple[int, str] = (0, "")
+
+
+def _stamp() -> str:
+    """The request time as SigV4 wants it, formatted once a second (not per request)."""
+    global _stamps
+    now = int(time.time())
+    second, text = _stamps
+    if second != now:
+        text = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        _stamps = (now, text)
+    return text
 
 
 def _read_into(response: Any, into: memoryview) -> None:
