@@ -99,12 +99,15 @@ class Printer:
         with Bar(*columns, console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(description, total=None, items="")
 
+            def sync() -> None:
+                total = progress.total_bytes if unit_bytes else progress.total_items
+                done = progress.done_bytes if unit_bytes else progress.done_items
+                bar.update(task, total=total or None, completed=done,
+                           items=f"{progress.done_items} files" if unit_bytes else "")
+
             def refresh() -> None:
                 while not stop.wait(0.2):
-                    total = progress.total_bytes if unit_bytes else progress.total_items
-                    done = progress.done_bytes if unit_bytes else progress.done_items
-                    bar.update(task, total=total or None, completed=done,
-                               items=f"{progress.done_items} files" if unit_bytes else "")
+                    sync()
 
             t = threading.Thread(target=refresh, daemon=True)
             t.start()
@@ -113,3 +116,4 @@ class Printer:
             finally:
                 stop.set()
                 t.join()
+                sync()  # the last frame shows the end, also of a job shorter than a poll
