@@ -1,6 +1,7 @@
-"""A backup shortens the interpreter's switch interval while it runs, and puts it back.
+"""A backup or a restore shortens the interpreter's switch interval while it runs, and
+puts it back.
 
-Tested on a real backup: its workers record the interval they run under, and the
+Tested on a real backup and restore: its workers record the interval they run under, and the
 interval after it is the one before it; also after a job that fails inside the block.
 """
 
@@ -16,6 +17,7 @@ import pytest
 from multibackup.backends.location import open_store, parse_location
 from multibackup.engine.backup import Archiver
 from multibackup.engine.progress import Progress
+from multibackup.engine.restore import Restorer
 from multibackup.engine.switching import SHORT_INTERVAL, short_switch_interval
 from multibackup.errors import MultibackupError
 from multibackup.repository.crypto import KDFParams
@@ -57,6 +59,25 @@ def test_a_backup_runs_with_the_short_interval_and_restores_the_default(
         assert progress.intervals == {SHORT_INTERVAL}
         assert sys.getswitchinterval() == 0.005
 
+
+def test_a_restore_runs_with_the_short_interval_and_restores_the_default(
+        tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"f{i}.bin": bytes([i]) * (i * 3000) for i in range(30)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    store = open_store(parse_location(str(tmp_path / "repo")))
+    with Repository.init(store, "pw", kdf=FAST_KDF) as repo:
+        snapshot = Archiver(repo).run([str(src)])
+        assert sys.getswitchinterval() == 0.005
+        progress = _Seen()
+        target = tmp_path / "out"
+        Restorer(repo, snapshot, str(target), progress=progress).run()
+        assert progress.intervals == {SHORT_INTERVAL}
+        assert sys.getswitchinterval() == 0.005
+    restored = {p.name: p.read_bytes() for p in target.rglob("*.bin")}
+    assert restored == files
 
 def test_a_job_that_fails_inside_the_block_restores_the_default() -> None:
     with pytest.raises(MultibackupError), short_switch_interval():

@@ -27,6 +27,7 @@ from typing import Any
 from multibackup.backends.base import get_verified, read_view
 from multibackup.engine.collector import collector_paused
 from multibackup.engine.progress import Progress
+from multibackup.engine.switching import short_switch_interval
 from multibackup.errors import IntegrityError, MultibackupError, StoreError
 from multibackup.repository.blob import ScratchBuffers, open_blob
 from multibackup.repository.repository import Repository, pack_key
@@ -523,7 +524,7 @@ class Restorer:
             self._fresh = not os.stat(target).st_mode & statmod.S_ISGID
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         try:
-            with collector_paused():
+            with collector_paused(), short_switch_interval():
                 for fut in self._dispatch(pool):
                     fut.result()
         except BaseException as exc:

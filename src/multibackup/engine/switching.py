@@ -5,7 +5,9 @@ AES-GCM, BLAKE3, writes), but between two such calls each must take the GIL back
 thread running Python meanwhile (the walk, encoding trees) keeps it until it blocks or
 until the switch interval ends: 5 ms by default, while the worker's core sits idle. At
 0.5 ms, the benchmark's first backup took 4.20 s instead of 4.81 (means of 6 alternated
-pairs on 2 cores), for about 2 % more CPU time.
+pairs on 2 cores), for about 2 % more CPU time. A restore's workers (reads, decryption,
+zstd, writes) wait the same way for the thread walking the snapshot: its restore into a
+tmpfs took 2.07 s instead of 2.36 (12 alternated pairs).
 """
 
 from __future__ import annotations
