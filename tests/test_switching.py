@@ -1,8 +1,9 @@
 """A backup or a restore shortens the interpreter's switch interval while it runs, and
 puts it back.
 
-Tested on a real backup and restore: its workers record the interval they run under, and the
-interval after it is the one before it; also after a job that fails inside the block.
+Tested on a real backup and restore: their workers record the interval they run under,
+and the interval after each is the one before it; also after a job that fails inside the
+block.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def test_a_restore_runs_with_the_short_interval_and_restores_the_default(
         assert sys.getswitchinterval() == 0.005
     restored = {p.name: p.read_bytes() for p in target.rglob("*.bin")}
     assert restored == files
+
 
 def test_a_job_that_fails_inside_the_block_restores_the_default() -> None:
     with pytest.raises(MultibackupError), short_switch_interval():

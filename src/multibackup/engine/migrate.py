@@ -559,7 +559,7 @@ class Migrator:
                     finished.extend(results)
 
         workers = [threading.Thread(target=work, name=f"migrate-{n}", daemon=True)
-                   for n in range(self.options.transfers)]
+                   for n in range(transfers)]
         for worker in workers:
             worker.start()
         try:
@@ -567,8 +567,8 @@ class Migrator:
                 queue.put(batch)
                 if len(finished) >= 500:
                     with self._lock:
-                        batch, finished[:] = finished[:], []
-                    report.add(batch)
+                        done, finished[:] = finished[:], []
+                    report.add(done)
         except BaseException:
             # Ctrl-C: queued objects are dropped and the ones in flight stop at their next
             # range; what was verified or journalled so far is kept for the next run
