@@ -234,8 +234,12 @@ def add_migrate_parser(add: Any) -> None:
                          "endpoint and account")
     sp.add_argument("--bwlimit", metavar="SIZE",
                     help="read at most SIZE bytes per second from SRC, e.g. 10M")
-    sp.add_argument("--include", action="append", default=[], metavar="GLOB")
-    sp.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    sp.add_argument("--include", action="append", default=[], metavar="GLOB",
+                    help="only keys that match (repeatable): a path glob like 'img/*.png', "
+                         "a name glob like '*.log' (at any depth), or a folder 'logs/'")
+    sp.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                    help="leave out keys that match (repeatable; same patterns as "
+                         "--include, applied after it)")
     sp.add_argument("--min-size", metavar="SIZE", help="e.g. 100k, 10M")
     sp.add_argument("--max-size", metavar="SIZE")
     sp.add_argument("--modified-since", metavar="DATE|DURATION", help="e.g. 2024-05-01 or 7d")
