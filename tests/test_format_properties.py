@@ -14,6 +14,7 @@ import random
 import tempfile
 import uuid
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -447,6 +448,23 @@ def test_tree_round_trip(tree: list[Node]) -> None:
     doc = {"nodes": [n.to_json() for n in sorted(tree, key=lambda n: n.name)]}
     assert data == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(
         "utf-8", "surrogateescape")
+
+
+@props
+@given(st.lists(st.text(st.characters(max_codepoint=0x7F), min_size=1, max_size=20),
+                min_size=1, max_size=6, unique=True))
+def test_ascii_trees_encode_as_the_canonical_json(names: list[str]) -> None:
+    """Plain ASCII names take the fast encoder: its bytes must be the canonical ones,
+    control characters and DEL included (a tree's id is the hash of these bytes)."""
+    files = [Node(n, FILE, mode=0o644, mtime=2**63 - 1, size=2**64 - 1, content=[b"\x01" * 32])
+             for n in names]
+    for tree in (files, [*files, Node("big", FILE, device=2**64)]):
+        doc = {"nodes": [n.to_json() for n in sorted(tree, key=lambda n: n.name)]}
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        assert encode_tree(tree) == canonical
+    if not any("\x7f" in n for n in names):  # the fast encoder's own bytes are these
+        doc = {"nodes": [n.to_json() for n in sorted(files, key=lambda n: n.name)]}
+        assert orjson.dumps(doc) == encode_tree(files)
 
 
 @props
