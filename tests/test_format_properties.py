@@ -462,9 +462,8 @@ def test_ascii_trees_encode_as_the_canonical_json(names: list[str]) -> None:
         doc = {"nodes": [n.to_json() for n in sorted(tree, key=lambda n: n.name)]}
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         assert encode_tree(tree) == canonical
-    if not any("\x7f" in n for n in names):  # the fast encoder's own bytes are these
-        doc = {"nodes": [n.to_json() for n in sorted(files, key=lambda n: n.name)]}
-        assert orjson.dumps(doc) == encode_tree(files)
+        if tree is files and not any("\x7f" in n for n in names):
+            assert orjson.dumps(doc) == canonical  # the fast encoder wrote these bytes
 
 
 @props

@@ -105,10 +105,11 @@ def encode_tree(nodes: list[Node]) -> bytes:
     doc = {"nodes": [n.to_json() for n in nodes]}
     try:
         out = orjson.dumps(doc)
-    except orjson.JSONEncodeError:
-        out = b"\x80"  # not ASCII: the general way below
-    if out.isascii() and b"\x7f" not in out:
-        return out
+    except orjson.JSONEncodeError:  # names not valid UTF-8, integers beyond 64 bits
+        pass
+    else:
+        if out.isascii() and b"\x7f" not in out:
+            return out
     return json.dumps(doc, separators=(",", ":")).encode("utf-8", "surrogateescape")
 
 
