@@ -258,6 +258,10 @@ def test_whole_object_client_config_and_errors(s3_server: S3Server,
     assert right.put("a.txt", b"a") == hashlib.md5(b"a").hexdigest()
     with pytest.raises(StoreError, match="object not found"):
         right.get("missing.txt")
+    # one thread's handle goes from PUT to GET and back
+    assert right.get("a.txt").data == b"a"
+    assert right.put("b.txt", b"bb" * 5000) == hashlib.md5(b"bb" * 5000).hexdigest()
+    assert right.get("b.txt").data == b"bb" * 5000 and right.get("a.txt").data == b"a"
     dead = S3Objects(parse_location("s3://b", s3_endpoint="http://127.0.0.1:9"),
                      {"access_key_id": "k", "secret_access_key": "never-shown-y"})
     with pytest.raises(StoreError, match="cannot reach the server") as err:

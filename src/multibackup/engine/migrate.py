@@ -37,7 +37,7 @@ from multibackup.backends.s3_objects import (
     split_attributes,
 )
 from multibackup.engine.journal import Journal, Part, Upload, VerifiedObject
-from multibackup.engine.migrate_scratch import ObjectResult, Scratch, Task
+from multibackup.engine.migrate_scratch import ObjectResult, Pair, Scratch, Task
 from multibackup.engine.progress import Progress
 from multibackup.errors import StoreError, UsageError
 
@@ -451,36 +451,75 @@ class Migrator:
             return "copy", "source modified after the destination copy"
         return "hash", ""
 
-    def _plan(self) -> tuple[int, int]:
-        """List both sides into the scratch database, compare every object and record the
-        tasks (and the skipped objects' results) there; returns (tasks, their bytes)."""
+    def _plan(self) -> Iterator[list[Task]]:
+        """List both sides into the scratch database and compare the source objects as
+        they land, a stored batch at a time: yields the tasks of each batch (and reports
+        the skipped objects). Copying starts while the source is still being listed, as
+        soon as the destination's listing and the journal are in: a bucket of millions of
+        objects does not wait minutes for its first transfer."""
         # ".tmp/" holds a local or SFTP store's own temporary files: where either side
         # keeps them there, that prefix is left out on both sides, never copied, compared
         # or deleted
         reserved = _keeps_temp_files(self.src) or _keeps_temp_files(self.dst)
+        halt = threading.Event()  # the plan ends early: the listings stop at their next item
 
         def listing(store: ObjectStore, s3: S3Multipart | None) -> Iterator[ObjectInfo]:
             items = store.list() if s3 is None else _exact_names(store.list(), s3)
-            return (o for o in items
-                    if not (reserved and (o.key.startswith(_TMP_PREFIX)
-                                          or o.key == _TMP_PREFIX[:-1])))
+            for o in items:
+                if halt.is_set():
+                    raise StoreError("listing stopped")
+                if not (reserved and (o.key.startswith(_TMP_PREFIX)
+                                      or o.key == _TMP_PREFIX[:-1])):
+                    yield o
 
         scratch = self._scratch
         match = self.options.filters.match
+        stored: Queue[int | None] = Queue()  # how many source objects are stored so far
+
+        def list_source() -> None:
+            try:
+                scratch.add_listing("src", listing(self.src, self.src_s3), match, stored.put)
+            finally:
+                stored.put(None)
+
         # both sides are listed at once: with many objects each listing is many requests
-        with ThreadPoolExecutor(1, thread_name_prefix="list") as pool:
-            listed = pool.submit(scratch.add_listing, "dst", listing(self.dst, self.dst_s3),
-                                 match)
-            scratch.add_listing("src", listing(self.src, self.src_s3), match)
-            listed.result()
-        if self.journal is not None:
-            scratch.add_verified(self.journal.iter_verified())
+        with ThreadPoolExecutor(2, thread_name_prefix="list") as pool:
+            try:
+                dst_listed = pool.submit(scratch.add_listing, "dst",
+                                         listing(self.dst, self.dst_s3), match)
+                src_listed = pool.submit(list_source)
+                if self.journal is not None:
+                    scratch.add_verified(self.journal.iter_verified())
+                dst_listed.result()
+                planned = 0
+                while (upto := stored.get()) is not None:
+                    tasks = self._decide(scratch.pairs(planned, upto))
+                    planned = upto
+                    if tasks:
+                        yield tasks
+                src_listed.result()  # the source's listing error, if it failed
+            finally:
+                halt.set()
+        done = [ObjectResult(o.key.encode(errors="surrogateescape").decode(errors="replace"),
+                             "failed", o.size, "the key is no valid UTF-8")
+                for o in scratch.unusable]
+        # a folder or SFTP source's symlinks, pipes, sockets and devices hold no object's
+        # bytes: no object store (nor this copy) keeps them, and the user is told so
+        done += [ObjectResult(o.key.encode(errors="surrogateescape").decode(errors="replace"),
+                              "not-copied", o.size, f"{what}, not a regular file")
+                 for o, what in getattr(self.src, "passed_over", ())
+                 if not (reserved and o.key.startswith(_TMP_PREFIX)) and match(o)]
+        self._report.add(done)
+
+    def _decide(self, pairs: Iterable[Pair]) -> list[Task]:
+        """The tasks among ``pairs``; the objects left as they are go into the report, and
+        the tasks into the progress totals."""
         as_files = _keys_are_paths(self.dst)
         links = getattr(self.dst, "symlinks", set())  # local destination: not followed
-        count = total = 0
-        tasks: list[tuple[str, str, str]] = []
+        tasks: list[Task] = []
         done: list[ObjectResult] = []
-        for pair in scratch.pairs():
+        nbytes = 0
+        for pair in pairs:
             s, key = pair.src, pair.src.key
             if as_files and any(p in ("", ".", "..") for p in key.split("/")):
                 # "a/../b" would land on "b" (or be refused): never write another object
@@ -495,26 +534,12 @@ class Migrator:
                 if action == "skip":
                     done.append(ObjectResult(key, "skipped", s.size, why))
                 else:
-                    tasks.append((key, action, why))
-                    count, total = count + 1, total + s.size
-            if len(tasks) >= 2000:
-                scratch.add_tasks(tasks)
-                tasks = []
-            if len(done) >= 2000:
-                self._report.add(done)
-                done = []
-        scratch.add_tasks(tasks)
-        done += [ObjectResult(o.key.encode(errors="surrogateescape").decode(errors="replace"),
-                              "failed", o.size, "the key is no valid UTF-8")
-                 for o in scratch.unusable]
-        # a folder or SFTP source's symlinks, pipes, sockets and devices hold no object's
-        # bytes: no object store (nor this copy) keeps them, and the user is told so
-        done += [ObjectResult(o.key.encode(errors="surrogateescape").decode(errors="replace"),
-                              "not-copied", o.size, f"{what}, not a regular file")
-                 for o, what in getattr(self.src, "passed_over", ())
-                 if not (reserved and o.key.startswith(_TMP_PREFIX)) and match(o)]
+                    tasks.append(Task(s, pair.dst, action, why))
+                    nbytes += s.size
         self._report.add(done)
-        return count, total
+        self.progress.total_items += len(tasks)
+        self.progress.total_bytes += nbytes
+        return tasks
 
     # -- running ---------------------------------------------------------------------------
 
@@ -525,16 +550,12 @@ class Migrator:
         queued, so memory does not grow with the number of objects."""
         started = time.monotonic()
         report = self._report
-        count, total = self._plan()
-        self._drop_stale_uploads()
         if self._parts is None and not self.options.dry_run and self.options.mode != "check":
             # a destination whose large writes are not journalled (WebDAV streams through
             # a temporary file): what killed runs left there a day ago is of no use
             sweep = getattr(self.dst, "sweep_temporary", None)
             if sweep is not None:
                 sweep(older_than=86400)
-        self.progress.total_items = count
-        self.progress.total_bytes = total
         # workers take objects from a bounded queue (a few per worker: they never run dry,
         # it never grows); no Future per object, which cost many small objects a tenth of
         # the client's CPU. Small objects go in batches: one hand-off (and one wake of
@@ -542,7 +563,6 @@ class Migrator:
         transfers = self.options.transfers
         queue: Queue[list[Task] | None] = Queue(4 * transfers)
         finished: list[ObjectResult] = []
-        per_batch = batch_size(count, transfers)
 
         def work() -> None:
             while (batch := queue.get()) is not None:
@@ -562,13 +582,17 @@ class Migrator:
                    for n in range(transfers)]
         for worker in workers:
             worker.start()
+        plan = self._plan()
         try:
-            for batch in batches(self._scratch.tasks(), per_batch, self.options.chunk_size):
-                queue.put(batch)
-                if len(finished) >= 500:
-                    with self._lock:
-                        done, finished[:] = finished[:], []
-                    report.add(done)
+            for tasks in plan:
+                # as many per batch as the objects planned so far allow
+                per_batch = batch_size(self.progress.total_items, transfers)
+                for batch in batches(tasks, per_batch, self.options.chunk_size):
+                    queue.put(batch)
+                    if len(finished) >= 500:
+                        with self._lock:
+                            done, finished[:] = finished[:], []
+                        report.add(done)
         except BaseException:
             # Ctrl-C: queued objects are dropped and the ones in flight stop at their next
             # range; what was verified or journalled so far is kept for the next run
@@ -578,11 +602,13 @@ class Migrator:
                     queue.get_nowait()
             raise
         finally:
+            plan.close()  # the listings stop, if they still run
             for _ in workers:
                 queue.put(None)
             for worker in workers:
                 worker.join()
         report.add(finished)
+        self._drop_stale_uploads()
         self._extraneous()
         if self.options.writes:
             tidy = getattr(self.dst, "remove_empty_temporary", None)

@@ -1,13 +1,15 @@
-"""A migration's scratch space: both listings, the journal's verified records, the plan and
-every object's result, in a private temporary SQLite database rather than in memory.
+"""A migration's scratch space: both listings, the journal's verified records and every
+object's result, in a private temporary SQLite database rather than in memory.
 
 A bucket of tens of millions of objects then costs disk pages instead of gigabytes of
-Python objects, and the two listings are joined by SQLite in key order (the binary order
-of their UTF-8 bytes, which is the order S3, Azure and GCS list in). SQLite removes the
-file as soon as it has opened it, so nothing is left behind, not even by a SIGKILL; it
-lives in SQLite's temporary directory (``SQLITE_TMPDIR``, else ``TMPDIR``, else
-``/var/tmp``). One connection
-serves every thread, behind a lock.
+Python objects, and SQLite joins the two listings. Results come out in key order (the
+binary order of their UTF-8 bytes, which is the order S3, Azure and GCS list in). Source
+objects are
+numbered in the order they are listed, so the plan can take them a stored batch at a time
+while the listing goes on. SQLite removes the file as soon as it has opened it, so nothing
+is left behind, not even by a SIGKILL; it lives in SQLite's temporary directory
+(``SQLITE_TMPDIR``, else ``TMPDIR``, else ``/var/tmp``). One connection serves every
+thread, behind a lock.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ _BATCH = 2000
 
 _SCHEMA = """
 CREATE TABLE src (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, mtime_ns INTEGER,
-    wanted INTEGER) WITHOUT ROWID;
+    wanted INTEGER, seq INTEGER) WITHOUT ROWID;
+CREATE INDEX src_by_seq ON src (seq);
 CREATE TABLE dst (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, mtime_ns INTEGER,
     wanted INTEGER) WITHOUT ROWID;
 CREATE TABLE verified (key TEXT PRIMARY KEY, size INTEGER, src_etag TEXT,
     src_mtime_ns INTEGER, dst_etag TEXT, md5 TEXT) WITHOUT ROWID;
-CREATE TABLE tasks (key TEXT PRIMARY KEY, action TEXT, reason TEXT) WITHOUT ROWID;
 CREATE TABLE results (key TEXT, status TEXT, size INTEGER, reason TEXT,
     server_side INTEGER);
 CREATE INDEX results_by_key ON results (key);
@@ -97,8 +99,10 @@ class Scratch:
             self._db.executemany(sql, rows)
             self._db.execute("COMMIT")
 
-    def _write_all(self, sql: str, rows: Iterable[tuple[object, ...]]) -> int:
-        """Write ``rows`` as they come, a batch per transaction; returns how many."""
+    def _write_all(self, sql: str, rows: Iterable[tuple[object, ...]],
+                   stored: Callable[[int], None] | None = None) -> int:
+        """Write ``rows`` as they come, a batch per transaction; returns how many.
+        ``stored`` is told after each transaction how many rows are stored so far."""
         batch: list[tuple[object, ...]] = []
         count = 0
         for row in rows:
@@ -106,9 +110,14 @@ class Scratch:
             if len(batch) >= _BATCH:
                 self._write(sql, batch)
                 count, batch = count + len(batch), []
+                if stored is not None:
+                    stored(count)
         if batch:
             self._write(sql, batch)
-        return count + len(batch)
+            count += len(batch)
+            if stored is not None:
+                stored(count)
+        return count
 
     def _rows(self, sql: str, params: tuple[object, ...] = ()) -> Iterator[tuple[object, ...]]:
         """Rows of a query, fetched a batch at a time under the lock (other threads keep
@@ -129,8 +138,12 @@ class Scratch:
     # -- listings and the journal ------------------------------------------------------------
 
     def add_listing(self, side: str, infos: Iterable[ObjectInfo],
-                    wanted: Callable[[ObjectInfo], bool] | None = None) -> int:
+                    wanted: Callable[[ObjectInfo], bool] | None = None,
+                    stored: Callable[[int], None] | None = None) -> int:
         """Store a listing ("src" or "dst") as it streams in; returns how many objects.
+        Source objects are numbered from 0 as listed; ``stored`` is told after each batch
+        how many are stored (and may be read with :meth:`pairs`). A key listed twice
+        keeps its first entry.
 
         Every object is stored, with whether it takes part (``wanted``: the filters).
         Only wanted source objects are copied or compared, and only wanted destination
@@ -145,6 +158,7 @@ class Scratch:
         assert side in ("src", "dst")
 
         def rows() -> Iterator[tuple[object, ...]]:
+            seq = 0
             for o in infos:
                 take = wanted is None or wanted(o)
                 try:
@@ -153,23 +167,30 @@ class Scratch:
                     if side == "src" and take and len(self.unusable) < 1000:
                         self.unusable.append(o)
                     continue
-                yield o.key, o.size, o.etag, o.mtime_ns, int(take)
+                if side == "src":
+                    yield o.key, o.size, o.etag, o.mtime_ns, int(take), seq
+                    seq += 1
+                else:
+                    yield o.key, o.size, o.etag, o.mtime_ns, int(take)
 
-        return self._write_all(f"INSERT OR REPLACE INTO {side} VALUES (?, ?, ?, ?, ?)", rows())
+        marks = "?, ?, ?, ?, ?, ?" if side == "src" else "?, ?, ?, ?, ?"
+        return self._write_all(f"INSERT OR IGNORE INTO {side} VALUES ({marks})", rows(),
+                               stored)
 
     def add_verified(self, records: Iterable[VerifiedObject]) -> None:
         self._write_all("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)",
                         ((v.key, v.size, v.src_etag, v.src_mtime_ns, v.dst_etag, v.md5)
                          for v in records))
 
-    def pairs(self) -> Iterator[Pair]:
-        """Every wanted source object in key order, with its destination and journal
-        records."""
+    def pairs(self, start: int, stop: int) -> Iterator[Pair]:
+        """The wanted source objects numbered ``start`` to ``stop - 1`` in listing order,
+        each with its destination and journal records (the destination's listing and
+        the journal complete by then)."""
         for row in self._rows(
                 "SELECT s.key, s.size, s.etag, s.mtime_ns, d.size, d.etag, d.mtime_ns, "
                 "v.size, v.src_etag, v.src_mtime_ns, v.dst_etag, v.md5 FROM src s "
                 "LEFT JOIN dst d ON d.key = s.key LEFT JOIN verified v ON v.key = s.key "
-                "WHERE s.wanted ORDER BY s.key"):
+                "WHERE s.seq >= ? AND s.seq < ? AND s.wanted ORDER BY s.seq", (start, stop)):
             key = str(row[0])
             src = ObjectInfo(key, int(row[1]), row[2], int(row[3] or 0))  # type: ignore[arg-type]
             dst = _info(key, *row[4:7])  # type: ignore[arg-type]
@@ -191,21 +212,6 @@ class Scratch:
     def source_count(self) -> int:
         """Objects the source listed, filtered out or not."""
         return int(self._one("SELECT count(*) FROM src")[0])  # type: ignore[arg-type]
-
-    # -- the plan ----------------------------------------------------------------------------
-
-    def add_tasks(self, tasks: Iterable[tuple[str, str, str]]) -> None:
-        """(key, action, reason) of objects to copy or hash; the rest comes from ``src``."""
-        self._write_all("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", tasks)
-
-    def tasks(self) -> Iterator[Task]:
-        for row in self._rows(
-                "SELECT t.key, s.size, s.etag, s.mtime_ns, d.size, d.etag, d.mtime_ns, "
-                "t.action, t.reason FROM tasks t JOIN src s ON s.key = t.key "
-                "LEFT JOIN dst d ON d.key = t.key ORDER BY t.key"):
-            key = str(row[0])
-            src = ObjectInfo(key, int(row[1]), row[2], int(row[3] or 0))  # type: ignore[arg-type]
-            yield Task(src, _info(key, *row[4:7]), str(row[7]), str(row[8]))  # type: ignore[arg-type]
 
     # -- results -----------------------------------------------------------------------------
 
