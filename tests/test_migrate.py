@@ -1459,10 +1459,12 @@ def test_copying_starts_while_the_source_is_still_listed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The source's listing is compared a stored batch at a time: the first objects are
     copied while it still runs (here it waits for a copy halfway), and every object
-    arrives once and whole."""
+    arrives once and whole. Meanwhile the progress bar says the totals still grow."""
     from multibackup.backends.location import open_store, parse_location
+    from multibackup.cli.output import bar_words
     from multibackup.engine import migrate_scratch
     from multibackup.engine.migrate import MigrateOptions, Migrator
+    from multibackup.engine.progress import Progress
 
     monkeypatch.setattr(migrate_scratch, "_BATCH", 10)
     src, objects = _small_tree(tmp_path, 60)
@@ -1474,6 +1476,7 @@ def test_copying_starts_while_the_source_is_still_listed(
             for n, info in enumerate(self._store.list()):
                 if n == 30:  # three batches stored: has any object been copied yet?
                     seen["copied before the listing ended"] = copied.wait(10)
+                    seen["bar"] = bar_words(progress, unit_bytes=True)
                 yield info
 
     class Watched(_Store):
@@ -1486,8 +1489,12 @@ def test_copying_starts_while_the_source_is_still_listed(
 
     dst_dir = tmp_path / "dst"
     dst = Watched(open_store(parse_location(str(dst_dir))))
-    report = Migrator(Pausing(src), dst, MigrateOptions(transfers=2)).run()
-    assert seen == {"copied before the listing ended": True}
+    progress = Progress()
+    report = Migrator(Pausing(src), dst, MigrateOptions(transfers=2), progress=progress).run()
+    assert seen["copied before the listing ended"]
+    assert seen["bar"].endswith(" files, still listing") and seen["bar"] != "0 files, still listing"
+    assert bar_words(progress, unit_bytes=True) == "60 files" and not progress.counting
+    assert progress.total_items == progress.done_items == 60
     assert report.ok and report.counts() == {"copied": 60}
     assert sorted(dst.writes) == sorted(objects)  # each once
     assert {p.name: p.read_bytes() for p in dst_dir.iterdir() if p.is_file()} == objects
@@ -1503,6 +1510,7 @@ def test_a_source_listing_that_fails_midway_deletes_nothing_and_keeps_what_was_v
     from multibackup.engine import migrate_scratch
     from multibackup.engine.journal import Journal
     from multibackup.engine.migrate import MigrateOptions, Migrator
+    from multibackup.engine.progress import Progress
     from multibackup.errors import StoreError
 
     monkeypatch.setattr(migrate_scratch, "_BATCH", 10)
@@ -1525,9 +1533,11 @@ def test_a_source_listing_that_fails_midway_deletes_nothing_and_keeps_what_was_v
     journal_path = str(tmp_path / "journal.sqlite")
     options = MigrateOptions(transfers=2, mode="sync", delete=True)
     dst = open_store(parse_location(str(dst_dir)))
+    progress = Progress()
     with Journal("src", "dst", journal_path) as journal, \
             pytest.raises(StoreError, match="connection reset"):
-        Migrator(Breaking(src), dst, options, journal=journal).run()
+        Migrator(Breaking(src), dst, options, journal=journal, progress=progress).run()
+    assert not progress.counting
     assert (dst_dir / "zz-extra").read_bytes() == b"not at the source"
     with Journal("src", "dst", journal_path) as journal:
         verified = set(journal.verified())

@@ -30,6 +30,15 @@ def shown(name: str) -> str:
                    for ch in name)
 
 
+def bar_words(progress: Progress, unit_bytes: bool) -> str:
+    """The words beside a progress bar's counts: the files done where it counts bytes,
+    and "still listing" while the totals grow (an ETA is only a guess then)."""
+    words = [f"{progress.done_items} files"] if unit_bytes else []
+    if progress.counting:
+        words.append("still listing")
+    return ", ".join(words)
+
+
 class Printer:
     def __init__(self, json_mode: bool = False, quiet: bool = False) -> None:
         self.json = json_mode
@@ -103,7 +112,7 @@ class Printer:
                 total = progress.total_bytes if unit_bytes else progress.total_items
                 done = progress.done_bytes if unit_bytes else progress.done_items
                 bar.update(task, total=total or None, completed=done,
-                           items=f"{progress.done_items} files" if unit_bytes else "")
+                           items=bar_words(progress, unit_bytes))
 
             def refresh() -> None:
                 while not stop.wait(0.2):

@@ -483,6 +483,7 @@ class Migrator:
                 stored.put(None)
 
         # both sides are listed at once: with many objects each listing is many requests
+        self.progress.counting = True
         with ThreadPoolExecutor(2, thread_name_prefix="list") as pool:
             try:
                 dst_listed = pool.submit(scratch.add_listing, "dst",
@@ -500,6 +501,7 @@ class Migrator:
                 src_listed.result()  # the source's listing error, if it failed
             finally:
                 halt.set()
+                self.progress.counting = False
         done = [ObjectResult(o.key.encode(errors="surrogateescape").decode(errors="replace"),
                              "failed", o.size, "the key is no valid UTF-8")
                 for o in scratch.unusable]

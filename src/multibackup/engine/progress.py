@@ -13,6 +13,8 @@ class Progress:
     done_bytes: int = 0
     done_items: int = 0
     current: str = ""
+    #: the totals still grow (a listing goes on beside the work): an ETA is only a guess
+    counting: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, nbytes: int = 0, items: int = 0, current: str | None = None) -> None:
