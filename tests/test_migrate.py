@@ -1559,3 +1559,58 @@ def test_a_source_listing_that_fails_midway_deletes_nothing_and_keeps_what_was_v
                for s, why in results.values() if s == "skipped")
     assert results["zz-extra"][0] == "deleted" and report.ok
     assert {p.name: p.read_bytes() for p in dst_dir.iterdir() if p.is_file()} == objects
+
+
+def test_a_listing_stopped_midway_ends_in_its_own_thread(s3_server: S3Server,
+                                                         tmp_path: Path) -> None:
+    """The destination's listing fails while the source's, through OpenDAL, is halfway:
+    the run ends with the destination's error, and the source's lister is ended in the
+    thread that listed (an OpenDAL lister dropped on another thread, as when a Future
+    keeps the error's traceback, aborts the whole process)."""
+    import subprocess
+    import sys
+
+    bucket = s3_server.new_bucket()
+    _fill(s3_server, bucket, {f"k{i}": b"x" * i for i in range(5)}, prefix="")
+    script = f"""
+import gc, threading, time
+from multibackup.backends.location import open_store, parse_location
+from multibackup.engine.migrate import MigrateOptions, Migrator
+from multibackup.errors import StoreError
+
+src = open_store(parse_location("s3://{bucket}"))
+dst = open_store(parse_location({str(tmp_path / "dst")!r}))
+failed = threading.Event()
+
+class Source:
+    def __getattr__(self, name):
+        return getattr(src, name)
+
+    def list(self):
+        for n, info in enumerate(src.list()):
+            if n == 1:  # the plan has stopped by now: the listing is told at this item
+                failed.wait(10)
+                time.sleep(0.5)
+            yield info
+
+class Destination:
+    def __getattr__(self, name):
+        return getattr(dst, name)
+
+    def list(self):
+        failed.set()
+        raise StoreError("the destination cannot be listed")
+        yield
+
+try:
+    Migrator(Source(), Destination(), MigrateOptions()).run()
+except StoreError as exc:
+    print("stopped:", exc)
+gc.collect()
+print("ended")
+"""
+    r = subprocess.run([sys.executable, "-c", script], env={**os.environ, **s3_server.env()},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == ["stopped: the destination cannot be listed", "ended"]
+    assert "unsendable" not in r.stderr

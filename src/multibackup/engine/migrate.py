@@ -465,12 +465,19 @@ class Migrator:
 
         def listing(store: ObjectStore, s3: S3Multipart | None) -> Iterator[ObjectInfo]:
             items = store.list() if s3 is None else _exact_names(store.list(), s3)
-            for o in items:
-                if halt.is_set():
-                    raise StoreError("listing stopped")
-                if not (reserved and (o.key.startswith(_TMP_PREFIX)
-                                      or o.key == _TMP_PREFIX[:-1])):
-                    yield o
+            try:
+                for o in items:
+                    if halt.is_set():
+                        raise StoreError("listing stopped")
+                    if not (reserved and (o.key.startswith(_TMP_PREFIX)
+                                          or o.key == _TMP_PREFIX[:-1])):
+                        yield o
+            finally:
+                # ended in the thread that listed: an OpenDAL lister dropped on another
+                # thread (by the error's traceback, kept in a Future) ends the process
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
 
         scratch = self._scratch
         match = self.options.filters.match

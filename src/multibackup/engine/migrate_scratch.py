@@ -174,8 +174,15 @@ class Scratch:
                     yield o.key, o.size, o.etag, o.mtime_ns, int(take)
 
         marks = "?, ?, ?, ?, ?, ?" if side == "src" else "?, ?, ?, ?, ?"
-        return self._write_all(f"INSERT OR IGNORE INTO {side} VALUES ({marks})", rows(),
-                               stored)
+        try:
+            return self._write_all(f"INSERT OR IGNORE INTO {side} VALUES ({marks})", rows(),
+                                   stored)
+        finally:
+            # a listing left midway is ended here, in the thread that ran it (see
+            # Migrator._plan)
+            close = getattr(infos, "close", None)
+            if close is not None:
+                close()
 
     def add_verified(self, records: Iterable[VerifiedObject]) -> None:
         self._write_all("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)",
