@@ -4,12 +4,11 @@ object's result, in a private temporary SQLite database rather than in memory.
 A bucket of tens of millions of objects then costs disk pages instead of gigabytes of
 Python objects, and SQLite joins the two listings. Results come out in key order (the
 binary order of their UTF-8 bytes, which is the order S3, Azure and GCS list in). Source
-objects are
-numbered in the order they are listed, so the plan can take them a stored batch at a time
-while the listing goes on. SQLite removes the file as soon as it has opened it, so nothing
-is left behind, not even by a SIGKILL; it lives in SQLite's temporary directory
-(``SQLITE_TMPDIR``, else ``TMPDIR``, else ``/var/tmp``). One connection serves every
-thread, behind a lock.
+objects are numbered in the order they are listed, so the plan can take them a stored
+batch at a time while the listing goes on. SQLite removes the file as soon as it has
+opened it, so nothing is left behind, not even by a SIGKILL; it lives in SQLite's
+temporary directory (``SQLITE_TMPDIR``, else ``TMPDIR``, else ``/var/tmp``). One
+connection serves every thread, behind a lock.
 """
 
 from __future__ import annotations
